@@ -1,0 +1,42 @@
+"""hpo_mongo: distributed hyperparameter optimization over MongoDB, a drop-in for hyperopt.
+
+``from hpo_mongo import fmin, tpe, rand, hp, Trials, MongoTrials, STATUS_OK, space_eval`` runs
+hyperopt user code unchanged.
+"""
+from ._version import __version__
+from . import early_stop, grid, rand
+from .domain import Domain
+from .driver import Ctrl, fmin, generate_trials_to_calculate
+from .exceptions import (AllTrialsFailed, DuplicateLabel, HpoMongoError, InvalidParameterError,
+                         InvalidResultError, InvalidSpaceError)
+from .pyll.base import scope
+from .space import hp, space_eval
+from .trials.documents import (JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW,
+                               JOB_STATE_RUNNING, JOB_STATES, STATUS_FAIL, STATUS_NEW, STATUS_OK,
+                               STATUS_RUNNING, STATUS_STRINGS, STATUS_SUSPENDED)
+from .trials.memory import Trials, trials_from_docs
+
+__all__ = [
+    "__version__", "fmin", "hp", "space_eval", "Trials", "trials_from_docs", "Domain", "Ctrl",
+    "generate_trials_to_calculate", "rand", "grid", "early_stop", "scope",
+    "STATUS_OK", "STATUS_FAIL", "STATUS_NEW", "STATUS_RUNNING", "STATUS_SUSPENDED", "STATUS_STRINGS",
+    "JOB_STATE_NEW", "JOB_STATE_RUNNING", "JOB_STATE_DONE", "JOB_STATE_ERROR", "JOB_STATE_CANCEL",
+    "JOB_STATES", "AllTrialsFailed", "DuplicateLabel", "HpoMongoError", "InvalidParameterError",
+    "InvalidResultError", "InvalidSpaceError",
+]
+
+try:  # the algorithms and stores added by later modules; absent pieces are simply not exported
+    from . import tpe  # noqa: F401
+    __all__.append("tpe")
+except ImportError:  # pragma: no cover
+    pass
+try:
+    from . import anneal  # noqa: F401
+    __all__.append("anneal")
+except ImportError:  # pragma: no cover
+    pass
+try:
+    from .mongoexp import MongoTrials  # noqa: F401
+    __all__.append("MongoTrials")
+except ImportError:  # pragma: no cover
+    pass

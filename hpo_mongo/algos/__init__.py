@@ -1,0 +1,1 @@
+"""Search algorithms: ``suggest(new_ids, domain, trials, seed) -> list[trial doc]`` (see base)."""

@@ -1,0 +1,99 @@
+"""The algorithm interface and the read-only history every algorithm works from.
+
+An algorithm is a function ``suggest(new_ids, domain, trials, seed, **options) -> list[dict]``
+returning one NEW trial document per id in ``new_ids`` (built with
+:func:`hpo_mongo.trials.documents.new_trial_doc`), or ``[]`` when the search space is
+exhausted, which makes fmin stop. Options are bound with ``functools.partial``.
+Algorithms never write to ``trials``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from ..space import CompiledSpace
+from ..trials.documents import (JOB_PENDING_STATES, JOB_STATE_DONE, STATUS_OK, new_trial_doc)
+
+
+class SuggestFn(Protocol):
+    def __call__(self, new_ids: Sequence[int], domain: Any, trials: Any, seed: int) -> list[dict]: ...
+
+
+@dataclass(frozen=True)
+class History:
+    """Arrays over the trials of one experiment, in tid order.
+
+    ``X`` is ``(n, P)`` (NaN where inactive), ``loss`` is NaN where no usable loss exists
+    (pending, failed or errored trials), ``state`` the job states.
+    """
+
+    X: np.ndarray
+    loss: np.ndarray
+    state: np.ndarray
+    tid: np.ndarray
+
+    @property
+    def ok(self) -> np.ndarray:
+        """DONE trials with status ok and a loss."""
+        return (self.state == JOB_STATE_DONE) & ~np.isnan(self.loss)
+
+    @property
+    def pending(self) -> np.ndarray:
+        """NEW or RUNNING trials."""
+        return np.isin(self.state, list(JOB_PENDING_STATES))
+
+    def __len__(self) -> int:
+        return len(self.tid)
+
+
+def _loss(doc: dict) -> float:
+    r = doc["result"]
+    if r.get("status") != STATUS_OK:
+        return np.nan
+    v = r.get("loss")
+    try:
+        return float(v) if v is not None else np.nan
+    except (TypeError, ValueError):
+        return np.nan
+
+
+def history(space: CompiledSpace, trials: Any) -> History:
+    """Build (incrementally, cached on ``trials``) the :class:`History` of ``trials``.
+
+    The value rows never change once a trial exists, so they are computed once per tid and
+    cached; states and losses are re-read on every call.
+    """
+    docs = trials.trials
+    cache = getattr(trials, "_history_cache", None)
+    if cache is None or cache.get("space") is not space:
+        cache = {"space": space, "tids": [], "X": np.empty((0, space.n_params))}
+        try:
+            trials._history_cache = cache
+        except AttributeError:  # a foreign trials object: no caching
+            pass
+    tids = [d["tid"] for d in docs]
+    old = cache["tids"]
+    if len(old) <= len(tids) and tids[:len(old)] == old:
+        new_rows = [space.vals_to_row(d["misc"]["vals"]) for d in docs[len(old):]]
+        if new_rows:
+            cache["X"] = np.vstack([cache["X"], np.asarray(new_rows)])
+    else:
+        cache["X"] = np.asarray([space.vals_to_row(d["misc"]["vals"]) for d in docs]).reshape(len(docs), space.n_params)
+    cache["tids"] = tids
+    return History(
+        X=cache["X"],
+        loss=np.fromiter((_loss(d) for d in docs), dtype=float, count=len(docs)),
+        state=np.fromiter((d["state"] for d in docs), dtype=np.int64, count=len(docs)),
+        tid=np.asarray(tids, dtype=np.int64),
+    )
+
+
+def docs_from_rows(new_ids: Sequence[int], space: CompiledSpace, X: np.ndarray, trials: Any,
+                   extra_misc: Callable[[int], dict] | None = None) -> list[dict]:
+    """One NEW document per id from the rows of ``X`` (NaN = inactive)."""
+    exp_key = getattr(trials, "_exp_key", None)
+    return [new_trial_doc(tid, space.row_to_vals(X[i]), exp_key=exp_key,
+                          extra_misc=extra_misc(i) if extra_misc else None)
+            for i, tid in enumerate(new_ids)]

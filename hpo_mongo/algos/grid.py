@@ -1,0 +1,103 @@
+"""Grid search: the cartesian product of every parameter's grid, in a fixed order.
+
+Discrete parameters (choice, pchoice, randint, uniformint, bounded quantized kinds) use all
+their values; continuous ones use ``n_points`` values: evenly spaced for uniform, geometric
+for log-uniform, at quantiles for normal / lognormal (rounded to q when quantized). Inactive
+branches of conditional spaces are not multiplied out. Each document records its position in
+``misc.grid_index``, so a resumed run continues where it stopped; ``[]`` when exhausted.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+from scipy import stats
+
+from ..exceptions import InvalidParameterError
+from ..space import CompiledSpace
+from ..space.distributions import Distribution
+from .base import docs_from_rows
+
+DEFAULT_N_POINTS = 5
+#: a bounded quantized parameter with more grid values than this uses ``n_points`` values instead
+MAX_QUANTIZED_VALUES = 1000
+
+
+def grid_values(dist: Distribution, n_points: int = DEFAULT_N_POINTS) -> np.ndarray:
+    """The internal values one parameter takes on the grid."""
+    k = dist.kind
+    if dist.is_int:
+        if dist.is_categorical:
+            return np.arange(dist.n_options, dtype=float)
+        hi = dist.high - (k == "randint")
+        return np.arange(dist.low, hi + 1, dtype=float)
+    if k in ("quniform", "qloguniform"):
+        lo, hi = (math.exp(dist.low), math.exp(dist.high)) if dist.is_log else (dist.low, dist.high)
+        vals = np.unique(dist.quantize(np.arange(math.ceil(lo / dist.q), math.floor(hi / dist.q) + 1) * dist.q))
+        if 0 < len(vals) <= MAX_QUANTIZED_VALUES:
+            return vals
+    if k in ("uniform", "quniform"):
+        vals = np.linspace(dist.low, dist.high, n_points)
+    elif k in ("loguniform", "qloguniform"):
+        vals = np.exp(np.linspace(dist.low, dist.high, n_points))
+    else:  # normal family: quantiles
+        z = stats.norm.ppf((np.arange(n_points) + 0.5) / n_points) * dist.sigma + dist.mu
+        vals = np.exp(z) if dist.is_log else z
+    if dist.is_quantized:
+        vals = dist.quantize(vals)
+    return np.unique(vals)
+
+
+def iter_grid(space: CompiledSpace, n_points: int = DEFAULT_N_POINTS) -> Iterator[np.ndarray]:
+    """Yield the grid's rows (NaN = inactive) in a deterministic order."""
+    params = space.params
+    values = [grid_values(p.dist, n_points) for p in params]
+    row = np.full(space.n_params, np.nan)
+
+    def active(p) -> bool:
+        return any(all(row[c] == b for c, b in path) for path in p.paths)
+
+    def rec(i: int) -> Iterator[np.ndarray]:
+        if i == len(params):
+            yield row.copy()
+            return
+        p = params[i]
+        if active(p):
+            for v in values[i]:
+                row[i] = v
+                yield from rec(i + 1)
+            row[i] = np.nan
+        else:
+            yield from rec(i + 1)
+
+    return rec(0)
+
+
+def grid_size(space: CompiledSpace, n_points: int = DEFAULT_N_POINTS) -> int:
+    """Number of points on the grid (enumerates it; cheap for grids that fit in memory)."""
+    return sum(1 for _ in iter_grid(space, n_points))
+
+
+def suggest(new_ids: Sequence[int], domain: Any, trials: Any, seed: int,
+            n_points: int = DEFAULT_N_POINTS) -> list[dict]:
+    """The next grid points after the largest ``misc.grid_index`` already in ``trials``."""
+    if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 1:
+        raise InvalidParameterError(f"The 'n_points' parameter of grid.suggest must be an int >= 1. Got {n_points!r} instead.")
+    start = 1 + max((t["misc"].get("grid_index", -1) for t in trials.trials), default=-1)
+    cache = domain.__dict__.setdefault("_grid_cache", {})
+    entry = cache.get(n_points)
+    if entry is None:
+        entry = cache[n_points] = {"it": iter_grid(domain.space, n_points), "rows": []}
+    rows = entry["rows"]
+    while len(rows) < start + len(new_ids):
+        nxt = next(entry["it"], None)
+        if nxt is None:
+            break
+        rows.append(nxt)
+    take = rows[start:start + len(new_ids)]
+    if not take:
+        return []
+    X = np.asarray(take)
+    ids = list(new_ids)[:len(take)]
+    return docs_from_rows(ids, domain.space, X, trials, extra_misc=lambda i: {"grid_index": start + i})

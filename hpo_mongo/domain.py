@@ -1,0 +1,49 @@
+"""``Domain``: the objective plus its compiled space, and one evaluation of it."""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from .exceptions import InvalidParameterError
+from .results import normalize_result
+from .space import CompiledSpace, compile_space, space_eval
+
+
+class Domain:
+    """An objective ``fn`` over the search space ``expr`` (hyperopt's ``base.Domain``)."""
+
+    def __init__(self, fn: Callable, expr: Any, workdir: str | None = None,
+                 pass_expr_memo_ctrl: bool | None = None, name: str | None = None,
+                 loss_target: float | None = None):
+        if not callable(fn):
+            raise InvalidParameterError(f"The 'fn' parameter must be callable. Got {fn!r} instead.")
+        self.fn = fn
+        self.expr = expr
+        self.space: CompiledSpace = compile_space(expr)
+        self.workdir = workdir
+        self.pass_expr_memo_ctrl = bool(pass_expr_memo_ctrl if pass_expr_memo_ctrl is not None
+                                        else getattr(fn, "fmin_pass_expr_memo_ctrl", False))
+        self.name = name
+        self.loss_target = loss_target
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """``{label: node}`` as in hyperopt."""
+        return {p.label: p.node for p in self.space.params}
+
+    def config(self, vals: Mapping[str, Any]) -> Any:
+        """The nested object the objective receives for these ``misc.vals``."""
+        return space_eval(self.expr, vals)
+
+    def evaluate(self, vals: Mapping[str, Any], ctrl: Any = None) -> tuple[dict, dict[str, bytes]]:
+        """Call the objective on ``vals``; return ``(result, attachments)`` by the result rules.
+
+        Exceptions raised by the objective propagate to the caller (which records them).
+        """
+        if self.pass_expr_memo_ctrl:
+            raw = self.fn(expr=self.expr, memo=dict(vals), ctrl=ctrl)
+        else:
+            raw = self.fn(self.config(vals))
+        return normalize_result(raw)
+
+    def short_str(self) -> str:
+        return f"Domain{{{getattr(self.fn, '__name__', self.fn)!s}}}"

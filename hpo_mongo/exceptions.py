@@ -1,0 +1,88 @@
+"""Every exception hpo_mongo raises, sorted by what the caller can do next.
+
+- fix the call or the space: :class:`InvalidParameterError`, :class:`InvalidSpaceError`,
+  :class:`InvalidResultError`, :class:`InvalidURLError`;
+- retry later: :class:`StoreUnavailable` (the server is unreachable; only idempotent calls are retried);
+- treat as "someone else got there first": :class:`DuplicateTrialError`, :class:`TrialNotOwned`;
+- give up on the trial: :class:`ObjectiveLoadError`, :class:`PayloadSignatureError`;
+- nothing to report: :class:`AllTrialsFailed`.
+"""
+from __future__ import annotations
+
+
+class HpoMongoError(Exception):
+    """Root of every hpo_mongo error."""
+
+
+class InvalidParameterError(HpoMongoError, ValueError, TypeError):
+    """A public function got an argument outside its documented range; the message names it."""
+
+
+class InvalidSpaceError(HpoMongoError, ValueError):
+    """A search space is malformed; the message names the offending label."""
+
+
+class DuplicateLabel(InvalidSpaceError):
+    """Two different parameters share one label (hyperopt's name for this error)."""
+
+
+class UnsupportedExpressionError(InvalidSpaceError):
+    """A space uses a pyll construct hpo_mongo does not evaluate."""
+
+
+class InvalidResultError(HpoMongoError, ValueError):
+    """An objective returned something that is not a valid result."""
+
+
+class InvalidTrial(HpoMongoError, ValueError):
+    """A trial document does not follow the documented schema."""
+
+
+class InvalidURLError(InvalidParameterError):
+    """A connection URL cannot be parsed; the message shows the accepted forms."""
+
+
+class AllTrialsFailed(HpoMongoError):
+    """No trial finished with status 'ok', so there is no best trial."""
+
+
+class StoreError(HpoMongoError):
+    """A trial store operation failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The database could not be reached (after retries). Retrying later may succeed."""
+
+
+class DuplicateTrialError(StoreError):
+    """A trial with this tid already exists (a unique index refused the insert)."""
+
+
+class TrialNotOwned(StoreError):
+    """This process no longer holds the lease on the trial (it was requeued or finished elsewhere)."""
+
+
+class UnknownExperiment(StoreError, KeyError):
+    """No experiment with this exp_key exists in the database."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else "unknown experiment"
+
+
+class UnknownTrial(StoreError, KeyError):
+    """No trial with this tid exists (in this experiment)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown trial"
+
+
+class ObjectiveLoadError(HpoMongoError):
+    """A worker could not unpickle the objective; the message carries both sides' versions."""
+
+
+class PayloadSignatureError(ObjectiveLoadError):
+    """A pickled payload is unsigned or its HMAC does not match the shared secret."""
+
+
+class PicklingError(InvalidParameterError):
+    """The driver could not pickle the objective; the message names what could not be pickled."""

@@ -1,0 +1,82 @@
+"""The result rules: what an objective may return and how it is recorded (docs/compat.md).
+
+- a number → ``{"loss": float(x), "status": "ok"}``;
+- a dict with ``status`` in STATUS_STRINGS and, if ok, a ``loss`` castable to float; extra keys
+  are kept and ``attachments`` ({name: bytes}) is split off to be stored separately;
+- ``inf`` is a valid (worst) loss; NaN, a non-numeric loss, an unknown status or any other
+  return type → ``status: "fail"`` with a ``failure`` message saying why (the trial is DONE).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import traceback
+from typing import Any
+
+import numpy as np
+
+from .trials.documents import STATUS_FAIL, STATUS_OK, STATUS_STRINGS, sonify
+
+
+def _as_loss(value: Any) -> tuple[float | None, str | None]:
+    if isinstance(value, (bool, np.bool_)):
+        return None, f"loss must be a number, got a bool ({value!r})"
+    if isinstance(value, np.ndarray) and value.size == 1:
+        value = value.reshape(()).item()
+    if not isinstance(value, (numbers.Real, np.number)):
+        try:  # e.g. torch/tf scalars expose __float__
+            if hasattr(value, "__float__") and not isinstance(value, (str, bytes)):
+                value = float(value)
+            else:
+                raise TypeError
+        except (TypeError, ValueError):
+            return None, f"loss must be a number, got {type(value).__name__} ({value!r:.80})"
+    loss = float(value)
+    if math.isnan(loss):
+        return None, "loss is NaN"
+    return loss, None
+
+
+def normalize_result(raw: Any) -> tuple[dict, dict[str, bytes]]:
+    """Apply the result rules: return ``(result document, attachments)``."""
+    if isinstance(raw, dict):
+        result = dict(raw)
+        attachments = result.pop("attachments", None) or {}
+        if not isinstance(attachments, dict):
+            result["status"] = STATUS_FAIL
+            result["failure"] = f"attachments must be a dict of name -> bytes, got {type(attachments).__name__}"
+            attachments = {}
+        status = result.get("status")
+        if status not in STATUS_STRINGS:
+            result["failure"] = (f"unknown status {status!r} (expected one of {list(STATUS_STRINGS)})"
+                                 if "status" in result else "result dict has no 'status'")
+            result["status"] = STATUS_FAIL
+            result.pop("loss", None) if _as_loss(result.get("loss"))[1] else None
+        elif status == STATUS_OK:
+            if "loss" not in result:
+                result["status"], result["failure"] = STATUS_FAIL, "status is 'ok' but the result has no 'loss'"
+            else:
+                loss, why = _as_loss(result["loss"])
+                if why:
+                    result["status"], result["failure"] = STATUS_FAIL, why
+                    result["loss"] = None if why == "loss is NaN" else repr(result["loss"])[:200]
+                else:
+                    result["loss"] = loss
+        elif "loss" in result and result["loss"] is not None:
+            loss, why = _as_loss(result["loss"])
+            result["loss"] = loss if not why else None
+        return sonify(result), {str(k): v for k, v in attachments.items()}
+    loss, why = _as_loss(raw)
+    if why:
+        return {"status": STATUS_FAIL, "failure": f"objective returned an invalid result: {why}"
+                if "loss is NaN" != why else "objective returned NaN", "loss": None}, {}
+    return {"loss": loss, "status": STATUS_OK}, {}
+
+
+def error_info(exc: BaseException) -> dict[str, str]:
+    """``{type, message, traceback}`` of an exception raised by an objective."""
+    return {
+        "type": f"{type(exc).__module__}.{type(exc).__qualname__}".replace("builtins.", ""),
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+    }

@@ -1,0 +1,178 @@
+"""Prior distributions of the hp DSL: small validated value objects that sample with numpy.
+
+Each distribution works on *internal* values: a float for numeric kinds, the option index for
+``choice``/``pchoice``. ``misc.vals`` in trial documents stores exactly these values.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..exceptions import InvalidSpaceError
+
+#: every kind of hyperparameter, in hp's order
+KINDS = (
+    "choice", "pchoice", "randint", "uniformint", "uniform", "quniform", "loguniform",
+    "qloguniform", "normal", "qnormal", "lognormal", "qlognormal",
+)
+CATEGORICAL_KINDS = frozenset({"choice", "pchoice"})
+INT_KINDS = frozenset({"choice", "pchoice", "randint", "uniformint"})
+LOG_KINDS = frozenset({"loguniform", "qloguniform", "lognormal", "qlognormal"})
+QUANTIZED_KINDS = frozenset({"quniform", "qloguniform", "qnormal", "qlognormal", "uniformint"})
+BOUNDED_KINDS = frozenset({"uniform", "quniform", "loguniform", "qloguniform", "uniformint", "randint"})
+NORMAL_KINDS = frozenset({"normal", "qnormal", "lognormal", "qlognormal"})
+
+
+def _number(label: str, name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidSpaceError(
+            f"hyperparameter {label!r}: {name} must be a number, got {value!r}"
+            + (" (parameters inside bounds are not supported)" if hasattr(value, "label") else "")
+        )
+    value = float(value)
+    if not math.isfinite(value):
+        raise InvalidSpaceError(f"hyperparameter {label!r}: {name} must be finite, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """One hyperparameter's prior: its kind and arguments, validated at construction."""
+
+    label: str
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    q: float | None = None
+    mu: float | None = None
+    sigma: float | None = None
+    probs: tuple[float, ...] | None = None  # categorical kinds: option probabilities
+    n_options: int = field(default=0)
+
+    def __post_init__(self) -> None:
+        lab, kind = self.label, self.kind
+        if kind not in KINDS:
+            raise InvalidSpaceError(f"hyperparameter {lab!r}: unknown kind {kind!r}")
+        if kind in CATEGORICAL_KINDS:
+            if self.n_options <= 0:
+                raise InvalidSpaceError(f"hyperparameter {lab!r}: {kind} needs at least one option, got none")
+            probs = np.asarray(self.probs, dtype=float)
+            if probs.shape != (self.n_options,) or np.any(~np.isfinite(probs)) or np.any(probs < 0):
+                raise InvalidSpaceError(f"hyperparameter {lab!r}: probabilities must be {self.n_options} non-negative numbers, got {list(self.probs or ())}")
+            if abs(probs.sum() - 1.0) > 1e-6:
+                raise InvalidSpaceError(
+                    f"hyperparameter {lab!r}: pchoice probabilities must sum to 1, they sum to {probs.sum():.6g}")
+            return
+        if kind in BOUNDED_KINDS:
+            low = _number(lab, "low", self.low)
+            high = _number(lab, "high", self.high)
+            if not low < high:
+                raise InvalidSpaceError(f"hyperparameter {lab!r}: low must be less than high, got low={low:g}, high={high:g}")
+            if kind in ("randint", "uniformint") and (low != int(low) or high != int(high)):
+                raise InvalidSpaceError(f"hyperparameter {lab!r}: {kind} bounds must be integers, got low={low:g}, high={high:g}")
+        if kind in NORMAL_KINDS:
+            _number(lab, "mu", self.mu)
+            sigma = _number(lab, "sigma", self.sigma)
+            if sigma <= 0:
+                raise InvalidSpaceError(f"hyperparameter {lab!r}: sigma must be positive, got sigma={sigma:g}")
+        if kind in QUANTIZED_KINDS:
+            q = _number(lab, "q", self.q)
+            if q <= 0:
+                raise InvalidSpaceError(f"hyperparameter {lab!r}: q must be positive, got q={q:g}")
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def is_int(self) -> bool:
+        """True when values are integers (choice index, randint, uniformint)."""
+        return self.kind in INT_KINDS
+
+    @property
+    def is_categorical(self) -> bool:
+        return self.kind in CATEGORICAL_KINDS
+
+    @property
+    def is_log(self) -> bool:
+        return self.kind in LOG_KINDS
+
+    @property
+    def is_quantized(self) -> bool:
+        return self.kind in QUANTIZED_KINDS
+
+    @property
+    def n_values(self) -> int:
+        """Number of distinct values of an integer kind (0 for continuous kinds)."""
+        if self.is_categorical:
+            return self.n_options
+        if self.kind == "randint":
+            return int(self.high - self.low)
+        if self.kind == "uniformint":
+            return int(self.high - self.low) + 1
+        return 0
+
+    # ----------------------------------------------------------------- sampling
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Draw ``n`` internal values (float array) from the prior."""
+        k = self.kind
+        if k in CATEGORICAL_KINDS:
+            if k == "choice":
+                return rng.integers(0, self.n_options, size=n).astype(float)
+            return rng.choice(self.n_options, size=n, p=np.asarray(self.probs)).astype(float)
+        if k == "randint":
+            return rng.integers(int(self.low), int(self.high), size=n).astype(float)
+        if k == "uniformint":
+            return rng.integers(int(self.low), int(self.high) + 1, size=n).astype(float)
+        if k in ("uniform", "quniform", "loguniform", "qloguniform"):
+            x = rng.uniform(self.low, self.high, size=n)
+        else:
+            x = rng.normal(self.mu, self.sigma, size=n)
+        if self.is_log:
+            x = np.exp(x)
+        if self.is_quantized:
+            x = self.quantize(x)
+        return x
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        """hyperopt's rounding ``round(x / q) * q``."""
+        return np.round(np.asarray(x, dtype=float) / self.q) * self.q
+
+    def contains(self, x: np.ndarray) -> np.ndarray:
+        """Boolean mask: which internal values this prior can produce."""
+        x = np.asarray(x, dtype=float)
+        ok = np.isfinite(x)
+        k = self.kind
+        if self.is_int:
+            lo, hi = (0, self.n_options - 1) if self.is_categorical else (self.low, self.high - (k == "randint"))
+            return ok & (x == np.round(x)) & (x >= lo) & (x <= hi)
+        if self.is_quantized:
+            with np.errstate(invalid="ignore"):
+                ok &= np.isclose(self.quantize(x), x, rtol=1e-9, atol=1e-12 * max(1.0, self.q))
+        if k in ("uniform", "loguniform"):
+            lo, hi = (math.exp(self.low), math.exp(self.high)) if self.is_log else (self.low, self.high)
+            ok &= (x >= lo) & (x <= hi)
+        elif k in ("quniform", "qloguniform"):
+            lo, hi = (math.exp(self.low), math.exp(self.high)) if self.is_log else (self.low, self.high)
+            q = self.q
+            ok &= (x >= min(lo, np.round(lo / q) * q) - 1e-9) & (x <= max(hi, np.round(hi / q) * q) + 1e-9)
+        elif k in ("lognormal", "qlognormal"):
+            ok &= x >= 0
+        return ok
+
+    def external(self, value: float) -> int | float:
+        """Internal float → the Python value stored in ``misc.vals`` (int for integer kinds)."""
+        return int(round(value)) if self.is_int else float(value)
+
+    # ----------------------------------------------------------------- json
+    def to_json(self) -> dict[str, Any]:
+        """A JSON description (stored in the experiments document for tools)."""
+        d: dict[str, Any] = {"label": self.label, "kind": self.kind}
+        for name in ("low", "high", "q", "mu", "sigma"):
+            v = getattr(self, name)
+            if v is not None:
+                d[name] = v
+        if self.is_categorical:
+            d["n_options"] = self.n_options
+            d["probs"] = list(self.probs)
+        return d
