@@ -57,7 +57,7 @@ def default_algo() -> Callable:
     try:
         from .algos import tpe  # noqa: WPS433
         return tpe.suggest
-    except ImportError:
+    except (ImportError, AttributeError):
         from .algos import rand
         warnings.warn("TPE is not available yet; fmin(algo=None) uses rand.suggest", stacklevel=3)
         return rand.suggest
