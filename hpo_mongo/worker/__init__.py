@@ -1,0 +1,1 @@
+"""The worker: claim loop, evaluation in a child process, heartbeats and signals."""

@@ -1,0 +1,280 @@
+"""Evaluate one trial: in a forked child process (default) or in-process (``--no-subprocess``).
+
+Subprocess mode forks the worker with multiprocessing's ``fork`` context. The domain was unpickled
+once in the worker, so the child inherits it (copy-on-write) and the per-trial cost is one fork and
+one pipe round trip (see bench/RESULTS.md). The child evaluates the objective, applies the result
+rules (``Domain.evaluate``) and sends ``(result, attachments)`` — or the exception's
+``{type, message, traceback}`` — back over a pipe, then exits, so whatever the objective allocated
+(including GPU memory: do not initialise CUDA in the worker itself, only in the objective) is
+released between trials.
+
+What can go wrong in the child and how it is recorded (``Outcome.state`` ERROR):
+
+- the objective raises → ``error = {type, message, traceback}``;
+- the child dies (``os._exit``, a segfault in native code, the OOM killer) → ``type "WorkerCrash"``,
+  "the objective's process died (exit code -11 / SIGSEGV ...)"; the worker survives;
+- it runs longer than ``timeout`` → the child is killed, ``type "Timeout"``, "timeout: trial exceeded N s".
+
+``Executor.release()`` (or setting ``cancel_event``) kills the running child at once; the outcome is
+then ``cancelled`` and the caller gives the trial back (state NEW).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ..results import error_info
+from ..trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR
+
+logger = logging.getLogger("hpo_mongo.worker")
+
+_WAIT_SLICE = 0.05  # how often a waiting parent checks the cancel event
+_SIGNAL_HINTS = {
+    signal.SIGSEGV: "segmentation fault in native code",
+    signal.SIGKILL: "killed; the kernel's out-of-memory killer sends SIGKILL",
+    signal.SIGABRT: "aborted by native code",
+    signal.SIGBUS: "bus error in native code",
+    signal.SIGFPE: "floating point exception in native code",
+    signal.SIGILL: "illegal instruction in native code",
+    signal.SIGTERM: "terminated",
+}
+
+
+@dataclass
+class Outcome:
+    """What became of one evaluation.
+
+    ``state`` is JOB_STATE_DONE (``result`` normalized by the result rules, ``attachments`` split
+    off) or JOB_STATE_ERROR (``error`` = {type, message, traceback}; ``result`` = {status: "fail",
+    failure: "<type>: <message>"}), or ``None`` when the evaluation was cancelled (``cancelled``).
+    """
+
+    state: int | None
+    result: dict = field(default_factory=dict)
+    attachments: dict = field(default_factory=dict)
+    error: dict | None = None
+    duration: float = 0.0
+
+    @property
+    def cancelled(self) -> bool:
+        return self.state is None
+
+
+def _error_outcome(error: dict, duration: float = 0.0) -> Outcome:
+    failure = f"{error['type']}: {error['message']}" if error.get("type") not in ("Timeout",) else error["message"]
+    return Outcome(JOB_STATE_ERROR, {"status": "fail", "failure": failure}, {}, error, duration)
+
+
+def crash_message(exitcode: int | None) -> str:
+    """Human description of a child that died without sending a result."""
+    if exitcode is None:
+        return "the objective's process died without reporting a result"
+    if exitcode < 0:
+        try:
+            sig = signal.Signals(-exitcode)
+            name = sig.name
+        except ValueError:
+            sig, name = None, f"signal {-exitcode}"
+        hint = _SIGNAL_HINTS.get(sig, "")
+        return (f"the objective's process died (exit code {exitcode} / {name}"
+                f"{': ' + hint if hint else ''}) before returning a result")
+    return (f"the objective's process exited with code {exitcode} (os._exit or exit() from native code?) "
+            f"before returning a result")
+
+
+@contextlib.contextmanager
+def _cwd(workdir: str | None):
+    if not workdir:
+        yield
+        return
+    os.makedirs(workdir, exist_ok=True)
+    old = os.getcwd()
+    os.chdir(workdir)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def _evaluate(domain: Any, vals: Mapping, ctrl: Any) -> tuple[str, Any, Any]:
+    try:
+        result, attachments = domain.evaluate(vals, ctrl)
+        return "ok", result, attachments
+    except BaseException as e:  # noqa: BLE001 - SystemExit/KeyboardInterrupt in the objective fail the trial
+        return "error", error_info(e), None
+
+
+def _child_main(domain: Any, vals: Mapping, ctrl: Any, workdir: str | None, conn: Any) -> None:
+    """Runs in the forked child: evaluate, send the outcome, exit without running the parent's atexit hooks."""
+    code = 0
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides what a Ctrl-C means (grace period)
+        after_fork = getattr(ctrl, "_after_fork", None)
+        if callable(after_fork):
+            after_fork()
+        with _cwd(workdir):
+            kind, a, b = _evaluate(domain, vals, ctrl)
+        try:
+            conn.send((kind, a, b))
+        except Exception as e:  # noqa: BLE001 - e.g. an unpicklable value in the result
+            conn.send(("error", {"type": "InvalidResultError",
+                                 "message": f"the result could not be sent back to the worker: {type(e).__name__}: {e}",
+                                 "traceback": traceback.format_exc()}, None))
+    except BaseException:  # noqa: BLE001
+        code = 1
+        with contextlib.suppress(Exception):
+            traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+class Executor:
+    """Runs trials one at a time; :meth:`release` kills the running one (from any thread)."""
+
+    def __init__(self, subprocess: bool = True, timeout: float | None = None):
+        self.subprocess = subprocess
+        self.timeout = timeout
+        self._cancel = threading.Event()
+        self._proc: Any = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ control
+    def release(self) -> None:
+        """Stop the running evaluation now (its outcome is ``cancelled``). No-op when idle.
+
+        In-process evaluations cannot be interrupted; the flag only marks their outcome cancelled.
+        """
+        self._cancel.set()
+        with self._lock:
+            proc = self._proc
+        if proc is not None:
+            _kill(proc)
+
+    @property
+    def busy(self) -> bool:
+        return self._proc is not None
+
+    # ------------------------------------------------------------------ running
+    def run(self, domain: Any, vals: Mapping, *, ctrl: Any = None, workdir: str | None = None,
+            cancel_event: threading.Event | None = None, timeout: float | None = None) -> Outcome:
+        self._cancel.clear()
+        timeout = self.timeout if timeout is None else timeout
+        if not self.subprocess:
+            return self._run_inprocess(domain, vals, ctrl, workdir, cancel_event)
+        return self._run_forked(domain, vals, ctrl, workdir, cancel_event, timeout)
+
+    def _cancelled(self, cancel_event: threading.Event | None) -> bool:
+        return self._cancel.is_set() or (cancel_event is not None and cancel_event.is_set())
+
+    def _run_inprocess(self, domain, vals, ctrl, workdir, cancel_event) -> Outcome:
+        t0 = time.monotonic()
+        with _cwd(workdir):
+            kind, a, b = _evaluate(domain, vals, ctrl)
+        dt = time.monotonic() - t0
+        if kind == "error" and a["type"] == "KeyboardInterrupt":
+            raise KeyboardInterrupt  # in-process: Ctrl-C is for the worker, not a trial failure
+        if self._cancelled(cancel_event):
+            return Outcome(None, duration=dt)
+        if kind == "ok":
+            return Outcome(JOB_STATE_DONE, a, b or {}, None, dt)
+        return _error_outcome(a, dt)
+
+    def _run_forked(self, domain, vals, ctrl, workdir, cancel_event, timeout) -> Outcome:
+        ctx = multiprocessing.get_context("fork")
+        recv, send = ctx.Pipe(duplex=False)
+        t0 = time.monotonic()
+        proc = ctx.Process(target=_child_main, args=(domain, vals, ctrl, workdir, send), daemon=True,
+                           name="hpo-mongo-trial")
+        proc.start()
+        send.close()
+        with self._lock:
+            self._proc = proc
+        deadline = None if not timeout else t0 + timeout
+        message = None
+        try:
+            while True:
+                if self._cancelled(cancel_event):
+                    _kill(proc)
+                    return Outcome(None, duration=time.monotonic() - t0)
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    _kill(proc)
+                    if recv.poll():  # finished at the very last moment
+                        message = _recv(recv)
+                        if message is not None:
+                            break
+                    msg = f"timeout: trial exceeded {timeout:g} s"
+                    return _error_outcome({"type": "Timeout", "message": msg,
+                                           "traceback": ""}, time.monotonic() - t0)
+                wait = _WAIT_SLICE if deadline is None else max(0.0, min(_WAIT_SLICE, deadline - now))
+                ready = multiprocessing.connection.wait([recv, proc.sentinel], timeout=wait)
+                if recv in ready:
+                    message = _recv(recv)
+                    break
+                if proc.sentinel in ready:
+                    message = _recv(recv) if recv.poll() else None
+                    break
+            proc.join(5)
+            if proc.is_alive():
+                _kill(proc)
+            dt = time.monotonic() - t0
+            if message is None:
+                if self._cancelled(cancel_event):
+                    return Outcome(None, duration=dt)
+                return _error_outcome({"type": "WorkerCrash", "message": crash_message(proc.exitcode),
+                                       "traceback": ""}, dt)
+            kind, a, b = message
+            if kind == "ok":
+                return Outcome(JOB_STATE_DONE, a, b or {}, None, dt)
+            return _error_outcome(a, dt)
+        finally:
+            with self._lock:
+                self._proc = None
+            recv.close()
+            if proc.is_alive():
+                _kill(proc)
+            with contextlib.suppress(Exception):
+                proc.close()
+
+
+def _recv(conn: Any) -> Any:
+    try:
+        return conn.recv()
+    except (EOFError, OSError):
+        return None
+    except Exception as e:  # noqa: BLE001 - e.g. the result references a class the parent cannot import
+        return ("error", {"type": "InvalidResultError",
+                          "message": f"the result could not be read by the worker: {type(e).__name__}: {e}",
+                          "traceback": traceback.format_exc()}, None)
+
+
+def _kill(proc: Any) -> None:
+    with contextlib.suppress(Exception):
+        if proc.is_alive():
+            proc.kill()
+    with contextlib.suppress(Exception):
+        proc.join(5)
+
+
+def run_trial(domain: Any, vals: Mapping, *, subprocess: bool = True, timeout: float | None = None,
+              ctrl: Any = None, workdir: str | None = None,
+              cancel_event: threading.Event | None = None) -> Outcome:
+    """Evaluate ``domain`` at ``vals`` once (see the module docstring)."""
+    return Executor(subprocess=subprocess, timeout=timeout).run(
+        domain, vals, ctrl=ctrl, workdir=workdir, cancel_event=cancel_event)

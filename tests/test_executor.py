@@ -1,0 +1,155 @@
+"""hpo_mongo.worker.executor: evaluation in a forked child (crashes, timeouts, cancel) and in-process."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from hpo_mongo import hp
+from hpo_mongo.domain import Domain
+from hpo_mongo.trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR
+from hpo_mongo.worker.executor import Executor, crash_message, run_trial
+
+SPACE = {"x": hp.uniform("x", -5, 5), "mode": hp.choice("mode", ["ok", "raise", "exit", "segv", "sleep", "att",
+                                                                "pid", "big", "cwd", "sysexit"])}
+MODES = ["ok", "raise", "exit", "segv", "sleep", "att", "pid", "big", "cwd", "sysexit"]
+
+
+def objective(cfg):
+    mode = cfg["mode"]
+    if mode == "raise":
+        raise ValueError(f"bad x {cfg['x']}")
+    if mode == "exit":
+        os._exit(3)
+    if mode == "segv":
+        import ctypes
+        import faulthandler
+        faulthandler.disable()  # pytest's faulthandler would print a dump for the expected crash
+        ctypes.string_at(0)
+    if mode == "sleep":
+        time.sleep(cfg["x"])
+        return cfg["x"]
+    if mode == "att":
+        return {"loss": 1.0, "status": "ok", "attachments": {"blob": b"\x00" * 3_000_000, "small": b"hi"}}
+    if mode == "pid":
+        return {"loss": 0.0, "status": "ok", "pid": os.getpid()}
+    if mode == "big":
+        return {"loss": 0.0, "status": "ok", "values": list(range(200_000))}
+    if mode == "cwd":
+        return {"loss": 0.0, "status": "ok", "cwd": os.getcwd()}
+    if mode == "sysexit":
+        raise SystemExit(5)
+    return cfg["x"] ** 2
+
+
+DOMAIN = Domain(objective, SPACE)
+
+
+def vals(mode, x=1.5):
+    return {"x": [x], "mode": [MODES.index(mode)]}
+
+
+@pytest.mark.parametrize("subprocess", [True, False])
+def test_ok(subprocess):
+    out = run_trial(DOMAIN, vals("ok"), subprocess=subprocess)
+    assert out.state == JOB_STATE_DONE and out.result == {"loss": 2.25, "status": "ok"} and out.error is None
+
+
+@pytest.mark.parametrize("subprocess", [True, False])
+def test_exception(subprocess):
+    out = run_trial(DOMAIN, vals("raise"), subprocess=subprocess)
+    assert out.state == JOB_STATE_ERROR
+    assert out.error["type"] == "ValueError" and out.error["message"] == "bad x 1.5"
+    assert "Traceback" in out.error["traceback"] and "objective" in out.error["traceback"]
+    assert out.result == {"status": "fail", "failure": "ValueError: bad x 1.5"}
+
+
+def test_system_exit_fails_trial_not_worker():
+    out = run_trial(DOMAIN, vals("sysexit"))
+    assert out.state == JOB_STATE_ERROR and out.error["type"] == "SystemExit"
+
+
+def test_os_exit_is_a_crash():
+    out = run_trial(DOMAIN, vals("exit"))
+    assert out.state == JOB_STATE_ERROR and out.error["type"] == "WorkerCrash"
+    assert "exited with code 3" in out.error["message"]
+
+
+def test_segfault_is_a_crash():
+    out = run_trial(DOMAIN, vals("segv"))
+    assert out.state == JOB_STATE_ERROR and out.error["type"] == "WorkerCrash"
+    assert "exit code -11 / SIGSEGV" in out.error["message"]
+    assert out.result["failure"].startswith("WorkerCrash: the objective's process died")
+
+
+def test_crash_message_sigkill():
+    assert "out-of-memory" in crash_message(-9) and "SIGKILL" in crash_message(-9)
+
+
+def test_timeout_kills_child():
+    t0 = time.monotonic()
+    out = run_trial(DOMAIN, vals("sleep", 4.0), timeout=0.3)
+    assert time.monotonic() - t0 < 2.0
+    assert out.state == JOB_STATE_ERROR and out.error["type"] == "Timeout"
+    assert out.error["message"] == "timeout: trial exceeded 0.3 s"
+    assert out.result == {"status": "fail", "failure": "timeout: trial exceeded 0.3 s"}
+
+
+def test_fast_trial_under_timeout():
+    out = run_trial(DOMAIN, vals("sleep", 0.01), timeout=5)
+    assert out.state == JOB_STATE_DONE and out.result["loss"] == 0.01
+
+
+@pytest.mark.parametrize("subprocess", [True, False])
+def test_attachments(subprocess):
+    out = run_trial(DOMAIN, vals("att"), subprocess=subprocess)
+    assert out.state == JOB_STATE_DONE and out.result == {"loss": 1.0, "status": "ok"}
+    assert out.attachments["small"] == b"hi" and len(out.attachments["blob"]) == 3_000_000
+
+
+def test_large_result_through_pipe():
+    out = run_trial(DOMAIN, vals("big"))
+    assert out.state == JOB_STATE_DONE and len(out.result["values"]) == 200_000
+
+
+def test_child_vs_inprocess_pid():
+    assert run_trial(DOMAIN, vals("pid")).result["pid"] != os.getpid()
+    assert run_trial(DOMAIN, vals("pid"), subprocess=False).result["pid"] == os.getpid()
+
+
+@pytest.mark.parametrize("subprocess", [True, False])
+def test_workdir(tmp_path, subprocess):
+    here = os.getcwd()
+    out = run_trial(DOMAIN, vals("cwd"), subprocess=subprocess, workdir=str(tmp_path / "wd"))
+    assert out.result["cwd"] == str(tmp_path / "wd") and os.getcwd() == here
+
+
+def test_release_from_another_thread():
+    ex = Executor()
+    threading.Timer(0.2, ex.release).start()
+    t0 = time.monotonic()
+    out = ex.run(DOMAIN, vals("sleep", 5.0))
+    assert out.cancelled and time.monotonic() - t0 < 2.0
+    # the executor is reusable afterwards
+    assert ex.run(DOMAIN, vals("ok")).state == JOB_STATE_DONE
+
+
+def test_cancel_event():
+    ev = threading.Event()
+    threading.Timer(0.2, ev.set).start()
+    out = run_trial(DOMAIN, vals("sleep", 5.0), cancel_event=ev)
+    assert out.cancelled and out.state is None
+
+
+def test_worker_survives_many_crashes_and_overhead_is_small():
+    ex = Executor()
+    for mode in ("segv", "exit", "raise"):
+        assert ex.run(DOMAIN, vals(mode)).state == JOB_STATE_ERROR
+    t0 = time.monotonic()
+    n = 20
+    for _ in range(n):
+        assert ex.run(DOMAIN, vals("ok")).state == JOB_STATE_DONE
+    per_trial = (time.monotonic() - t0) / n
+    assert per_trial < 0.25, f"fork overhead {per_trial * 1000:.1f} ms per trial"
