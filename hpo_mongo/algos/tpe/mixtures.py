@@ -1,0 +1,84 @@
+"""Batched kernels and mixtures: arrays over many (parameter, component) pairs at once.
+
+Shapes follow one convention: a leading batch axis ``B`` (parameters, or dimensions of a joint
+estimator), ``K`` components and ``C`` query points. Component arrays are ``(B, K)``, query
+arrays ``(B, C)`` and kernel matrices ``(B, C, K)``. Padding components carry weight 0 and are
+ignored. No Python loop runs over components or query points.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._truncnorm import log_gauss_mass, ndtr, sample_standard
+
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def logsumexp(a: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``log(sum(exp(a)))`` along ``axis``; all ``-inf`` gives ``-inf`` without warnings."""
+    m = np.max(a, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(under="ignore", divide="ignore"):
+        s = np.sum(np.exp(a - m), axis=axis, keepdims=True)
+        out = np.log(s) + m
+    return np.squeeze(out, axis=axis)
+
+
+def log_weights(w: np.ndarray) -> np.ndarray:
+    """Normalised log weights along the last axis (zero weights → ``-inf``)."""
+    w = np.asarray(w, dtype=float)
+    tot = w.sum(axis=-1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        return np.log(w) - np.log(tot)
+
+
+def log_truncation(mu: np.ndarray, sigma: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """log of each kernel's mass inside ``[low, high]`` (``low``/``high`` broadcast as ``(B, 1)``)."""
+    return log_gauss_mass((low - mu) / sigma, (high - mu) / sigma)
+
+
+def log_kernel_density(x: np.ndarray, mu: np.ndarray, sigma: np.ndarray,
+                       log_z: np.ndarray) -> np.ndarray:
+    """Truncated-normal log densities: ``x (B, C)`` against kernels ``(B, K)`` → ``(B, C, K)``."""
+    z = (x[:, :, None] - mu[:, None, :]) / sigma[:, None, :]
+    return -0.5 * z * z - np.log(sigma)[:, None, :] - _LOG_SQRT_2PI - log_z[:, None, :]
+
+
+def log_kernel_mass(a: np.ndarray, b: np.ndarray, mu: np.ndarray, sigma: np.ndarray,
+                    log_z: np.ndarray) -> np.ndarray:
+    """log probability of the cells ``[a, b]`` (``(B, C)``) under truncated kernels → ``(B, C, K)``."""
+    s = sigma[:, None, :]
+    za = (a[:, :, None] - mu[:, None, :]) / s
+    zb = (b[:, :, None] - mu[:, None, :]) / s
+    return log_gauss_mass(za, zb) - log_z[:, None, :]
+
+
+def mixture_log_pdf(log_kern: np.ndarray, log_w: np.ndarray) -> np.ndarray:
+    """Mixture log density from ``(B, C, K)`` kernel values and ``(B, K)`` log weights → ``(B, C)``."""
+    return logsumexp(log_kern + log_w[:, None, :], axis=-1)
+
+
+def choose_components(rng: np.random.Generator, w: np.ndarray, n: int) -> np.ndarray:
+    """``n`` component indices per batch row, drawn with probabilities ``w (B, K)`` → ``(B, n)``."""
+    cum = np.cumsum(w, axis=-1)
+    cum /= cum[:, -1:]
+    u = rng.random((w.shape[0], n))
+    idx = (u[:, :, None] >= cum[:, None, :]).sum(axis=-1)
+    return np.minimum(idx, w.shape[1] - 1)
+
+
+def sample_truncnorm(rng: np.random.Generator, mu: np.ndarray, sigma: np.ndarray,
+                     low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """One draw per element of ``mu``/``sigma`` from the normal truncated to ``[low, high]``."""
+    with np.errstate(invalid="ignore"):  # inf bounds
+        a = (low - mu) / sigma
+        b = (high - mu) / sigma
+    u = rng.random(np.shape(mu))
+    x = mu + sigma * sample_standard(a, b, u)
+    return np.clip(x, low, high)
+
+
+def normal_cdf(x: np.ndarray) -> np.ndarray:
+    return ndtr(x)

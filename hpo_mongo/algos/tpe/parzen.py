@@ -1,0 +1,399 @@
+"""Observations → Parzen mixtures, one per parameter (univariate) or per group (joint).
+
+Values arrive as rows of the compiled space's ``(n, P)`` matrix (external values: choice
+indices for categoricals, NaN where inactive). Numeric parameters are modelled in an
+*internal* space: the log of the value for log kinds, widened by half a cell for integer
+kinds, bounded by the prior's support (unbounded for normal kinds):
+
+* bounded continuous → truncated Gaussian mixture (density in internal space);
+* quantized / integer → the same mixture scored by the probability mass of the value's
+  quantization cell (``[v - q/2, v + q/2]``, logged for q-log kinds, clipped to the bounds);
+* categorical (choice / pchoice) → weighted counts plus ``prior_weight`` pseudo-counts
+  spread as the prior probabilities (``n_options * prior_weight * p``).
+
+Each mixture has one prior component (mid-range mean, σ = range; the distribution's own μ, σ
+for normal kinds) with weight ``prior_weight``, and one component per observation, weighted
+by linear forgetting (the newest ``linear_forgetting`` at 1, older ones ramping down to 1/n).
+Univariate bandwidths are the larger gap to the sorted neighbours, clipped to
+``[prior_sigma / min(100, n + 2), prior_sigma]``. When more than ``max_components``
+observations exist, neighbouring sorted components are merged by moment matching, so the
+cost of scoring is bounded whatever the history size.
+
+Only :meth:`sample` and :meth:`log_pdf` are public on the estimators.
+"""
+from __future__ import annotations
+
+import math
+import weakref
+from typing import NamedTuple
+
+import numpy as np
+
+from . import mixtures as mx
+
+_CONT, _QLIN, _QLOG = 0, 1, 2
+
+
+class ParzenParameters(NamedTuple):
+    prior_weight: float = 1.0
+    linear_forgetting: int = 25
+    max_components: int = 128
+
+
+class ParamTable:
+    """Per-column constants of a compiled space, as arrays (built once per space)."""
+
+    def __init__(self, space) -> None:
+        P = space.n_params
+        self.n_params = P
+        self.is_cat = np.zeros(P, dtype=bool)
+        self.is_int = np.zeros(P, dtype=bool)
+        self.is_log = np.zeros(P, dtype=bool)
+        self.qkind = np.zeros(P, dtype=np.int64)
+        self.q = np.ones(P)
+        self.low = np.full(P, -np.inf)   # internal bounds
+        self.high = np.full(P, np.inf)
+        self.ext_low = np.full(P, -np.inf)  # external clip range after quantizing
+        self.ext_high = np.full(P, np.inf)
+        self.floor = np.full(P, 1e-300)  # log kinds: smallest value before the log
+        self.prior_mu = np.zeros(P)
+        self.prior_sigma = np.ones(P)
+        self.n_options = np.zeros(P, dtype=np.int64)
+        self.span = np.ones(P)  # width used to normalise distances (bench / tests)
+        probs = []
+        for p in space.params:
+            j, d = p.index, p.dist
+            if d.is_categorical:
+                self.is_cat[j] = True
+                self.n_options[j] = d.n_options
+                probs.append(np.asarray(d.probs, dtype=float))
+                continue
+            probs.append(None)
+            k = d.kind
+            self.is_log[j] = d.is_log
+            if k in ("randint", "uniformint"):
+                self.is_int[j] = True
+                self.qkind[j] = _QLIN
+                top = d.high - 1 if k == "randint" else d.high
+                self.low[j], self.high[j] = d.low - 0.5, top + 0.5
+                self.ext_low[j], self.ext_high[j] = d.low, top
+            elif d.is_quantized:
+                self.q[j] = d.q
+                self.qkind[j] = _QLOG if d.is_log else _QLIN
+            if k in ("uniform", "quniform", "loguniform", "qloguniform"):
+                self.low[j], self.high[j] = d.low, d.high
+                if d.is_quantized:
+                    lo, hi = (math.exp(d.low), math.exp(d.high)) if d.is_log else (d.low, d.high)
+                    self.ext_low[j] = min(lo, round(lo / d.q) * d.q)
+                    self.ext_high[j] = max(hi, round(hi / d.q) * d.q)
+            if d.is_log and d.is_quantized:
+                self.floor[j] = d.q / 4.0
+            if np.isfinite(self.low[j]):
+                self.prior_mu[j] = 0.5 * (self.low[j] + self.high[j])
+                self.prior_sigma[j] = self.high[j] - self.low[j]
+            else:
+                self.prior_mu[j], self.prior_sigma[j] = d.mu, d.sigma
+            self.span[j] = self.prior_sigma[j] if np.isfinite(self.low[j]) else 4.0 * d.sigma
+        M = int(self.n_options.max()) if self.is_cat.any() else 1
+        self.max_options = M
+        self.cat_prior = np.zeros((P, M))
+        for j, pr in enumerate(probs):
+            if pr is not None:
+                self.cat_prior[j, :len(pr)] = pr
+
+    # -------------------------------------------------------------- value transforms
+    def internal(self, V: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """External numeric values ``(n, len(cols))`` → internal coordinates (NaN kept)."""
+        Z = np.array(V, dtype=float)
+        lg = self.is_log[cols]
+        if lg.any():
+            with np.errstate(invalid="ignore"):
+                Z[:, lg] = np.log(np.fmax(Z[:, lg], self.floor[cols][lg]))
+        with np.errstate(invalid="ignore"):
+            return np.clip(Z, self.low[cols], self.high[cols])
+
+    def external(self, Z: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Internal samples ``(len(cols), n)`` → external values on the parameter's grid."""
+        X = np.array(Z, dtype=float)
+        lg = self.is_log[cols]
+        if lg.any():
+            X[lg] = np.exp(X[lg])
+        qz = self.qkind[cols] != _CONT
+        if qz.any():
+            q = self.q[cols][qz][:, None]
+            X[qz] = np.clip(np.round(X[qz] / q) * q, self.ext_low[cols][qz][:, None],
+                            self.ext_high[cols][qz][:, None])
+        return X
+
+    def cells(self, V: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Internal bounds ``[a, b]`` of the quantization cells of external values ``(B, C)``."""
+        half = 0.5 * self.q[cols][:, None]
+        lo, hi = V - half, V + half
+        lg = self.is_log[cols]
+        if lg.any():
+            pos = lo[lg] > 0
+            a = np.full(lo[lg].shape, -np.inf)
+            a[pos] = np.log(lo[lg][pos])
+            lo[lg] = a
+            hi[lg] = np.log(hi[lg])
+        L, H = self.low[cols][:, None], self.high[cols][:, None]
+        a = np.clip(lo, L, H)
+        b = np.clip(hi, L, H)
+        # a degenerate cell (value on the bound's edge): give it a sliver so log mass is finite
+        b = np.where(b > a, b, a + 1e-12 * np.maximum(1.0, np.abs(a)))
+        return a, b
+
+
+_TABLES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def param_table(space) -> ParamTable:
+    """The (cached) :class:`ParamTable` of a compiled space."""
+    t = _TABLES.get(space)
+    if t is None:
+        t = _TABLES[space] = ParamTable(space)
+    return t
+
+
+def forgetting_weights(active: np.ndarray, lf: int) -> np.ndarray:
+    """Linear forgetting per column: rows are in age order (oldest first), ``active (n, B)``.
+
+    Among each column's ``m`` active rows the newest ``lf`` weigh 1 and the older ``m - lf``
+    ramp linearly from ``1/m`` to 1 (hyperopt's rule); inactive entries weigh 0.
+    """
+    cnt = active.sum(axis=0)
+    pos = np.cumsum(active, axis=0) - 1
+    old = cnt - lf
+    m = np.maximum(cnt, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ramp = 1.0 / m + pos * (1.0 - 1.0 / m) / np.maximum(old - 1, 1)
+    w = np.where(pos < old, ramp, 1.0)
+    return np.where(active, w, 0.0)
+
+
+# ============================================================================ univariate
+class UnivariateParzen:
+    """Independent mixtures for the columns ``cols``, fitted together as stacked arrays.
+
+    ``V`` holds the observed external values ``(n, len(cols))`` in age order (NaN = inactive).
+    """
+
+    def __init__(self, table: ParamTable, cols: np.ndarray, V: np.ndarray,
+                 params: ParzenParameters) -> None:
+        self._t = table
+        self._cols = cols = np.asarray(cols, dtype=np.int64)
+        cat = table.is_cat[cols]
+        self._num = np.flatnonzero(~cat)
+        self._cat = np.flatnonzero(cat)
+        self._params = params
+        active = ~np.isnan(V)
+        W = forgetting_weights(active, params.linear_forgetting)
+        if self._num.size:
+            nc = cols[self._num]
+            self._fit_numeric(nc, table.internal(V[:, self._num], nc), W[:, self._num])
+            qk = table.qkind[nc]
+            self._cont = np.flatnonzero(qk == _CONT)
+            self._quant = np.flatnonzero(qk != _CONT)
+        if self._cat.size:
+            self._fit_categorical(cols[self._cat], V[:, self._cat], W[:, self._cat])
+
+    # -------------------------------------------------------------- fitting
+    def _fit_numeric(self, nc: np.ndarray, Z: np.ndarray, W: np.ndarray) -> None:
+        t, prm = self._t, self._params
+        B = nc.size
+        pmu, psig = t.prior_mu[nc], t.prior_sigma[nc]
+        cnt = (W > 0).sum(axis=0)
+        Zp = np.vstack([Z, pmu[None, :]])
+        Wp = np.vstack([W, np.full((1, B), float(prm.prior_weight))])
+        is_prior = np.zeros(Zp.shape, dtype=bool)
+        is_prior[-1] = True
+        order = np.argsort(Zp, axis=0, kind="stable")  # NaN (inactive) last
+        S = np.take_along_axis(Zp, order, axis=0)
+        Ws = np.take_along_axis(Wp, order, axis=0)
+        Ps = np.take_along_axis(is_prior, order, axis=0)
+        d = np.diff(S, axis=0)
+        nanrow = np.full((1, B), np.nan)
+        sig = np.fmax(np.vstack([nanrow, d]), np.vstack([d, nanrow]))
+        minsig = psig / np.minimum(100.0, cnt + 2.0)
+        sig = np.where(np.isnan(sig), psig, sig)
+        sig = np.clip(sig, minsig, psig)
+        sig = np.where(Ps, psig, sig)
+        # bins: rank among the sorted observations (merged when too many); prior last bin
+        K = int(min(prm.max_components, max(int(cnt.max()), 1)))
+        obs = ~Ps & ~np.isnan(S)
+        rank = np.cumsum(obs, axis=0) - 1
+        scale = np.where(cnt > K, K / np.maximum(cnt, 1), 1.0)
+        bins = np.minimum((rank * scale).astype(np.int64), K - 1)
+        bins = np.where(Ps, K, bins)
+        keep = obs | Ps
+        ids = (np.arange(B)[None, :] * (K + 1) + bins)[keep]
+        w = Ws[keep]
+        mu = S[keep]
+        s = sig[keep]
+        size = B * (K + 1)
+        s0 = np.bincount(ids, weights=w, minlength=size).reshape(B, K + 1)
+        s1 = np.bincount(ids, weights=w * mu, minlength=size).reshape(B, K + 1)
+        s2 = np.bincount(ids, weights=w * (s * s + mu * mu), minlength=size).reshape(B, K + 1)
+        empty = s0 <= 0
+        den = np.where(empty, 1.0, s0)
+        m = s1 / den
+        var = s2 / den - m * m
+        sd = np.sqrt(np.maximum(var, (minsig * minsig)[:, None]))
+        self._mu = np.where(empty, 0.0, m)
+        self._sigma = np.where(empty, 1.0, sd)
+        self._w = np.where(empty, 0.0, s0)
+        self._logw = mx.log_weights(self._w)
+        self._L, self._H = t.low[nc][:, None], t.high[nc][:, None]
+        self._logz = mx.log_truncation(self._mu, self._sigma, self._L, self._H)
+
+    def _fit_categorical(self, cc: np.ndarray, V: np.ndarray, W: np.ndarray) -> None:
+        t = self._t
+        B, M = cc.size, t.max_options
+        act = W > 0
+        idx = (np.arange(B)[None, :] * M + np.where(act, V, 0).astype(np.int64))[act]
+        counts = np.bincount(idx, weights=W[act], minlength=B * M).reshape(B, M)
+        counts += self._params.prior_weight * t.n_options[cc][:, None] * t.cat_prior[cc]
+        self._probs = counts / counts.sum(axis=1, keepdims=True)
+
+    # -------------------------------------------------------------- public
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` draws per column → ``(len(cols), n)`` external values."""
+        out = np.empty((self._cols.size, n))
+        if self._num.size:
+            k = mx.choose_components(rng, self._w, n)
+            mu = np.take_along_axis(self._mu, k, axis=1)
+            sg = np.take_along_axis(self._sigma, k, axis=1)
+            z = mx.sample_truncnorm(rng, mu, sg, self._L, self._H)
+            out[self._num] = self._t.external(z, self._cols[self._num])
+        if self._cat.size:
+            out[self._cat] = mx.choose_components(rng, self._probs, n)
+        return out
+
+    def log_pdf(self, V: np.ndarray) -> np.ndarray:
+        """Per-column log density (mass for discrete kinds) of ``V (len(cols), C)``."""
+        out = np.empty(V.shape)
+        if self._num.size:
+            nc = self._cols[self._num]
+            Vn = V[self._num]
+            if self._cont.size:
+                r = self._cont
+                z = self._t.internal(Vn[r].T, nc[r]).T
+                kern = mx.log_kernel_density(z, self._mu[r], self._sigma[r], self._logz[r])
+                out[self._num[r]] = mx.mixture_log_pdf(kern, self._logw[r])
+            if self._quant.size:
+                r = self._quant
+                a, b = self._t.cells(Vn[r], nc[r])
+                kern = mx.log_kernel_mass(a, b, self._mu[r], self._sigma[r], self._logz[r])
+                out[self._num[r]] = mx.mixture_log_pdf(kern, self._logw[r])
+        if self._cat.size:
+            iv = V[self._cat].astype(np.int64)
+            with np.errstate(divide="ignore"):
+                out[self._cat] = np.log(np.take_along_axis(self._probs, iv, axis=1))
+        return out
+
+
+# ============================================================================ joint
+class JointParzen:
+    """One product-kernel mixture over the columns ``cols`` (all active on the same rows).
+
+    Components: one per observation (Scott-style bandwidth ``0.2 n^(-1/(d+4))`` × prior σ per
+    numeric dimension; categorical kernels put ``1 + prior_weight·p`` on the observed option
+    and ``prior_weight·p`` elsewhere) plus the prior component. Above ``max_components``
+    observations a weighted subsample (always keeping the rows flagged in ``keep``) stands for
+    the rest with their total weight.
+    """
+
+    def __init__(self, table: ParamTable, cols: np.ndarray, V: np.ndarray,
+                 params: ParzenParameters, rng: np.random.Generator,
+                 keep: np.ndarray | None = None) -> None:
+        t = self._t = table
+        self._cols = cols = np.asarray(cols, dtype=np.int64)
+        rows = ~np.isnan(V).any(axis=1)
+        V = V[rows]
+        keep = np.zeros(len(V), dtype=bool) if keep is None else np.asarray(keep)[rows]
+        n = len(V)
+        w = forgetting_weights(np.ones((n, 1), dtype=bool), params.linear_forgetting)[:, 0]
+        K = params.max_components
+        if n > K:
+            w, V = _subsample(rng, w, V, keep, K)
+        d = cols.size
+        cat = t.is_cat[cols]
+        self._num = np.flatnonzero(~cat)
+        self._cat = np.flatnonzero(cat)
+        self._w = np.append(w, float(params.prior_weight))
+        self._logw = np.log(self._w / self._w.sum())
+        if self._num.size:
+            nc = cols[self._num]
+            psig = t.prior_sigma[nc]
+            Z = t.internal(V[:, self._num], nc).T  # (dn, k)
+            bw = 0.2 * max(n, 1) ** (-1.0 / (d + 4)) * psig
+            bw = np.clip(bw, psig / min(100.0, n + 2.0), psig)
+            k = Z.shape[1]
+            self._mu = np.hstack([Z, t.prior_mu[nc][:, None]])
+            self._sigma = np.hstack([np.repeat(bw[:, None], k, axis=1), psig[:, None]])
+            self._L, self._H = t.low[nc][:, None], t.high[nc][:, None]
+            self._logz = mx.log_truncation(self._mu, self._sigma, self._L, self._H)
+            qk = t.qkind[nc]
+            self._cont = np.flatnonzero(qk == _CONT)
+            self._quant = np.flatnonzero(qk != _CONT)
+        if self._cat.size:
+            cc = cols[self._cat]
+            prior = t.cat_prior[cc]  # (dc, M)
+            obs = V[:, self._cat].T.astype(np.int64)  # (dc, k)
+            pw = float(params.prior_weight)
+            P = np.repeat((pw * prior)[:, None, :], obs.shape[1] + 1, axis=1)  # (dc, k+1, M)
+            np.put_along_axis(P[:, :-1, :], obs[:, :, None],
+                              np.take_along_axis(P[:, :-1, :], obs[:, :, None], axis=2) + 1.0, axis=2)
+            P[:, -1, :] = prior
+            self._probs = P / P.sum(axis=2, keepdims=True)
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` joint draws → ``(len(cols), n)`` external values."""
+        k = mx.choose_components(rng, self._w[None, :], n)[0]
+        out = np.empty((self._cols.size, n))
+        if self._num.size:
+            z = mx.sample_truncnorm(rng, self._mu[:, k], self._sigma[:, k], self._L, self._H)
+            out[self._num] = self._t.external(z, self._cols[self._num])
+        if self._cat.size:
+            p = self._probs[:, k, :]  # (dc, n, M)
+            cum = np.cumsum(p, axis=2)
+            u = rng.random(p.shape[:2])
+            out[self._cat] = np.minimum((u[:, :, None] >= cum).sum(axis=2), p.shape[2] - 1)
+        return out
+
+    def log_pdf(self, V: np.ndarray) -> np.ndarray:
+        """Joint log density of the points ``V (len(cols), C)`` → ``(C,)``."""
+        C = V.shape[1]
+        tot = np.zeros((C, self._w.size))
+        if self._num.size:
+            nc = self._cols[self._num]
+            Vn = V[self._num]
+            if self._cont.size:
+                r = self._cont
+                z = self._t.internal(Vn[r].T, nc[r]).T
+                tot += mx.log_kernel_density(z, self._mu[r], self._sigma[r], self._logz[r]).sum(axis=0)
+            if self._quant.size:
+                r = self._quant
+                a, b = self._t.cells(Vn[r], nc[r])
+                tot += mx.log_kernel_mass(a, b, self._mu[r], self._sigma[r], self._logz[r]).sum(axis=0)
+        if self._cat.size:
+            iv = V[self._cat].astype(np.int64)  # (dc, C)
+            lp = np.log(self._probs)  # (dc, K, M)
+            g = np.take_along_axis(lp, np.broadcast_to(iv[:, None, :], (iv.shape[0], lp.shape[1], C)), axis=2)
+            tot += g.sum(axis=0).T
+        return mx.logsumexp(tot + self._logw[None, :], axis=1)
+
+
+def _subsample(rng, w, V, keep, K):
+    """Keep the rows flagged in ``keep`` and a weight-proportional sample of the others."""
+    kept = np.flatnonzero(keep)
+    rest = np.flatnonzero(~keep)
+    m = max(K - kept.size, 0)
+    if m == 0 or rest.size <= m:
+        return w, V
+    wr = w[rest]
+    pick = rng.choice(rest, size=m, replace=False, p=wr / wr.sum())
+    idx = np.sort(np.concatenate([pick, kept]))
+    nw = w.copy()
+    nw[pick] = wr.sum() / m
+    return nw[idx], V[idx]

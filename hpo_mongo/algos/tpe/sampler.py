@@ -1,0 +1,130 @@
+"""TPE ``suggest``: start-up, good/bad split, constant liar, EI candidates and argmax l/g.
+
+Only this module knows trials: it reads the cached :func:`hpo_mongo.algos.base.history`
+arrays, splits them, hands plain arrays to :mod:`.parzen` and turns the winning row into a
+document.
+
+Which trials feed the model
+    * DONE trials with status ``ok`` and a numeric loss are *finished*: they are split into the
+      good group (the ``n_below`` lowest losses) and the bad group. Ties keep tid order.
+    * Failed trials (status ``fail``, no usable loss) and ERROR / CANCEL trials are left out.
+    * Pending trials (NEW / RUNNING, e.g. suggested for other workers): with
+      ``constant_liar=True`` (default) they join the bad group as if they had the worst observed
+      loss, so the next suggestions move away from them; with ``constant_liar=False`` they are
+      ignored.
+    * ``n_startup_jobs`` counts finished trials only; until that many exist suggestions are
+      drawn from the prior (``rand.suggest``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .. import rand
+from ..base import docs_from_rows, history
+from .parzen import JointParzen, ParzenParameters, UnivariateParzen, param_table
+
+# --------------------------------------------------------------------------- defaults
+DEFAULT_PRIOR_WEIGHT = 1.0
+DEFAULT_N_STARTUP_JOBS = 20
+DEFAULT_N_EI_CANDIDATES = 24
+DEFAULT_GAMMA = 0.25
+DEFAULT_LF = 25
+DEFAULT_MAX_COMPONENTS = 128
+DEFAULT_MULTIVARIATE = False
+DEFAULT_CONSTANT_LIAR = True
+
+
+def default_gamma(n: int, gamma: float = DEFAULT_GAMMA) -> int:
+    """Size of the good group among ``n`` finished trials: ``min(ceil(gamma·sqrt(n)), 25)``.
+
+    This is hyperopt's rule (``gamma`` scales ``sqrt(n)``); at least one trial is good.
+    """
+    return int(max(1, min(math.ceil(gamma * math.sqrt(n)), 25)))
+
+
+def default_weights(n: int, lf: int = DEFAULT_LF) -> np.ndarray:
+    """Linear-forgetting weights of ``n`` observations in age order (newest ``lf`` at 1)."""
+    if n <= lf:
+        return np.ones(n)
+    return np.concatenate([np.linspace(1.0 / n, 1.0, n - lf), np.ones(lf)])
+
+
+def _groups(space, multivariate: bool) -> tuple[list[int], list[list[int]]]:
+    """Columns modelled alone, and joint groups (parameters sharing one activity condition)."""
+    if not multivariate:
+        return [p.index for p in space.params], []
+    by_cond: dict = {}
+    for p in space.params:
+        key = () if p.always_active else p.paths
+        by_cond.setdefault(key, []).append(p.index)
+    alone, joint = [], []
+    for cols in by_cond.values():
+        (joint.append(cols) if len(cols) > 1 else alone.extend(cols))
+    return sorted(alone), joint
+
+
+def suggest(new_ids: Sequence[int], domain: Any, trials: Any, seed: int,
+            prior_weight: float = DEFAULT_PRIOR_WEIGHT,
+            n_startup_jobs: int = DEFAULT_N_STARTUP_JOBS,
+            n_EI_candidates: int = DEFAULT_N_EI_CANDIDATES,
+            gamma: float | Callable[[int], int] = DEFAULT_GAMMA,
+            verbose: bool = True,
+            *, linear_forgetting: int = DEFAULT_LF,
+            constant_liar: bool = DEFAULT_CONSTANT_LIAR,
+            multivariate: bool = DEFAULT_MULTIVARIATE,
+            max_components: int = DEFAULT_MAX_COMPONENTS) -> list[dict]:
+    """Tree-structured Parzen Estimator suggestions, one document per id in ``new_ids``.
+
+    Same positional options as ``hyperopt.tpe.suggest``; ``gamma`` may also be a function
+    ``n_finished -> n_good``. Several ids in one call are suggested one after the other, each
+    treating the previous ones as pending.
+    """
+    space = domain.space
+    h = history(space, trials)
+    ok = h.ok
+    n_ok = int(ok.sum())
+    if n_ok == 0 or n_ok < n_startup_jobs:
+        return rand.suggest(new_ids, domain, trials, seed)
+    rng = np.random.default_rng(seed)
+    table = param_table(space)
+    params = ParzenParameters(float(prior_weight), int(linear_forgetting), int(max_components))
+
+    X_ok, loss = h.X[ok], h.loss[ok]
+    n_below = gamma(n_ok) if callable(gamma) else default_gamma(n_ok, gamma)
+    n_below = int(min(max(n_below, 1), n_ok))
+    order = np.argsort(loss, kind="stable")
+    below = np.zeros(n_ok, dtype=bool)
+    below[order[:n_below]] = True
+    X_below = X_ok[below]
+    X_above = X_ok[~below]
+    pending = h.X[h.pending] if constant_liar else np.empty((0, space.n_params))
+
+    alone, joint = _groups(space, multivariate)
+    alone = np.asarray(alone, dtype=np.int64)
+    rows = np.empty((len(new_ids), space.n_params))
+    for i in range(len(new_ids)):
+        X_bad = np.vstack([X_above, pending]) if len(pending) else X_above
+        liar = np.zeros(len(X_bad), dtype=bool)
+        liar[len(X_above):] = True
+        row = np.full(space.n_params, np.nan)
+        if alone.size:
+            lo = UnivariateParzen(table, alone, X_below[:, alone], params)
+            hi = UnivariateParzen(table, alone, X_bad[:, alone], params)
+            cand = lo.sample(rng, n_EI_candidates)
+            score = lo.log_pdf(cand) - hi.log_pdf(cand)
+            row[alone] = cand[np.arange(alone.size), np.argmax(score, axis=1)]
+        for cols in joint:
+            c = np.asarray(cols, dtype=np.int64)
+            lo = JointParzen(table, c, X_below[:, c], params, rng)
+            hi = JointParzen(table, c, X_bad[:, c], params, rng, keep=liar)
+            cand = lo.sample(rng, n_EI_candidates)
+            score = lo.log_pdf(cand) - hi.log_pdf(cand)
+            row[c] = cand[:, int(np.argmax(score))]
+        row[~space.active_mask(row[None, :])[0]] = np.nan
+        rows[i] = row
+        if constant_liar:
+            pending = np.vstack([pending, row[None, :]])
+    return docs_from_rows(new_ids, space, rows, trials)
