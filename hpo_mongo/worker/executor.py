@@ -114,10 +114,26 @@ def _evaluate(domain: Any, vals: Mapping, ctrl: Any) -> tuple[str, Any, Any]:
         return "error", error_info(e), None
 
 
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGKILL if the worker dies (kill -9), instead of running on as an orphan."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        parent = os.getppid()
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the worker died before prctl took effect
+            os._exit(1)
+    except Exception:  # noqa: BLE001 - best effort
+        pass
+
+
 def _child_main(domain: Any, vals: Mapping, ctrl: Any, workdir: str | None, conn: Any) -> None:
     """Runs in the forked child: evaluate, send the outcome, exit without running the parent's atexit hooks."""
     code = 0
     try:
+        _die_with_parent()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides what a Ctrl-C means (grace period)
         after_fork = getattr(ctrl, "_after_fork", None)
