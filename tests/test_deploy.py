@@ -283,10 +283,15 @@ def test_dockerfile_copies_files_that_exist():
     copied = " ".join(copies)
     for needed in ("setup.cfg", "pyproject.toml", "hpo_mongo"):
         assert needed in copied, needed
-    # setup.cfg reads the long description from a file: it must be copied too
-    m = re.search(r"long_description\s*=\s*file:\s*(\S+)", (REPO / "setup.cfg").read_text())
-    if m:
-        assert m.group(1) in copied, f"setup.cfg needs {m.group(1)}, which the Dockerfile does not copy"
+    # files setup.cfg needs at install time (long description, scripts) must be copied too
+    setup_cfg = (REPO / "setup.cfg").read_text(encoding="utf-8")
+    needed_files = re.findall(r"long_description\s*=\s*file:\s*(\S+)", setup_cfg)
+    scripts = re.search(r"^scripts\s*=\s*\n((?:[ \t]+\S.*\n?)+)", setup_cfg, re.M)
+    if scripts:
+        needed_files += scripts.group(1).split()
+    for path in needed_files:
+        assert any(path == src or path.startswith(src.rstrip("/") + "/") for src in copied.split()), (
+            f"setup.cfg needs {path}, which the Dockerfile does not copy")
 
 
 # --------------------------------------------------------------------------- docker compose
