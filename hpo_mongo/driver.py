@@ -223,10 +223,24 @@ class _FMinLoop:
         self.start = time.monotonic()
         self.exhausted = False
         self.stop_reason: str | None = None
+        self._hooks: Any = None
+
+    def hooks(self) -> Any:
+        """The asynchronous store's hooks (``trials._fmin_hooks(self)``), created once; None otherwise.
+
+        Created before anything is queued (also before ``points_to_evaluate``), so a store can
+        check and publish the domain first.
+        """
+        if self._hooks is None:
+            make = getattr(self.trials, "_fmin_hooks", None)
+            self._hooks = make(self) if make else False
+        return self._hooks or None
 
     # --------------------------------------------------------------- helpers
     def insert_points(self, points: list[Mapping[str, Any]]) -> None:
         """Queue user-given points first, unless the store already holds trials (a resumed run)."""
+        if self.trials.asynchronous:
+            self.hooks()
         self.trials.refresh()
         if self.trials.trials:
             logger.info("points_to_evaluate ignored: the trials already hold %d trials", len(self.trials.trials))
@@ -316,8 +330,7 @@ class _FMinLoop:
             for t in trials.trials:
                 if t["state"] == JOB_STATE_RUNNING:
                     t.update(state=JOB_STATE_NEW, owner=None, book_time=None)
-        hooks = getattr(trials, "_fmin_hooks", None)
-        hooks = hooks(self) if hooks else None
+        hooks = self.hooks()
         n_finished, _, _, best = self._counts()
         progress = _Progress(self.progress_spec, min(n_finished, self.max_evals), self.max_evals)
         shown = min(n_finished, self.max_evals)

@@ -1,0 +1,133 @@
+"""The queries that move a trial through its states in the ``jobs`` collection — all in one place.
+
+Every write here sets ``updated_at`` with ``$currentDate`` (the driver's incremental refresh relies
+on it) and increments ``version``. The claim is the only write that changes ``attempt``; every
+write a worker makes afterwards is conditioned on ``{_id, owner, attempt}``, so a worker whose
+trial was taken away (requeued by the lease rules, cancelled, deleted) matches nothing and
+learns it lost the trial instead of overwriting someone else's.
+
+Nothing here needs transactions, sessions or ``w=0``: each step is one single-document
+``find_one_and_update`` / ``update_one``, atomic on every server (including the test server).
+"""
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Iterable, Mapping
+
+from pymongo import ReturnDocument
+from pymongo.collection import Collection
+
+from ..documents import JOB_STATE_CANCEL, JOB_STATE_NEW, JOB_STATE_RUNNING, sonify
+
+#: ``exp_key`` filter meaning "every experiment" (a worker started without ``--exp-key``);
+#: ``None`` is a real key (the default experiment).
+ANY_EXPERIMENT = object()
+
+#: fields a worker writes when it claims a trial; cleared again when a trial is returned to NEW
+CLAIM_FIELDS = ("owner", "book_time", "worker", "start_time", "heartbeat")
+
+
+def owner_id(host: str | None = None, pid: int | None = None) -> str:
+    """``"host:pid"`` — the ``owner`` a worker process writes on the trials it claims."""
+    return f"{host or socket.gethostname()}:{pid if pid is not None else os.getpid()}"
+
+
+def exp_filter(exp_key: Any) -> dict:
+    """The ``exp_key`` part of a filter (empty for :data:`ANY_EXPERIMENT`)."""
+    return {} if exp_key is ANY_EXPERIMENT else {"exp_key": exp_key}
+
+
+def claim(jobs: Collection, owner: str, *, exp_key: Any = ANY_EXPERIMENT,
+          worker: Mapping[str, Any] | None = None) -> dict | None:
+    """Atomically move the oldest NEW trial (lowest tid) to RUNNING for ``owner``; None if none.
+
+    One ``find_one_and_update``: two workers can never claim the same trial. Sets ``owner``,
+    ``worker``, ``book_time``/``start_time``/``heartbeat``/``updated_at`` (server clock) and
+    increments ``attempt`` (only here) and ``version``. Returns the document after the update.
+    """
+    host, _, pid = owner.rpartition(":")
+    worker = dict(worker) if worker is not None else {"host": host, "pid": int(pid) if pid.isdigit() else pid}
+    return jobs.find_one_and_update(
+        {"state": JOB_STATE_NEW, **exp_filter(exp_key)},
+        {"$set": {"state": JOB_STATE_RUNNING, "owner": owner, "worker": worker, "end_time": None,
+                  "error": None},
+         "$currentDate": {"updated_at": True, "heartbeat": True, "book_time": True,
+                          "start_time": True, "refresh_time": True},
+         "$inc": {"attempt": 1, "version": 1}},
+        sort=[("tid", 1)],
+        return_document=ReturnDocument.AFTER,
+    )
+
+
+def owned_filter(doc: Mapping[str, Any]) -> dict:
+    """The filter of every write a worker makes on a trial it claimed: ``{_id, owner, attempt}``."""
+    return {"_id": doc["_id"], "owner": doc["owner"], "attempt": doc["attempt"],
+            "state": JOB_STATE_RUNNING}
+
+
+def finish(jobs: Collection, doc: Mapping[str, Any], state: int, result: Mapping[str, Any],
+           error: Mapping[str, Any] | None = None) -> bool:
+    """Write the outcome of a claimed trial (DONE or ERROR). False if the worker lost the trial."""
+    fields: dict[str, Any] = {"state": state, "result": sonify(dict(result)), "error": sonify(error)}
+    if error is not None:  # hyperopt's serial Trials put (type, message) here; keep the same shape
+        fields["misc.error"] = [error.get("type"), error.get("message")]
+    res = jobs.update_one(
+        owned_filter(doc),
+        {"$set": fields,
+         "$currentDate": {"updated_at": True, "end_time": True, "refresh_time": True},
+         "$inc": {"version": 1}})
+    return res.matched_count == 1
+
+
+def checkpoint(jobs: Collection, doc: Mapping[str, Any], result: Mapping[str, Any] | None = None) -> bool:
+    """Record an intermediate ``result`` (``ctrl.checkpoint``) on a claimed trial. False if lost."""
+    update: dict[str, Any] = {"$currentDate": {"updated_at": True, "refresh_time": True},
+                              "$inc": {"version": 1}}
+    if result is not None:
+        update["$set"] = {"result": sonify(dict(result))}
+    return jobs.update_one(owned_filter(doc), update).matched_count == 1
+
+
+def add_attachment_ref(jobs: Collection, doc: Mapping[str, Any], name: str, file_id: Any) -> bool:
+    """Append ``[name, file_id]`` to a trial's ``_attachments`` (any writer; not owner-conditioned)."""
+    res = jobs.update_one(
+        {"_id": doc["_id"]},
+        {"$push": {"_attachments": [name, file_id]},
+         "$currentDate": {"updated_at": True}, "$inc": {"version": 1}})
+    return res.matched_count == 1
+
+
+def remove_attachment_ref(jobs: Collection, doc: Mapping[str, Any], name: str) -> None:
+    """Remove every ``[name, …]`` pair from a trial's ``_attachments``."""
+    current = jobs.find_one({"_id": doc["_id"]}, {"_attachments": 1}) or {}
+    keep = [pair for pair in current.get("_attachments") or [] if pair[0] != name]
+    jobs.update_one({"_id": doc["_id"]},
+                    {"$set": {"_attachments": keep},
+                     "$currentDate": {"updated_at": True}, "$inc": {"version": 1}})
+
+
+def release(jobs: Collection, doc: Mapping[str, Any], *, requeue: bool = True) -> bool:
+    """Give a claimed trial back: to NEW (``requeue``) for another worker. False if already lost."""
+    res = jobs.update_one(
+        owned_filter(doc),
+        {"$set": {"state": JOB_STATE_NEW, **{f: None for f in CLAIM_FIELDS}},
+         "$currentDate": {"updated_at": True},
+         "$inc": {"version": 1, "requeues": 1 if requeue else 0}})
+    return res.matched_count == 1
+
+
+def cancel_new(jobs: Collection, exp_key: Any, ids: Iterable[Any] | None = None) -> int:
+    """Move NEW trials of ``exp_key`` (only those with ``_id`` in ``ids`` if given) to CANCEL."""
+    flt: dict[str, Any] = {"state": JOB_STATE_NEW, **exp_filter(exp_key)}
+    if ids is not None:
+        ids = list(ids)
+        if not ids:
+            return 0
+        flt["_id"] = {"$in": ids}
+    res = jobs.update_many(
+        flt,
+        {"$set": {"state": JOB_STATE_CANCEL},
+         "$currentDate": {"updated_at": True, "end_time": True},
+         "$inc": {"version": 1}})
+    return res.modified_count
