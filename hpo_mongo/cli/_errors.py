@@ -1,0 +1,119 @@
+"""The one place where errors become a one-line ``Error: …`` and an exit code (never a traceback).
+
+Exit codes (the same meaning as ``hpo-mongo-worker``'s):
+
+- 1: the request cannot be served: unknown experiment or trial, a store error, an unwritable file;
+- 2: usage: bad options or arguments, a malformed URL, a missing optional extra;
+- 3: the MongoDB server cannot be reached.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import click
+
+from ..exceptions import (HpoMongoError, InvalidParameterError, StoreError, StoreUnavailable)
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+
+class CliError(click.ClickException):
+    """A one-line error with a chosen exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class MissingExtra(HpoMongoError, ImportError):
+    """An optional dependency (an ``extras_require`` entry) is not installed."""
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _pymongo_error(exc: BaseException) -> HpoMongoError | None:
+    """pymongo's errors, mapped by connection.translate_errors (the project's single mapping)."""
+    try:
+        import pymongo.errors as pe
+    except ImportError:  # pragma: no cover
+        return None
+    if not isinstance(exc, pe.PyMongoError):
+        return None
+    try:
+        from ..trials.mongo.connection import translate_errors
+    except ImportError:  # pragma: no cover - connection.py ships with the package
+        translate_errors = None
+    if translate_errors is not None:
+        try:
+            with translate_errors():
+                raise exc
+        except HpoMongoError as mapped:
+            return mapped
+        except BaseException:  # noqa: BLE001 - not mapped: fall through to ours
+            pass
+    if isinstance(exc, (pe.ConnectionFailure, pe.ServerSelectionTimeoutError)):
+        return StoreUnavailable(str(exc))
+    return StoreError(str(exc))
+
+
+def to_click_error(exc: BaseException, *, url_display: str | None = None,
+                   timeout: float | None = None) -> CliError | None:
+    """The CLI error for ``exc``, or None when it is not an error the CLI explains (a bug)."""
+    mapped = _pymongo_error(exc)
+    if mapped is not None:
+        exc = mapped
+    if isinstance(exc, StoreUnavailable):
+        where = f" at {url_display}" if url_display else ""
+        within = f" within {timeout:g}s" if timeout else ""
+        return CliError(f"cannot reach the MongoDB server{where}{within} "
+                        "(is it running? check --mongo / HPO_MONGO_URL)", EXIT_UNREACHABLE)
+    if isinstance(exc, MissingExtra):
+        return CliError(_one_line(str(exc)), EXIT_USAGE)
+    if isinstance(exc, InvalidParameterError):
+        return CliError(_one_line(str(exc)), EXIT_USAGE)
+    if isinstance(exc, HpoMongoError):
+        return CliError(_one_line(str(exc)), EXIT_FAILURE)
+    if isinstance(exc, OSError) and getattr(exc, "filename", None):
+        return CliError(_one_line(f"{exc.filename}: {exc.strerror or exc}"), EXIT_FAILURE)
+    return None
+
+
+class ErrorHandlingGroup(click.Group):
+    """A click group whose subcommands' errors go through :func:`to_click_error`."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - mapped below, re-raised when unknown
+            target = ctx.meta.get("hpo_mongo.target")
+            err = to_click_error(exc, url_display=getattr(target, "display", None),
+                                 timeout=getattr(target, "timeout", None))
+            if err is None:
+                raise
+            raise err from None
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """For code outside the group (e.g. library entry points used as commands)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit):
+            raise
+        except Exception as exc:  # noqa: BLE001
+            err = to_click_error(exc)
+            if err is None:
+                raise
+            raise err from None
+
+    return wrapper

@@ -1,0 +1,91 @@
+"""Commands of ``hpo-mongo`` that change the database: requeue, cancel, delete.
+
+Each reports exactly what it changed (and what it skipped and why); ``--json`` gives the same
+report as JSON. Updates are conditional on the state and version read (see
+:func:`hpo_mongo.inspect.requeue_trials`), so a trial a worker changed meanwhile is skipped.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .. import inspect as hi
+from ._output import emit
+from ._options import exp_options, json_option
+
+
+def _report(verb: str, changed: list, skipped: list, label: str) -> str:
+    lines = []
+    if changed:
+        lines.append(f"{verb} {len(changed)} trial{'s' if len(changed) != 1 else ''} of experiment {label}: "
+                     + ", ".join(str(t) for t in changed))
+    else:
+        lines.append(f"{verb} nothing in experiment {label}")
+    lines.extend(f"skipped {s['tid']}: {s['reason']}" for s in skipped)
+    return "\n".join(lines)
+
+
+@click.command(name="requeue")
+@exp_options
+@json_option
+@click.option("--stale", is_flag=True, help="Every running trial whose heartbeat is older than --stale-after.")
+@click.option("--errors", is_flag=True, help="Every trial in state error.")
+@click.option("--stale-after", type=click.FloatRange(min=0), default=hi.DEFAULT_STALE_AFTER, show_default=True,
+              metavar="SECONDS")
+@click.argument("tids", nargs=-1, type=int)
+def requeue_cmd(target: Any, as_json: bool, stale: bool, errors: bool, stale_after: float, tids: tuple) -> None:
+    """Put trials back to NEW so that workers run them again: the named TIDS (error, cancel or
+    running trials), every stale running trial (--stale) or every failed one (--errors).
+
+    \b
+    Example:
+        hpo-mongo requeue --errors
+        hpo-mongo requeue 12 17
+    """
+    if not (tids or stale or errors):
+        raise click.UsageError("name trial ids, or pass --stale or --errors")
+    exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
+    out = hi.requeue_trials(target.db, target.jobs, exp.exp_key, tids=tids, stale=stale, errors=errors,
+                            stale_after=stale_after)
+    emit(dict(exp_key=exp.exp_key, **out), as_json, _report("requeued", out["requeued"], out["skipped"], exp.label))
+
+
+@click.command(name="cancel")
+@exp_options
+@json_option
+@click.argument("tids", nargs=-1, type=int, required=True)
+def cancel_cmd(target: Any, as_json: bool, tids: tuple) -> None:
+    """Cancel new or running trials TIDS (a worker running one loses it: its result is dropped).
+
+    \b
+    Example:
+        hpo-mongo cancel 21 22
+    """
+    exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
+    out = hi.cancel_trials(target.db, target.jobs, exp.exp_key, tids)
+    emit(dict(exp_key=exp.exp_key, **out), as_json, _report("cancelled", out["cancelled"], out["skipped"], exp.label))
+
+
+@click.command(name="delete")
+@exp_options
+@json_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def delete_cmd(target: Any, as_json: bool, yes: bool) -> None:
+    """Delete the experiment: its trials, its experiments document and its GridFS files.
+
+    \b
+    Example:
+        hpo-mongo delete --exp-key old-run --yes
+    """
+    exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
+    if not yes:
+        n = hi.count_by_state(target.db, target.jobs, exp.exp_key)["total"]
+        click.confirm(f"Delete experiment {exp.label} and its {n} trials from {target.display}?", abort=True)
+    out = hi.delete_experiment(target.db, target.jobs, exp.exp_key)
+    text = (f"deleted experiment {exp.label}: {out['trials']} trials, "
+            f"{'its experiments document, ' if out['experiment'] else ''}{out['files']} GridFS files")
+    emit(out, as_json, text)
+
+
+COMMANDS = [requeue_cmd, cancel_cmd, delete_cmd]

@@ -1,0 +1,343 @@
+"""Read commands of ``hpo-mongo``: experiments, status, list, show, best, export, plot, watch.
+
+Each command is thin: it asks :mod:`hpo_mongo.inspect` and hands the answer to the renderer
+(:mod:`hpo_mongo.cli._output`). Errors are mapped in :mod:`hpo_mongo.cli._errors`.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+
+from .. import inspect as hi
+from ._output import cell, echo_json, echo_table, emit, fmt_age, fmt_number, key_values, table
+from ._options import exp_options, json_option, mongo_options
+
+STATE_CHOICE = click.Choice(list(hi.known_states()))
+
+
+def _params_text(params: dict, indent: int = 2) -> str:
+    shown = [(k, "" if v is None else cell(v)) for k, v in params.items()]
+    return key_values([(k, v if v != "" else "(inactive)") for k, v in shown], indent=indent)
+
+
+# ----------------------------------------------------------------------------- experiments
+@click.command(name="experiments")
+@mongo_options
+@json_option
+def experiments_cmd(target: Any, as_json: bool) -> None:
+    """Every experiment in the database: counts by state, best loss, created, last activity.
+
+    The experiment whose exp_key is None is shown as (default).
+
+    \b
+    Example:
+        hpo-mongo experiments --mongo mongodb://localhost:27017/hpo
+    """
+    exps = hi.list_experiments(target.db, target.jobs)
+    rows = [{"exp_key": hi.exp_label(e["exp_key"]), "status": e["status"], "max_evals": e["max_evals"],
+             **{k: e["counts"][k] for k in ("total", "new", "running", "done", "error", "cancel")},
+             "best_loss": e["best_loss"], "created": e["created"], "last_activity": e["last_activity"]}
+            for e in exps]
+    emit(exps, as_json, lambda: echo_table(
+        rows, ["exp_key", "status", "max_evals", "total", "new", "running", "done", "error", "cancel",
+               "best_loss", "created", "last_activity"],
+        empty=f"no experiments in database {target.parsed.database!r}"))
+
+
+# ----------------------------------------------------------------------------- status
+@click.command(name="status")
+@exp_options
+@json_option
+@click.option("--minutes", type=click.FloatRange(min=0.01), default=hi.DEFAULT_WINDOW_MINUTES, show_default=True,
+              help="Window for the throughput.")
+@click.option("--stale-after", type=click.FloatRange(min=0), default=hi.DEFAULT_STALE_AFTER, show_default=True,
+              metavar="SECONDS", help="A running trial or worker whose heartbeat is older than this is stale.")
+def status_cmd(target: Any, as_json: bool, minutes: float, stale_after: float) -> None:
+    """Counts by state, the best loss with its parameter values, throughput, live workers and
+    stale trials of one experiment.
+
+    \b
+    Example:
+        hpo-mongo status --exp-key mnist
+    """
+    exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
+    st = hi.experiment_status(target.db, target.jobs, exp, minutes=minutes, stale_after=stale_after)
+    emit(st, as_json, lambda: click.echo(_status_text(st)))
+
+
+def _status_text(st: dict) -> str:
+    c = st["counts"]
+    pairs: list[tuple[str, str]] = [("experiment", hi.exp_label(st["exp_key"]))]
+    if st["status"]:
+        pairs.append(("status", st["status"]))
+    if st["algorithm"]:
+        pairs.append(("algorithm", st["algorithm"]))
+    if st["max_evals"]:
+        pct = 100.0 * st["finished"] / st["max_evals"]
+        pairs.append(("progress", f"{st['finished']}/{st['max_evals']} finished ({pct:.0f}%)"))
+    else:
+        pairs.append(("progress", f"{st['finished']} finished"))
+    pairs.append(("trials", "  ".join(f"{k} {c[k]}" for k in ("new", "running", "done", "error", "cancel"))
+                  + f"  (total {c['total']})"))
+    if st["best"]:
+        pairs.append(("best", f"loss {fmt_number(st['best']['loss'])} (trial {st['best']['tid']})"))
+        for k, v in st["best"]["params"].items():
+            pairs.append(("", f"{k} = {'(inactive)' if v is None else cell(v)}"))
+    else:
+        pairs.append(("best", "no successful trial yet"))
+    tp = st["throughput"]
+    pairs.append(("throughput", f"{tp['per_minute']:.3g} trials/min ({tp['finished']} finished in the last "
+                                f"{tp['minutes']:g} min)"))
+    if st["driver"]:
+        d = st["driver"]
+        pairs.append(("driver", f"{d['host']}:{d['pid']}, heartbeat {fmt_age(d['heartbeat_age'])} ago"))
+    src = "" if st["workers_source"] == "workers" else " (from running trials: no workers collection)"
+    pairs.append(("workers", f"{len(st['workers'])} live{src}"))
+    lines = [key_values(pairs)]
+    if st["workers"]:
+        rows = [{"host": w["host"], "pid": w["pid"], "status": w["status"], "trial": w["current_tid"],
+                 "heartbeat": fmt_age(w["heartbeat_age"]) + " ago"} for w in st["workers"]]
+        lines.append(_indent(table(rows, ["host", "pid", "status", "trial", "heartbeat"]), 2))
+    if st["stale"]:
+        lines.append(key_values([("stale", f"{len(st['stale'])} running trial(s) silent for more than "
+                                           f"{st['stale_after']:g}s (hpo-mongo requeue --stale)")], width=10))
+        rows = [{"tid": s["tid"], "owner": s["owner"], "silent": fmt_age(s["heartbeat_age"])} for s in st["stale"]]
+        lines.append(_indent(table(rows, ["tid", "owner", "silent"]), 2))
+    else:
+        lines.append(key_values([("stale", "none")], width=10))
+    return "\n".join(lines)
+
+
+def _indent(text: str, n: int) -> str:
+    return "\n".join(" " * n + line for line in text.splitlines())
+
+
+# ----------------------------------------------------------------------------- list / best
+_LIST_COLUMNS_TAIL = ("duration", "owner", "error")
+_HEADERS = {"duration": "secs"}
+
+
+def _list_view(columns: list[str], param_cols: dict) -> list[str]:
+    return ["tid", "state", "loss", *param_cols, *_LIST_COLUMNS_TAIL]
+
+
+@click.command(name="list")
+@exp_options
+@json_option
+@click.option("--state", "states", type=STATE_CHOICE, multiple=True,
+              help="Only trials in this state (repeatable).")
+@click.option("--limit", type=click.IntRange(min=0), default=None, help="At most N trials.")
+@click.option("--sort", type=click.Choice(["tid", "loss", "time"]), default="tid", show_default=True,
+              help="tid, loss (trials without a loss last) or time (claim time).")
+@click.option("--reverse", is_flag=True, help="Descending order (e.g. the latest trials first).")
+def list_cmd(target: Any, as_json: bool, states: tuple, limit: int | None, sort: str, reverse: bool) -> None:
+    """A table of trials with one column per parameter (values, not indices; blank when the
+    parameter was inactive in that trial).
+
+    \b
+    Example:
+        hpo-mongo list --state error
+        hpo-mongo list --sort loss --limit 10
+    """
+    exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
+    docs = hi.find_trials(target.db, target.jobs, exp.exp_key, state=states or None, sort=sort,
+                          limit=limit, reverse=reverse)
+    columns, rows = hi.to_rows(docs, exp.space)
+    _, param_cols = hi.row_columns(exp.space, docs)
+    emit(rows, as_json, lambda: echo_table(rows, _list_view(columns, param_cols), headers=_HEADERS,
+                                           empty=f"no trials in experiment {exp.label}"
+                                           + (f" in state {', '.join(states)}" if states else "")))
+
+
+@click.command(name="best")
+@exp_options
+@json_option
+@click.option("-n", "n", type=click.IntRange(min=1), default=1, show_default=True, help="How many trials.")
+def best_cmd(target: Any, as_json: bool, n: int) -> None:
+    """The best trials (lowest loss among done trials with status ok) with their parameter values.
+
+    \b
+    Example:
+        hpo-mongo best -n 5
+    """
+    exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
+    docs = hi.best_trials(target.db, target.jobs, exp.exp_key, n)
+    if not as_json and not docs:
+        raise click.ClickException(f"experiment {exp.label} has no successful trial yet")
+    columns, rows = hi.to_rows(docs, exp.space)
+    _, param_cols = hi.row_columns(exp.space, docs)
+    if as_json:
+        echo_json([{"rank": i + 1, "tid": r["tid"], "loss": r["loss"],
+                    "params": hi.decode_vals((d.get("misc") or {}).get("vals"), exp.space)}
+                   for i, (r, d) in enumerate(zip(rows, docs))])
+        return
+    for i, r in enumerate(rows):
+        r["rank"] = i + 1
+    echo_table(rows, ["rank", "tid", "loss", *param_cols, "duration"], headers=_HEADERS)
+
+
+# ----------------------------------------------------------------------------- show
+@click.command(name="show")
+@exp_options
+@json_option
+@click.argument("tid", type=int)
+def show_cmd(target: Any, as_json: bool, tid: int) -> None:
+    """The whole trial TID: state, result, parameter values, times, worker, error traceback.
+
+    \b
+    Example:
+        hpo-mongo show 17
+    """
+    exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
+    doc = hi.get_trial(target.db, target.jobs, exp.exp_key, tid)
+    rec = hi.trial_record(doc, exp.space)
+    emit(rec, as_json, lambda: click.echo(_show_text(rec)))
+
+
+def _show_text(rec: dict) -> str:
+    res = rec.get("result") or {}
+    pairs = [("trial", f"{rec['tid']} (experiment {hi.exp_label(rec['exp_key'])})"),
+             ("state", rec["state_name"]), ("status", res.get("status")),
+             ("loss", rec["loss"] if rec["loss"] is not None else res.get("loss")),
+             ("attempt", rec.get("attempt")), ("requeues", rec.get("requeues")),
+             ("owner", rec.get("owner")), ("booked", rec.get("book_time")),
+             ("started", rec.get("start_time")), ("ended", rec.get("end_time")),
+             ("duration", None if rec.get("duration") is None else f"{rec['duration']:.3f}s"),
+             ("heartbeat", rec.get("heartbeat")), ("updated", rec.get("updated_at")),
+             ("version", rec.get("version"))]
+    w = 11
+    out = [key_values([(k, v) for k, v in pairs if v is not None], width=w)]
+    out.append("params")
+    out.append(_params_text(rec["params"]) if rec["params"] else "  (none)")
+    extra = {k: v for k, v in res.items() if k not in ("status", "loss")}
+    if extra:
+        out.append("result")
+        out.append(key_values([(k, v if isinstance(v, str) else cell(v)) for k, v in extra.items()], indent=2))
+    if rec.get("attachments"):
+        out.append(key_values([("attachments", ", ".join(rec["attachments"]))], width=w))
+    err = rec.get("error")
+    if isinstance(err, dict) and (err.get("type") or err.get("message")):
+        out.append(key_values([("error", f"{err.get('type')}: {err.get('message')}")], width=w))
+        if err.get("traceback"):
+            out.append("traceback")
+            out.append(_indent(str(err["traceback"]).rstrip(), 2))
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- export
+@click.command(name="export")
+@exp_options
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "jsonl"]), default=None,
+              help="Default: from the -o extension, else csv.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True, allow_dash=True), default="-",
+              show_default=True, help="File to write ('-' = standard output).")
+@click.option("--state", "states", type=STATE_CHOICE, multiple=True, help="Only trials in this state (repeatable).")
+def export_cmd(target: Any, fmt: str | None, output: str, states: tuple) -> None:
+    """Every trial as one row, parameters flattened to their values (choice options, not
+    indices), plus scalar result entries as result.<key> columns.
+
+    \b
+    Example:
+        hpo-mongo export --format csv -o trials.csv
+    """
+    from .. import export as ex
+    exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
+    docs = hi.find_trials(target.db, target.jobs, exp.exp_key, state=states or None, full=True)
+    columns, rows = hi.to_rows(docs, exp.space, result_columns=True)
+    fmt = fmt or ex.format_from_path(output) or "csv"
+    n = ex.write_rows(rows, columns, output, fmt)
+    if output != "-":
+        click.echo(f"wrote {n} trials of experiment {exp.label} to {output} ({fmt})", err=True)
+
+
+# ----------------------------------------------------------------------------- plot
+@click.command(name="plot")
+@exp_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), required=True,
+              help="PNG file to write.")
+@click.option("--params", "labels", default=None, metavar="A,B,...", help="Only these parameters.")
+@click.option("--dpi", type=click.IntRange(min=30, max=600), default=110, show_default=True)
+def plot_cmd(target: Any, output: str, labels: str | None, dpi: int) -> None:
+    """Convergence (loss per trial and best so far) and one panel per parameter (value vs loss;
+    log axes for log-scaled parameters; categorical parameters as strip plots). Needs the
+    'plot' extra (matplotlib).
+
+    \b
+    Example:
+        hpo-mongo plot -o progress.png
+    """
+    from .. import plot as hp_plot
+    hp_plot.require_matplotlib()
+    exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
+    docs = hi.find_trials(target.db, target.jobs, exp.exp_key)
+    only = [s.strip() for s in labels.split(",") if s.strip()] if labels else None
+    info = hp_plot.plot_experiment(docs, exp.space, output, title=f"experiment {exp.label}", labels=only, dpi=dpi)
+    click.echo(f"wrote {output}: {info['trials']} trials, {info['panels']} panels", err=True)
+
+
+# ----------------------------------------------------------------------------- watch
+@click.command(name="watch")
+@exp_options
+@click.option("--interval", type=click.FloatRange(min=0.05), default=2.0, show_default=True, metavar="SECONDS")
+@click.option("--timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Stop watching after this long (exit code 0).")
+def watch_cmd(target: Any, interval: float, timeout: float | None) -> None:
+    """A live status line (progress bar, counts, best loss, rate, ETA) until the experiment
+    reaches max_evals (or its driver marks it done or stopped and nothing is pending).
+
+    \b
+    Example:
+        hpo-mongo watch --exp-key mnist
+    """
+    exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
+    tty = sys.stdout.isatty()
+    start = time.monotonic()
+    last = None
+    try:
+        while True:
+            exp = hi.get_experiment(target.db, target.jobs, exp.exp_key)
+            counts = hi.count_by_state(target.db, target.jobs, exp.exp_key)
+            best = hi.best_trials(target.db, target.jobs, exp.exp_key, 1)
+            tp = hi.throughput(target.db, target.jobs, exp.exp_key, minutes=hi.DEFAULT_WINDOW_MINUTES)
+            line, finished = _watch_line(exp, counts, best, tp, tty)
+            if tty:
+                click.echo("\r" + line + "\x1b[K", nl=False)
+            elif line != last:
+                click.echo(line)
+            last = line
+            pending = counts["new"] + counts["running"]
+            if exp.max_evals and finished >= exp.max_evals and not counts["running"]:
+                break
+            if exp.status in ("done", "stopped") and not pending:
+                break
+            if timeout is not None and time.monotonic() - start >= timeout:
+                break
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+    if tty:
+        click.echo()
+
+
+def _watch_line(exp: hi.Experiment, counts: dict, best: list, tp: dict, unicode_ok: bool) -> tuple[str, int]:
+    finished = counts["done"] + counts["error"] + counts["cancel"]
+    total = exp.max_evals or max(counts["total"], 1)
+    width = 24
+    filled = min(width, int(round(width * finished / total))) if total else 0
+    full, empty = ("█", "░") if unicode_ok and (sys.stdout.encoding or "").lower().startswith("utf") else ("#", "-")
+    bar = full * filled + empty * (width - filled)
+    parts = [f"[{bar}] {finished}/{exp.max_evals if exp.max_evals else '?'}",
+             f"done {counts['done']} error {counts['error']} running {counts['running']} new {counts['new']}"]
+    if best:
+        parts.append(f"best {fmt_number(float(best[0]['result']['loss']))} (trial {best[0]['tid']})")
+    rate = tp["per_minute"]
+    parts.append(f"{rate:.3g}/min")
+    if exp.max_evals and rate > 0 and finished < exp.max_evals:
+        parts.append(f"eta {fmt_age((exp.max_evals - finished) / rate * 60)}")
+    return "  ".join(parts), finished
+
+
+COMMANDS = [experiments_cmd, status_cmd, list_cmd, show_cmd, best_cmd, export_cmd, plot_cmd, watch_cmd]
