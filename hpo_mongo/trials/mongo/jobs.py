@@ -39,19 +39,22 @@ def exp_filter(exp_key: Any) -> dict:
 
 
 def claim(jobs: Collection, owner: str, *, exp_key: Any = ANY_EXPERIMENT,
-          worker: Mapping[str, Any] | None = None) -> dict | None:
+          worker: Mapping[str, Any] | None = None, lease_timeout: float | None = None) -> dict | None:
     """Atomically move the oldest NEW trial (lowest tid) to RUNNING for ``owner``; None if none.
 
     One ``find_one_and_update``: two workers can never claim the same trial. Sets ``owner``,
     ``worker``, ``book_time``/``start_time``/``heartbeat``/``updated_at`` (server clock) and
     increments ``attempt`` (only here) and ``version``. Returns the document after the update.
+    ``lease_timeout`` (the claiming worker's stale timeout, seconds) is recorded on the trial so
+    every requeuer (other workers, the driver) applies the owner's own lease length.
     """
     host, _, pid = owner.rpartition(":")
     worker = dict(worker) if worker is not None else {"host": host, "pid": int(pid) if pid.isdigit() else pid}
+    lease = {"lease_timeout": float(lease_timeout)} if lease_timeout else {}
     return jobs.find_one_and_update(
         {"state": JOB_STATE_NEW, **exp_filter(exp_key)},
         {"$set": {"state": JOB_STATE_RUNNING, "owner": owner, "worker": worker, "end_time": None,
-                  "error": None},
+                  "error": None, **lease},
          "$currentDate": {"updated_at": True, "heartbeat": True, "book_time": True,
                           "start_time": True, "refresh_time": True},
          "$inc": {"attempt": 1, "version": 1}},
@@ -131,3 +134,98 @@ def cancel_new(jobs: Collection, exp_key: Any, ids: Iterable[Any] | None = None)
          "$currentDate": {"updated_at": True, "end_time": True},
          "$inc": {"version": 1}})
     return res.modified_count
+
+
+# ----------------------------------------------------------------------------- leases (issue 5)
+#: how long a RUNNING trial may go without a heartbeat when its document records no lease_timeout
+DEFAULT_STALE_TIMEOUT = 30.0
+DEFAULT_MAX_ATTEMPTS = 3
+
+
+def refresh_lease(jobs: Collection, doc: Mapping[str, Any]) -> bool:
+    """Renew the lease (``heartbeat``, server clock) of a claimed trial. False if the worker lost it."""
+    res = jobs.update_one(owned_filter(doc),
+                          {"$currentDate": {"heartbeat": True, "updated_at": True}, "$inc": {"version": 1}})
+    return res.matched_count == 1
+
+
+def _lease_start(doc: Mapping[str, Any]):
+    return doc.get("heartbeat") or doc.get("book_time")
+
+
+def requeue_stale(jobs: Collection, *, now: Any, stale_timeout: float = DEFAULT_STALE_TIMEOUT,
+                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, exp_key: Any = ANY_EXPERIMENT,
+                  log: Any = None) -> tuple[int, int]:
+    """Apply the lease rules to RUNNING trials; return ``(requeued, failed)``.
+
+    ``now`` is the SERVER's time (``connection.server_time``), compared with ``heartbeat`` (set by
+    ``$currentDate``), so the clocks of workers and drivers never matter. A trial whose lease is
+    older than its ``lease_timeout`` (the claiming worker's stale timeout; ``stale_timeout`` if the
+    document has none) was lost: it goes back to NEW with its claim cleared and ``requeues``
+    incremented, or — the ``max_attempts``-th time it is lost — to ERROR with "lost N times".
+    Each update is conditioned on the stale heartbeat it saw, so a lease renewed meanwhile wins.
+    """
+    import datetime as _dt
+    from ..documents import JOB_STATE_ERROR  # local: keep the module's import list unchanged
+    requeued = failed = 0
+    flt = {"state": JOB_STATE_RUNNING, **exp_filter(exp_key)}
+    proj = {"tid": 1, "attempt": 1, "requeues": 1, "heartbeat": 1, "book_time": 1, "owner": 1,
+            "lease_timeout": 1, "exp_key": 1}
+    for doc in list(jobs.find(flt, proj)):
+        start = _lease_start(doc)
+        timeout = float(doc.get("lease_timeout") or stale_timeout)
+        if start is None or start >= now - _dt.timedelta(seconds=timeout):
+            continue
+        cond = {"_id": doc["_id"], "state": JOB_STATE_RUNNING, "attempt": doc.get("attempt")}
+        if doc.get("heartbeat") is not None:
+            cond["heartbeat"] = doc["heartbeat"]
+        lost = int(doc.get("requeues") or 0) + 1
+        idle = (now - start).total_seconds()
+        if lost >= max_attempts:
+            msg = (f"lost {lost} times: the worker holding it ({doc.get('owner')}) sent no heartbeat for "
+                   f"{idle:.1f} s (lease {timeout:g} s); max_attempts={max_attempts} reached")
+            res = jobs.update_one(cond, {
+                "$set": {"state": JOB_STATE_ERROR,
+                         "result": {"status": "fail", "failure": msg},
+                         "error": {"type": "LeaseExpired", "message": msg, "traceback": ""},
+                         "misc.error": ["LeaseExpired", msg]},
+                "$currentDate": {"updated_at": True, "end_time": True},
+                "$inc": {"version": 1}})
+            if res.modified_count:
+                failed += 1
+                if log is not None:
+                    log.error("trial %s (exp_key %r) %s", doc.get("tid"), doc.get("exp_key"), msg)
+        else:
+            res = jobs.update_one(cond, {
+                "$set": {"state": JOB_STATE_NEW, **{f: None for f in CLAIM_FIELDS}},
+                "$currentDate": {"updated_at": True},
+                "$inc": {"version": 1, "requeues": 1}})
+            if res.modified_count:
+                requeued += 1
+                if log is not None:
+                    log.warning("trial %s (exp_key %r) requeued: %s sent no heartbeat for %.1f s (lease %g s); "
+                                "lost %d time(s)", doc.get("tid"), doc.get("exp_key"), doc.get("owner"), idle,
+                                timeout, lost)
+    return requeued, failed
+
+
+def upsert_worker(workers: Collection, worker_id: str, fields: Mapping[str, Any]) -> None:
+    """Create or update a worker's document in ``workers``; ``heartbeat`` is the server's time."""
+    fields = dict(fields)
+    started = fields.pop("started", None)
+    update: dict[str, Any] = {"$set": sonify(fields), "$currentDate": {"heartbeat": True}}
+    if started is not None:
+        update["$setOnInsert"] = {"started": started}
+    workers.update_one({"_id": worker_id}, update, upsert=True)
+
+
+def count_live_workers(workers: Collection, *, now: Any, stale_timeout: float = DEFAULT_STALE_TIMEOUT,
+                       exp_key: Any = ANY_EXPERIMENT) -> int:
+    """Workers that heartbeated within ``stale_timeout`` (server clock), not exited, serving ``exp_key``
+    (workers started without ``--exp-key`` serve every experiment)."""
+    import datetime as _dt
+    flt: dict[str, Any] = {"heartbeat": {"$gte": now - _dt.timedelta(seconds=stale_timeout)},
+                           "status": {"$ne": "exited"}}
+    if exp_key is not ANY_EXPERIMENT:
+        flt["$or"] = [{"serves_all": True}, {"exp_key": exp_key}]
+    return workers.count_documents(flt)
