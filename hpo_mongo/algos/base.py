@@ -14,7 +14,8 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from ..space import CompiledSpace
-from ..trials.documents import (JOB_PENDING_STATES, JOB_STATE_DONE, STATUS_OK, new_trial_doc)
+from ..trials.documents import (JOB_FINISHED_STATES, JOB_PENDING_STATES, JOB_STATE_DONE, STATUS_OK,
+                                new_trial_doc)
 
 
 class SuggestFn(Protocol):
@@ -63,7 +64,8 @@ def history(space: CompiledSpace, trials: Any) -> History:
     """Build (incrementally, cached on ``trials``) the :class:`History` of ``trials``.
 
     The value rows never change once a trial exists, so they are computed once per tid and
-    cached; states and losses are re-read on every call.
+    cached; states and losses are re-read on every call, except for the leading run of
+    finished (DONE / ERROR / CANCEL) trials, whose results no longer change.
     """
     docs = trials.trials
     cache = getattr(trials, "_history_cache", None)
@@ -79,15 +81,21 @@ def history(space: CompiledSpace, trials: Any) -> History:
         new_rows = [space.vals_to_row(d["misc"]["vals"]) for d in docs[len(old):]]
         if new_rows:
             cache["X"] = np.vstack([cache["X"], np.asarray(new_rows)])
+        # losses and states of the leading run of finished trials cannot change any more
+        start = min(cache.get("n_final", 0), len(old))
     else:
         cache["X"] = np.asarray([space.vals_to_row(d["misc"]["vals"]) for d in docs]).reshape(len(docs), space.n_params)
+        start = 0
     cache["tids"] = tids
-    return History(
-        X=cache["X"],
-        loss=np.fromiter((_loss(d) for d in docs), dtype=float, count=len(docs)),
-        state=np.fromiter((d["state"] for d in docs), dtype=np.int64, count=len(docs)),
-        tid=np.asarray(tids, dtype=np.int64),
-    )
+    tail = docs[start:]
+    loss = np.concatenate([cache.get("loss", np.empty(0))[:start],
+                           np.fromiter((_loss(d) for d in tail), dtype=float, count=len(tail))])
+    state = np.concatenate([cache.get("state", np.empty(0, dtype=np.int64))[:start],
+                            np.fromiter((d["state"] for d in tail), dtype=np.int64, count=len(tail))])
+    final = np.isin(state[start:], list(JOB_FINISHED_STATES))
+    cache["n_final"] = start + (int(np.argmin(final)) if not final.all() else len(final))
+    cache["loss"], cache["state"] = loss, state
+    return History(X=cache["X"], loss=loss, state=state, tid=np.asarray(tids, dtype=np.int64))
 
 
 def docs_from_rows(new_ids: Sequence[int], space: CompiledSpace, X: np.ndarray, trials: Any,

@@ -112,6 +112,19 @@ class ParamTable:
         with np.errstate(invalid="ignore"):
             return np.clip(Z, self.low[cols], self.high[cols])
 
+    def internal_rows(self, X: np.ndarray) -> np.ndarray:
+        """Full ``(n, P)`` rows → same shape with numeric columns internal (categoricals kept)."""
+        Z = np.array(X, dtype=float)
+        lg = np.flatnonzero(self.is_log)
+        if lg.size:
+            with np.errstate(invalid="ignore"):
+                Z[:, lg] = np.log(np.fmax(Z[:, lg], self.floor[lg]))
+        num = np.flatnonzero(~self.is_cat & np.isfinite(self.low))
+        if num.size:
+            with np.errstate(invalid="ignore"):
+                Z[:, num] = np.clip(Z[:, num], self.low[num], self.high[num])
+        return Z
+
     def external(self, Z: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Internal samples ``(len(cols), n)`` → external values on the parameter's grid."""
         X = np.array(Z, dtype=float)
@@ -155,6 +168,13 @@ def param_table(space) -> ParamTable:
     return t
 
 
+def default_weights(n: int, lf: int) -> np.ndarray:
+    """Linear-forgetting weights of ``n`` observations in age order (newest ``lf`` at 1)."""
+    if n <= lf:
+        return np.ones(n)
+    return np.concatenate([np.linspace(1.0 / n, 1.0, n - lf), np.ones(lf)])
+
+
 def forgetting_weights(active: np.ndarray, lf: int) -> np.ndarray:
     """Linear forgetting per column: rows are in age order (oldest first), ``active (n, B)``.
 
@@ -175,7 +195,9 @@ def forgetting_weights(active: np.ndarray, lf: int) -> np.ndarray:
 class UnivariateParzen:
     """Independent mixtures for the columns ``cols``, fitted together as stacked arrays.
 
-    ``V`` holds the observed external values ``(n, len(cols))`` in age order (NaN = inactive).
+    ``V`` holds the observations ``(n, len(cols))`` in age order (NaN = inactive): internal
+    coordinates for numeric columns (:meth:`ParamTable.internal_rows`), option indices for
+    categorical ones.
     """
 
     def __init__(self, table: ParamTable, cols: np.ndarray, V: np.ndarray,
@@ -187,10 +209,13 @@ class UnivariateParzen:
         self._cat = np.flatnonzero(cat)
         self._params = params
         active = ~np.isnan(V)
-        W = forgetting_weights(active, params.linear_forgetting)
+        if active.all():  # the common case: one weight vector for every column
+            W = np.broadcast_to(default_weights(len(V), params.linear_forgetting)[:, None], V.shape)
+        else:
+            W = forgetting_weights(active, params.linear_forgetting)
         if self._num.size:
             nc = cols[self._num]
-            self._fit_numeric(nc, table.internal(V[:, self._num], nc), W[:, self._num])
+            self._fit_numeric(nc, V[:, self._num], W[:, self._num])
             qk = table.qkind[nc]
             self._cont = np.flatnonzero(qk == _CONT)
             self._quant = np.flatnonzero(qk != _CONT)
@@ -201,47 +226,47 @@ class UnivariateParzen:
     def _fit_numeric(self, nc: np.ndarray, Z: np.ndarray, W: np.ndarray) -> None:
         t, prm = self._t, self._params
         B = nc.size
+        K = int(prm.max_components)
         pmu, psig = t.prior_mu[nc], t.prior_sigma[nc]
-        cnt = (W > 0).sum(axis=0)
-        Zp = np.vstack([Z, pmu[None, :]])
-        Wp = np.vstack([W, np.full((1, B), float(prm.prior_weight))])
-        is_prior = np.zeros(Zp.shape, dtype=bool)
-        is_prior[-1] = True
-        order = np.argsort(Zp, axis=0, kind="stable")  # NaN (inactive) last
-        S = np.take_along_axis(Zp, order, axis=0)
-        Ws = np.take_along_axis(Wp, order, axis=0)
-        Ps = np.take_along_axis(is_prior, order, axis=0)
-        d = np.diff(S, axis=0)
-        nanrow = np.full((1, B), np.nan)
-        sig = np.fmax(np.vstack([nanrow, d]), np.vstack([d, nanrow]))
+        cnt = np.count_nonzero(W, axis=0)
         minsig = psig / np.minimum(100.0, cnt + 2.0)
-        sig = np.where(np.isnan(sig), psig, sig)
-        sig = np.clip(sig, minsig, psig)
-        sig = np.where(Ps, psig, sig)
-        # bins: rank among the sorted observations (merged when too many); prior last bin
-        K = int(min(prm.max_components, max(int(cnt.max()), 1)))
-        obs = ~Ps & ~np.isnan(S)
-        rank = np.cumsum(obs, axis=0) - 1
-        scale = np.where(cnt > K, K / np.maximum(cnt, 1), 1.0)
-        bins = np.minimum((rank * scale).astype(np.int64), K - 1)
-        bins = np.where(Ps, K, bins)
-        keep = obs | Ps
-        ids = (np.arange(B)[None, :] * (K + 1) + bins)[keep]
-        w = Ws[keep]
-        mu = S[keep]
-        s = sig[keep]
-        size = B * (K + 1)
-        s0 = np.bincount(ids, weights=w, minlength=size).reshape(B, K + 1)
-        s1 = np.bincount(ids, weights=w * mu, minlength=size).reshape(B, K + 1)
-        s2 = np.bincount(ids, weights=w * (s * s + mu * mu), minlength=size).reshape(B, K + 1)
-        empty = s0 <= 0
-        den = np.where(empty, 1.0, s0)
+        # grid of K cells over the support (mu ± 3 sigma for unbounded priors)
+        lo = np.where(np.isfinite(t.low[nc]), t.low[nc], pmu - 3.0 * psig)
+        width = np.where(np.isfinite(t.low[nc]), t.high[nc] - t.low[nc], 6.0 * psig)
+        act = W > 0
+        z = Z[act]
+        w = W[act]
+        col = np.nonzero(act)[1]
+        cell = ((z - lo[col]) * (K / width)[col]).astype(np.int64)
+        ids = col * K + np.minimum(np.maximum(cell, 0), K - 1)
+        s0 = np.bincount(ids, weights=w, minlength=B * K).reshape(B, K)
+        s1 = np.bincount(ids, weights=w * z, minlength=B * K).reshape(B, K)
+        s2 = np.bincount(ids, weights=w * z * z, minlength=B * K).reshape(B, K)
+        full = s0 > 0
+        den = np.where(full, s0, 1.0)
         m = s1 / den
-        var = s2 / den - m * m
-        sd = np.sqrt(np.maximum(var, (minsig * minsig)[:, None]))
-        self._mu = np.where(empty, 0.0, m)
-        self._sigma = np.where(empty, 1.0, sd)
-        self._w = np.where(empty, 0.0, s0)
+        within = np.maximum(s2 / den - m * m, 0.0)
+        # bandwidth: the larger gap to the neighbouring occupied cells (hyperopt's rule on the
+        # merged points), one-sided at the ends, clipped to [minsig, prior sigma]
+        k = np.arange(K)
+        prev = np.maximum.accumulate(np.where(full, k, -1), axis=1)
+        nxt = np.minimum.accumulate(np.where(full, k, K)[:, ::-1], axis=1)[:, ::-1]
+        prev = np.concatenate([np.full((B, 1), -1), prev[:, :-1]], axis=1)
+        nxt = np.concatenate([nxt[:, 1:], np.full((B, 1), K)], axis=1)
+        rows = np.arange(B)[:, None]
+        gl = np.where(prev >= 0, m - m[rows, np.maximum(prev, 0)], np.nan)
+        gr = np.where(nxt < K, m[rows, np.minimum(nxt, K - 1)] - m, np.nan)
+        gap = np.fmax(gl, gr)
+        gap = np.where(np.isnan(gap), np.abs(m - pmu[:, None]), gap)
+        sig = np.minimum(np.maximum(gap, minsig[:, None]), psig[:, None])
+        sig = np.sqrt(sig * sig + within)
+        # keep only occupied cells (compacted to the left, padding with weight 0)
+        kmax = int(full.sum(axis=1).max())
+        sel = np.argsort(~full, axis=1, kind="stable")[:, :kmax]
+        fs = np.take_along_axis(full, sel, axis=1)
+        self._mu = np.concatenate([np.where(fs, np.take_along_axis(m, sel, axis=1), 0.0), pmu[:, None]], axis=1)
+        self._sigma = np.concatenate([np.where(fs, np.take_along_axis(sig, sel, axis=1), 1.0), psig[:, None]], axis=1)
+        self._w = np.concatenate([np.take_along_axis(s0, sel, axis=1), np.full((B, 1), float(prm.prior_weight))], axis=1)
         self._logw = mx.log_weights(self._w)
         self._L, self._H = t.low[nc][:, None], t.high[nc][:, None]
         self._logz = mx.log_truncation(self._mu, self._sigma, self._L, self._H)
@@ -296,6 +321,8 @@ class UnivariateParzen:
 class JointParzen:
     """One product-kernel mixture over the columns ``cols`` (all active on the same rows).
 
+    ``V`` is as for :class:`UnivariateParzen` (internal coordinates, option indices).
+
     Components: one per observation (Scott-style bandwidth ``0.2 n^(-1/(d+4))`` × prior σ per
     numeric dimension; categorical kernels put ``1 + prior_weight·p`` on the observed option
     and ``prior_weight·p`` elsewhere) plus the prior component. Above ``max_components``
@@ -312,7 +339,7 @@ class JointParzen:
         V = V[rows]
         keep = np.zeros(len(V), dtype=bool) if keep is None else np.asarray(keep)[rows]
         n = len(V)
-        w = forgetting_weights(np.ones((n, 1), dtype=bool), params.linear_forgetting)[:, 0]
+        w = default_weights(n, params.linear_forgetting)
         K = params.max_components
         if n > K:
             w, V = _subsample(rng, w, V, keep, K)
@@ -325,7 +352,7 @@ class JointParzen:
         if self._num.size:
             nc = cols[self._num]
             psig = t.prior_sigma[nc]
-            Z = t.internal(V[:, self._num], nc).T  # (dn, k)
+            Z = V[:, self._num].T  # (dn, k), internal coordinates
             bw = 0.2 * max(n, 1) ** (-1.0 / (d + 4)) * psig
             bw = np.clip(bw, psig / min(100.0, n + 2.0), psig)
             k = Z.shape[1]
@@ -378,7 +405,8 @@ class JointParzen:
                 tot += mx.log_kernel_mass(a, b, self._mu[r], self._sigma[r], self._logz[r]).sum(axis=0)
         if self._cat.size:
             iv = V[self._cat].astype(np.int64)  # (dc, C)
-            lp = np.log(self._probs)  # (dc, K, M)
+            with np.errstate(divide="ignore"):
+                lp = np.log(self._probs)  # (dc, K, M)
             g = np.take_along_axis(lp, np.broadcast_to(iv[:, None, :], (iv.shape[0], lp.shape[1], C)), axis=2)
             tot += g.sum(axis=0).T
         return mx.logsumexp(tot + self._logw[None, :], axis=1)

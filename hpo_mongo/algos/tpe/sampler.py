@@ -25,6 +25,7 @@ import numpy as np
 from .. import rand
 from ..base import docs_from_rows, history
 from .parzen import JointParzen, ParzenParameters, UnivariateParzen, param_table
+from .parzen import default_weights as _default_weights
 
 # --------------------------------------------------------------------------- defaults
 DEFAULT_PRIOR_WEIGHT = 1.0
@@ -47,9 +48,25 @@ def default_gamma(n: int, gamma: float = DEFAULT_GAMMA) -> int:
 
 def default_weights(n: int, lf: int = DEFAULT_LF) -> np.ndarray:
     """Linear-forgetting weights of ``n`` observations in age order (newest ``lf`` at 1)."""
-    if n <= lf:
-        return np.ones(n)
-    return np.concatenate([np.linspace(1.0 / n, 1.0, n - lf), np.ones(lf)])
+    return _default_weights(n, lf)
+
+
+def _internal_history(trials: Any, space: Any, h: Any, table: Any) -> np.ndarray:
+    """``h.X`` in internal coordinates, extended row by row and kept next to the history cache
+    (which is dropped when trials are pickled)."""
+    owner = getattr(trials, "_history_cache", None)
+    cache = owner.get("tpe") if isinstance(owner, dict) else None
+    n = len(h.tid)
+    if (cache is None or cache["space"] is not space or len(cache["tid"]) > n
+            or not np.array_equal(cache["tid"], h.tid[:len(cache["tid"])])):
+        cache = {"space": space, "tid": h.tid[:0], "Z": np.empty((0, space.n_params))}
+    k = len(cache["tid"])
+    if k < n:
+        cache["Z"] = np.vstack([cache["Z"], table.internal_rows(h.X[k:])])
+        cache["tid"] = h.tid.copy()
+    if isinstance(owner, dict):
+        owner["tpe"] = cache
+    return cache["Z"]
 
 
 def _groups(space, multivariate: bool) -> tuple[list[int], list[list[int]]]:
@@ -92,7 +109,8 @@ def suggest(new_ids: Sequence[int], domain: Any, trials: Any, seed: int,
     table = param_table(space)
     params = ParzenParameters(float(prior_weight), int(linear_forgetting), int(max_components))
 
-    X_ok, loss = h.X[ok], h.loss[ok]
+    Z = _internal_history(trials, space, h, table)
+    X_ok, loss = Z[ok], h.loss[ok]
     n_below = gamma(n_ok) if callable(gamma) else default_gamma(n_ok, gamma)
     n_below = int(min(max(n_below, 1), n_ok))
     order = np.argsort(loss, kind="stable")
@@ -100,7 +118,7 @@ def suggest(new_ids: Sequence[int], domain: Any, trials: Any, seed: int,
     below[order[:n_below]] = True
     X_below = X_ok[below]
     X_above = X_ok[~below]
-    pending = h.X[h.pending] if constant_liar else np.empty((0, space.n_params))
+    pending = Z[h.pending] if constant_liar else np.empty((0, space.n_params))
 
     alone, joint = _groups(space, multivariate)
     alone = np.asarray(alone, dtype=np.int64)
@@ -126,5 +144,5 @@ def suggest(new_ids: Sequence[int], domain: Any, trials: Any, seed: int,
         row[~space.active_mask(row[None, :])[0]] = np.nan
         rows[i] = row
         if constant_liar:
-            pending = np.vstack([pending, row[None, :]])
+            pending = np.vstack([pending, table.internal_rows(row[None, :])])
     return docs_from_rows(new_ids, space, rows, trials)
