@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
-from .exceptions import InvalidParameterError, UnknownExperiment, UnknownTrial
+from .exceptions import HpoMongoError, InvalidParameterError, UnknownExperiment, UnknownTrial
 from .trials.documents import (JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW,
                                JOB_STATE_RUNNING, JOB_STATES, STATE_BY_NAME, STATE_NAMES, STATUS_OK)
 
@@ -64,25 +64,17 @@ def _utc(t: Any) -> _dt.datetime | None:
 
 
 def server_now(db: Any) -> _dt.datetime:
-    """The server's clock (heartbeats are written with it); the local clock if it cannot be read."""
+    """The server's clock (heartbeats are written with it); the local clock if the server does
+    not tell it. An unreachable server raises :class:`StoreUnavailable`."""
+    from .exceptions import StoreUnavailable
+    from .trials.mongo.connection import server_time
     try:
-        from .trials.mongo.connection import server_time
-    except ImportError:  # pragma: no cover - connection.py ships with the package
-        server_time = None
-    if server_time is not None:
-        try:
-            t = _utc(server_time(db))
-            if t is not None:
-                return t
-        except Exception:  # noqa: BLE001 - fall back to the local clock below
-            pass
-    try:
-        t = _utc(db.command("hello").get("localTime"))
-        if t is not None:
-            return t
-    except Exception:  # noqa: BLE001
-        pass
-    return _dt.datetime.now(_dt.timezone.utc)
+        t = _utc(server_time(db))
+    except StoreUnavailable:
+        raise
+    except HpoMongoError:
+        t = None
+    return t if t is not None else _dt.datetime.now(_dt.timezone.utc)
 
 
 def _age(now: _dt.datetime, t: Any) -> float | None:

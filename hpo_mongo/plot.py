@@ -40,7 +40,15 @@ def require_matplotlib() -> Any:
     return plt
 
 
+_NAME_KEYS = ("name", "type", "kind", "model", "algo", "algorithm", "method", "optimizer")
+
+
 def _short(v: Any, n: int = 14) -> str:
+    """A tick label for a choice option; a nested sub-space shows its name-like entry if it has one."""
+    if isinstance(v, dict):
+        for k in _NAME_KEYS:
+            if isinstance(v.get(k), (str, int, float)) and not isinstance(v.get(k), bool):
+                return _short(v[k], n)
     if isinstance(v, (dict, list, tuple)):
         text = json.dumps(v, sort_keys=True, separators=(",", ":"), default=str)
     elif isinstance(v, float):
@@ -87,7 +95,7 @@ def plot_convergence(ax: Any, tids: Sequence[int], losses: Sequence[float], fail
     ax.set_title("convergence", loc="left", fontweight="bold")
     ax.grid(True, alpha=0.3)
     if losses.size or len(failed):
-        ax.legend(loc="upper right", fontsize=8, framealpha=0.85)
+        ax.legend(loc="best", fontsize=8, framealpha=0.85)
     else:
         ax.text(0.5, 0.5, "no finished trial yet", transform=ax.transAxes, ha="center", va="center")
 
@@ -182,8 +190,8 @@ def plot_experiment(docs: Sequence[Mapping[str, Any]], space: hi.SpaceInfo | Non
     log_loss = _log_losses(losses)
     n_par = len(all_labels)
     prow = math.ceil(n_par / ncols) if n_par else 0
-    fig = plt.figure(figsize=(4.4 * ncols, 3.9 + 3.3 * prow), dpi=dpi)
-    gs = GridSpec(1 + prow, ncols, figure=fig, height_ratios=[1.25] + [1.0] * prow, hspace=0.55, wspace=0.28)
+    fig = plt.figure(figsize=(4.4 * ncols, 3.9 + 3.0 * prow), dpi=dpi)
+    gs = GridSpec(1 + prow, ncols, figure=fig, height_ratios=[1.25] + [1.0] * prow, hspace=0.48, wspace=0.26)
     ax0 = fig.add_subplot(gs[0, :])
     plot_convergence(ax0, [d.get("tid") for d, _ in ok], losses, failed, log=log_loss)
     best_pos = int(np.argmin(losses)) if losses.size else None
@@ -202,6 +210,8 @@ def plot_experiment(docs: Sequence[Mapping[str, Any]], space: hi.SpaceInfo | Non
             order.append(rank)
         plot_parameter(ax, lab, vals, ls, order, space, best_index=best_index, log_loss=log_loss,
                        n_total=len(ok), rng=rng)
+        if losses.size:
+            ax.set_ylim(ax0.get_ylim())  # one loss scale everywhere: panels compare at a glance
     n_err = len(failed)
     sub = f"{len(docs)} trials, {len(ok)} successful, {n_err} failed or cancelled"
     if ok:
