@@ -24,6 +24,12 @@ from ..documents import JOB_STATE_CANCEL, JOB_STATE_NEW, JOB_STATE_RUNNING, soni
 #: ``None`` is a real key (the default experiment).
 ANY_EXPERIMENT = object()
 
+#: a projection that changes nothing but makes the server reply with a copy of the document: the
+#: in-memory test server (mongo-java-server) otherwise serializes the live document after
+#: releasing its lock, so a concurrent update can leak into the reply of an atomic
+#: find_one_and_update (seen as duplicate tids under concurrent ``$inc``).
+COPY = {"_hpo_no_such_field": 0}
+
 #: fields a worker writes when it claims a trial; cleared again when a trial is returned to NEW
 CLAIM_FIELDS = ("owner", "book_time", "worker", "start_time", "heartbeat")
 
@@ -59,6 +65,7 @@ def claim(jobs: Collection, owner: str, *, exp_key: Any = ANY_EXPERIMENT,
                           "start_time": True, "refresh_time": True},
          "$inc": {"attempt": 1, "version": 1}},
         sort=[("tid", 1)],
+        projection=dict(COPY),  # fresh dict: mongomock mutates projections
         return_document=ReturnDocument.AFTER,
     )
 

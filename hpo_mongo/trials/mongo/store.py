@@ -31,9 +31,9 @@ import time
 from typing import Any, Iterable, Mapping, MutableMapping
 
 from bson import ObjectId
-from pymongo import ASCENDING, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, ReturnDocument
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
 from ..._version import __version__
 from ...exceptions import DuplicateTrialError, InvalidParameterError, StoreError
@@ -41,7 +41,7 @@ from ..base import BaseTrials
 from ..documents import JOB_STATE_NEW, JOB_STATE_RUNNING, sonify
 from . import attachments as _att
 from . import jobs as _jobs
-from .connection import connect, parse_url, translate_errors
+from .connection import MongoURL, connect, parse_url, translate_errors
 
 logger = logging.getLogger("hpo_mongo.mongo")
 
@@ -81,11 +81,12 @@ class MongoJobs:
         self.workers = db[WORKERS]
         self.url = url
         self.client = client
+        self._counter_ready = False
 
     @classmethod
     def new_from_connection_str(cls, url: Any = None, **client_kwargs: Any) -> "MongoJobs":
         """Connect to ``url`` (a URL string, a parsed URL, or None for ``$HPO_MONGO_URL``)."""
-        parsed = url if hasattr(url, "uri") and hasattr(url, "database") else parse_url(url)
+        parsed = url if isinstance(url, MongoURL) else parse_url(url)
         client = connect(parsed, **client_kwargs)
         return cls(client[parsed.database], parsed.collection, url=parsed, client=client)
 
@@ -94,9 +95,9 @@ class MongoJobs:
         """A MongoJobs from a URL, a parsed URL, a pymongo/mongomock Database or a MongoJobs."""
         if isinstance(arg, MongoJobs):
             return arg
-        if arg is None or isinstance(arg, str) or (hasattr(arg, "uri") and hasattr(arg, "database")):
+        if arg is None or isinstance(arg, (str, MongoURL)):
             return cls.new_from_connection_str(arg)
-        if hasattr(arg, "get_collection") and hasattr(arg, "client"):
+        if isinstance(arg, Database) or type(arg).__module__.startswith("mongomock"):
             return cls(arg)
         raise InvalidParameterError(
             "The first parameter of MongoTrials must be a MongoDB URL (mongodb://host:port/db[/collection] "
@@ -119,12 +120,15 @@ class MongoJobs:
         if n <= 0:
             return []
         with translate_errors():
-            try:  # first use: start the sequence at -1 so tids start at 0, like the in-memory Trials
-                self.counters.update_one({"_id": TID_COUNTER}, {"$setOnInsert": {"seq": -1}}, upsert=True)
-            except DuplicateKeyError:  # another driver created it at the same moment
-                pass
+            if not self._counter_ready:  # start the sequence at -1 so tids start at 0, like in-memory Trials
+                try:
+                    self.counters.update_one({"_id": TID_COUNTER}, {"$setOnInsert": {"seq": -1}}, upsert=True)
+                except DuplicateKeyError:  # another driver created it at the same moment
+                    pass
+                self._counter_ready = True
             doc = self.counters.find_one_and_update({"_id": TID_COUNTER}, {"$inc": {"seq": int(n)}},
-                                                    upsert=True, return_document=ReturnDocument.AFTER)
+                                                    upsert=True, projection={"seq": 1},  # a copy: see jobs.COPY
+                                                    return_document=ReturnDocument.AFTER)
         last = int(doc["seq"])
         return list(range(last - n + 1, last + 1))
 
@@ -247,7 +251,7 @@ class MongoTrials(BaseTrials):
             flt["updated_at"] = {"$gte": self._last_seen - _dt.timedelta(seconds=self.refresh_overlap)}
         changed = False
         with translate_errors():
-            for doc in self.jobs.find(flt):
+            for doc in self.jobs.find(flt, dict(_jobs.COPY)):
                 old = self._docs.get(doc["_id"])
                 if old is None or doc.get("version", 0) > old.get("version", 0):
                     self._docs[doc["_id"]] = doc
@@ -266,7 +270,7 @@ class MongoTrials(BaseTrials):
         return self.handle.new_trial_ids(n)
 
     def _insert_trial_docs(self, docs: list[dict]) -> list[int]:
-        ops, ids = [], []
+        bodies = []
         for d in docs:
             body = {**NEW_DOC_FIELDS, **{k: v for k, v in d.items()
                                          if k not in ("_id", "updated_at", "created_at")}}
@@ -274,20 +278,22 @@ class MongoTrials(BaseTrials):
             body.setdefault("version", 0)
             if body.get("domain_hash") is None:
                 body["domain_hash"] = self._domain_hash
-            oid = ObjectId()
-            ids.append(oid)
-            ops.append(UpdateOne({"_id": oid},
-                                 {"$setOnInsert": sonify(body),
-                                  "$currentDate": {"created_at": True, "updated_at": True}},
-                                 upsert=True))
-        if not ops:
-            return []
-        try:
-            with translate_errors():
-                self.jobs.bulk_write(ops, ordered=True)
-        except BulkWriteError as e:  # pragma: no cover - translate_errors normally maps it
-            raise DuplicateTrialError(f"inserting trials failed: {e.details.get('writeErrors', e)}") from e
-        self._queued_ids.extend(ids)
+            bodies.append(sonify(body))
+        ids = []
+        with translate_errors():
+            for body in bodies:
+                # an upsert on a fresh _id always inserts, and lets the server stamp the times;
+                # the unique tid index turns a reused tid into DuplicateKeyError
+                oid = ObjectId()
+                try:
+                    self.jobs.update_one({"_id": oid}, {"$setOnInsert": body,
+                                                        "$currentDate": {"created_at": True, "updated_at": True}},
+                                         upsert=True)
+                except DuplicateKeyError as e:
+                    raise DuplicateTrialError(f"a trial with tid {body['tid']} already exists in "
+                                              f"{self.db.name}.{self.jobs.name}") from e
+                ids.append(oid)
+                self._queued_ids.append(oid)
         return [d["tid"] for d in docs]
 
     def count_by_state_unsynced(self, arg: int | Iterable[int]) -> int:

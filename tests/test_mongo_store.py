@@ -1,0 +1,337 @@
+"""MongoTrials (hpo_mongo.trials.mongo.store): unit tests on mongomock and on the real test server.
+
+Tests parametrized with ``db`` run twice: on mongomock (fast, no server) and on the session's
+test server (``mongo_db`` from tests/mongo_server.py, skipped/failed per its rules).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import pickle
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from hpo_mongo import fmin, hp, rand
+from hpo_mongo.exceptions import AllTrialsFailed, DuplicateTrialError, InvalidParameterError
+from hpo_mongo.trials.documents import (JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW,
+                                        JOB_STATE_RUNNING, new_trial_doc)
+from hpo_mongo.trials.mongo import jobs as J
+from hpo_mongo.trials.mongo.store import MongoJobs, MongoTrials
+from hpo_mongo.worker.loop import Worker, WorkerConfig
+
+from tests.helpers_distributed import quadratic
+
+SPACE = {"x": hp.uniform("x", -2, 2)}
+
+
+@pytest.fixture(params=["mongomock", "server"])
+def db(request):
+    if request.param == "mongomock":
+        mongomock = pytest.importorskip("mongomock")
+        import mongomock.gridfs
+        mongomock.gridfs.enable_gridfs_integration()
+        return mongomock.MongoClient(tz_aware=True)["hpo_test"]
+    return request.getfixturevalue("mongo_db")
+
+
+def _queue(trials: MongoTrials, n: int, x0: float = 0.0) -> list[int]:
+    tids = trials.new_trial_ids(n)
+    trials.insert_trial_docs([new_trial_doc(t, {"x": [x0 + i]}, exp_key=trials.exp_key) for i, t in enumerate(tids)])
+    return tids
+
+
+# ----------------------------------------------------------------------------- tids, inserts, refresh
+def test_tids_are_global_consecutive_and_start_at_zero(db):
+    a, b = MongoTrials(db, exp_key="a"), MongoTrials(db, exp_key="b")
+    assert a.new_trial_ids(3) == [0, 1, 2]
+    assert b.new_trial_ids(2) == [3, 4]  # global to the database, as in hyperopt
+    assert a.new_trial_ids(1) == [5]
+    assert db["counters"].find_one({"_id": "tid"})["seq"] == 5  # seq = last allocated tid
+    assert a.new_trial_ids(0) == []
+
+
+def test_insert_is_visible_after_refresh_with_store_fields(db):
+    t = MongoTrials(db, exp_key="e")
+    _queue(t, 2)
+    assert t.trials == []  # as in hyperopt: inserts show after refresh()
+    t.refresh()
+    assert [d["tid"] for d in t.trials] == [0, 1]
+    d = t.trials[0]
+    assert d["state"] == JOB_STATE_NEW and d["exp_key"] == "e" and d["version"] == 0 and d["attempt"] == 0
+    assert d["owner"] is None and d["result"] == {"status": "new"} and d["_attachments"] == []
+    assert isinstance(d["updated_at"], dt.datetime) and isinstance(d["created_at"], dt.datetime)
+    assert d["misc"]["vals"] == {"x": [0.0]} and d["misc"]["idxs"] == {"x": [0]}
+    assert t.count_by_state_unsynced(JOB_STATE_NEW) == 2
+    assert t.count_by_state_unsynced([JOB_STATE_RUNNING, JOB_STATE_DONE]) == 0
+    assert t.count_by_state_synced(JOB_STATE_NEW) == 2
+
+
+def test_duplicate_tid_is_refused(db):
+    t = MongoTrials(db, exp_key="e")
+    t.ensure_indexes()
+    t.insert_trial_doc(new_trial_doc(7, {"x": [1.0]}, exp_key="e"))
+    with pytest.raises(DuplicateTrialError, match="tid 7"):
+        t.insert_trial_doc(new_trial_doc(7, {"x": [2.0]}, exp_key="e"))
+
+
+def test_exp_key_isolation_in_refresh_count_and_views(db):
+    a, b, default = MongoTrials(db, exp_key="a"), MongoTrials(db, exp_key="b"), MongoTrials(db)
+    _queue(a, 2)
+    _queue(b, 3)
+    _queue(default, 1)
+    for t in (a, b, default):
+        t.refresh()
+    assert {d["exp_key"] for d in a} == {"a"} and len(a) == 2
+    assert {d["exp_key"] for d in b} == {"b"} and len(b) == 3
+    assert [d["exp_key"] for d in default] == [None]
+    assert a.count_by_state_unsynced(JOB_STATE_NEW) == 2
+    v = a.view(exp_key="b")
+    assert isinstance(v, MongoTrials) and v.exp_key == "b" and len(v) == 3 and v.handle is a.handle
+
+
+def test_refresh_is_incremental_and_dedupes_by_version(db):
+    t = MongoTrials(db, exp_key="e", refresh_overlap=0.5)
+    _queue(t, 3)
+    t.refresh()
+    first = t.trials[0]
+    # a worker-style write: version+1 and updated_at from the server clock → picked up
+    t.jobs.update_one({"_id": first["_id"]}, {"$set": {"state": JOB_STATE_RUNNING},
+                                              "$currentDate": {"updated_at": True}, "$inc": {"version": 1}})
+    t.refresh()
+    assert t.trials[0]["state"] == JOB_STATE_RUNNING and t.trials[0]["version"] == 1
+    assert first["state"] == JOB_STATE_NEW  # returned documents are replaced, never mutated
+    # a change without a version bump is ignored (de-duplication by _id and version)
+    t.jobs.update_one({"_id": first["_id"]}, {"$set": {"owner": "sneaky"}, "$currentDate": {"updated_at": True}})
+    t.refresh()
+    assert t.trials[0]["owner"] is None
+    # the query only asks for documents updated since the last refresh minus the overlap window:
+    # a document whose updated_at lies before that window is not fetched again
+    old = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+    t.jobs.update_one({"_id": t.trials[1]["_id"]}, {"$set": {"state": JOB_STATE_DONE, "updated_at": old},
+                                                     "$inc": {"version": 1}})
+    t.refresh()
+    assert t.trials[1]["state"] == JOB_STATE_NEW
+    fresh = MongoTrials(db, exp_key="e")  # a new store reads everything
+    assert fresh.trials[1]["state"] == JOB_STATE_DONE
+    # documents stay sorted by tid
+    assert [d["tid"] for d in fresh.trials] == sorted(d["tid"] for d in fresh.trials)
+
+
+def test_delete_all_removes_trials_attachments_and_experiment(db):
+    a, b = MongoTrials(db, exp_key="a"), MongoTrials(db, exp_key="b")
+    _queue(a, 2)
+    _queue(b, 1)
+    a.refresh()
+    a.trial_attachments(a.trials[0])["log"] = b"hello"
+    a.attachments["notes"] = b"n"
+    db["experiments"].insert_one({"exp_key": "a"})
+    a.delete_all()
+    assert len(a) == 0 and a.count_by_state_unsynced(JOB_STATE_NEW) == 0
+    assert db["jobs"].count_documents({"exp_key": "b"}) == 1
+    assert db["fs.files"].count_documents({}) == 0
+    assert db["experiments"].count_documents({"exp_key": "a"}) == 0
+    _queue(a, 1)
+    a.refresh()
+    assert len(a) == 1
+
+
+def test_delete_all_with_condition(db):
+    t = MongoTrials(db, exp_key="e")
+    _queue(t, 3)
+    t.jobs.update_one({"tid": 1}, {"$set": {"state": JOB_STATE_ERROR}})
+    t.delete_all({"state": JOB_STATE_ERROR})
+    assert [d["tid"] for d in t.trials] == [0, 2]
+
+
+# ----------------------------------------------------------------------------- attachments
+def test_experiment_attachments(db):
+    a, b = MongoTrials(db, exp_key="a"), MongoTrials(db, exp_key="b")
+    a.attachments["model"] = b"v1"
+    a.attachments["model"] = b"v2"  # overwrite keeps one file
+    a.attachments["other"] = b"o"
+    b.attachments["model"] = b"b's"
+    assert a.attachments["model"] == b"v2" and b.attachments["model"] == b"b's"
+    assert sorted(a.attachments) == ["model", "other"] and len(a.attachments) == 2
+    assert "model" in a.attachments and "nope" not in a.attachments
+    assert db["fs.files"].count_documents({"filename": "exp/a/model"}) == 1
+    del a.attachments["other"]
+    with pytest.raises(KeyError):
+        a.attachments["other"]
+    with pytest.raises(TypeError):
+        a.attachments["bad"] = "not bytes"
+
+
+def test_trial_attachments_are_listed_in_the_document(db):
+    t = MongoTrials(db, exp_key="e")
+    _queue(t, 2)
+    t.refresh()
+    ta = t.trial_attachments(t.trials[0])
+    ta["weights"] = b"\x00\x01"
+    ta["weights"] = b"\x00\x02"
+    ta["log"] = b"text"
+    t.refresh()
+    doc = t.trials[0]
+    assert sorted(n for n, _ in doc["_attachments"]) == ["log", "weights"]
+    assert t.trial_attachments(doc)["weights"] == b"\x00\x02" and sorted(t.trial_attachments(doc)) == ["log", "weights"]
+    assert len(t.trial_attachments(t.trials[1])) == 0
+    f = db["fs.files"].find_one({"filename": "trial/0/weights"})
+    assert f["metadata"] == {"kind": "trial", "exp_key": "e", "tid": 0, "name": "weights"}
+    del t.trial_attachments(doc)["log"]
+    t.refresh()
+    assert [n for n, _ in t.trials[0]["_attachments"]] == ["weights"]
+
+
+# ----------------------------------------------------------------------------- claim / finish queries
+def test_claim_oldest_first_and_finish_conditioned_on_owner_and_attempt(db):
+    t = MongoTrials(db, exp_key="e")
+    _queue(t, 3)
+    h = t.handle
+    c1 = h.reserve("hostA:1", "e")
+    assert c1["tid"] == 0 and c1["state"] == JOB_STATE_RUNNING and c1["owner"] == "hostA:1"
+    assert c1["attempt"] == 1 and c1["version"] == 1 and c1["worker"] == {"host": "hostA", "pid": 1}
+    assert c1["book_time"] is not None and c1["heartbeat"] is not None
+    assert h.reserve("hostA:1", "other") is None  # exp_key filter
+    assert h.reserve("hostB:2")["tid"] == 1  # ANY_EXPERIMENT
+    # the trial is taken back (requeued) and claimed again: the first claimer's write-back must fail
+    assert h.release(c1)
+    c1b = h.reserve("hostC:3", "e")
+    assert c1b["tid"] == 0 and c1b["attempt"] == 2 and c1b["requeues"] == 1
+    assert not h.finish(c1, JOB_STATE_DONE, {"status": "ok", "loss": 1.0})
+    assert h.finish(c1b, JOB_STATE_DONE, {"status": "ok", "loss": 2.0})
+    doc = db["jobs"].find_one({"tid": 0})
+    assert doc["state"] == JOB_STATE_DONE and doc["result"]["loss"] == 2.0 and doc["owner"] == "hostC:3"
+    assert not h.finish(c1b, JOB_STATE_DONE, {"status": "ok", "loss": 3.0})  # no second write-back
+
+
+def test_cancel_new_only_touches_new_trials(db):
+    t = MongoTrials(db, exp_key="e")
+    _queue(t, 3)
+    t.handle.reserve("h:1", "e")
+    assert J.cancel_new(t.jobs, "e") == 2
+    t.refresh()
+    assert [d["state"] for d in t.trials] == [JOB_STATE_RUNNING, JOB_STATE_CANCEL, JOB_STATE_CANCEL]
+
+
+def test_bad_arguments():
+    with pytest.raises(InvalidParameterError, match="MongoDB URL"):
+        MongoTrials(12)
+    with pytest.raises(InvalidParameterError, match="exp_key"):
+        MongoTrials(object.__new__(MongoJobs), exp_key=3)
+
+
+# ----------------------------------------------------------------------------- real server only
+def test_indexes_created_by_the_driver(mongo_db):
+    t = MongoTrials(mongo_db, exp_key="e")
+    assert "jobs" not in mongo_db.list_collection_names() or len(mongo_db["jobs"].index_information()) <= 1
+    t.ensure_indexes()
+    keys = {tuple(v["key"]): v.get("unique", False) for v in mongo_db["jobs"].index_information().values()}
+    assert keys[(("tid", 1),)] is True
+    assert (("exp_key", 1), ("state", 1), ("tid", 1)) in keys
+    assert (("exp_key", 1), ("updated_at", 1)) in keys
+    exp_keys = {tuple(v["key"]): v.get("unique", False) for v in mongo_db["experiments"].index_information().values()}
+    assert exp_keys[(("exp_key", 1),)] is True
+
+
+def test_concurrent_tid_allocation_is_unique(mongo_url):
+    stores = [MongoTrials(mongo_url, exp_key=f"e{i}", refresh=False) for i in range(4)]
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def alloc(s):
+        for _ in range(25):
+            ids = s.new_trial_ids(2)
+            with lock:
+                got.extend(ids)
+    threads = [threading.Thread(target=alloc, args=(s,)) for s in stores]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sorted(got) == list(range(200))
+
+
+def test_pickles_by_url(mongo_url):
+    t = MongoTrials(mongo_url, exp_key="e")
+    _queue(t, 2)
+    t.refresh()
+    t2 = pickle.loads(pickle.dumps(t))
+    assert t2.exp_key == "e" and [d["tid"] for d in t2.trials] == [0, 1]
+    t2.refresh()
+    assert len(t2) == 2
+
+
+def _worker_thread(url, **cfg):
+    w = Worker(MongoJobs.new_from_connection_str(url), WorkerConfig(poll_interval=0.02, **cfg))
+    box = {}
+    th = threading.Thread(target=lambda: box.setdefault("rc", w.run()), daemon=True)
+    th.start()
+    return w, th, box
+
+
+def test_fmin_resume_finished_and_extend(mongo_url):
+    w, th, _ = _worker_thread(mongo_url, exp_key="e")
+    try:
+        t = MongoTrials(mongo_url, exp_key="e", poll_interval=0.02)
+        fmin(quadratic, SPACE, algo=rand.suggest, max_evals=5, trials=t, rstate=np.random.default_rng(1),
+             show_progressbar=False)
+        assert len(t) == 5 and all(d["state"] == JOB_STATE_DONE for d in t)
+        exp = t.experiment()
+        assert exp["status"] == "done" and exp["max_evals"] == 5 and exp["domain_hash"] == t.trials[0]["domain_hash"]
+        assert exp["algorithm"] == "hpo_mongo.algos.rand.suggest" and exp["space"][0]["label"] == "x"
+        # a finished experiment returns at once, queuing nothing
+        start = time.monotonic()
+        t2 = MongoTrials(mongo_url, exp_key="e", poll_interval=0.02)
+        fmin(quadratic, SPACE, algo=rand.suggest, max_evals=5, trials=t2, show_progressbar=False)
+        assert time.monotonic() - start < 2 and len(t2) == 5
+        # a larger max_evals continues the same experiment
+        fmin(quadratic, SPACE, algo=rand.suggest, max_evals=8, trials=t2, show_progressbar=False)
+        assert len(t2) == 8 and all(d["state"] == JOB_STATE_DONE for d in t2)
+        assert len({d["domain_hash"] for d in t2}) == 1  # content-addressed: stored once
+        assert t2.handle.db["fs.files"].count_documents({"metadata.kind": "domain"}) == 1
+    finally:
+        w.stop()
+        th.join(5)
+
+
+def test_early_stop_cancels_queued_trials(mongo_url):
+    t = MongoTrials(mongo_url, exp_key="e", poll_interval=0.02)
+    with pytest.raises(AllTrialsFailed):  # no worker: nothing finishes before the timeout
+        fmin(quadratic, SPACE, algo=rand.suggest, max_evals=10, timeout=0.3, trials=t, show_progressbar=False,
+             max_queue_len=3)
+    assert len(t) == 3 and all(d["state"] == JOB_STATE_CANCEL for d in t)  # RUNNING(0) + max(2, 3) queued
+    assert t.count_by_state_unsynced(JOB_STATE_NEW) == 0
+    assert t.experiment()["status"] == "stopped" and t.experiment()["stop_reason"] == "timeout"
+
+
+def test_queue_target_keeps_workers_fed(mongo_url):
+    """Several NEW trials wait in the queue (not hyperopt's 1) while workers run others."""
+    t = MongoTrials(mongo_url, exp_key="e", poll_interval=0.02)
+    seen = []
+
+    def watch():
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            seen.append(t.handle.coll.count_documents({"exp_key": "e", "state": JOB_STATE_NEW}))
+            time.sleep(0.02)
+    th = threading.Thread(target=watch)
+    th.start()
+    with pytest.raises(AllTrialsFailed):
+        fmin(quadratic, SPACE, algo=rand.suggest, max_evals=10, timeout=0.5, trials=t, show_progressbar=False)
+    th.join()
+    assert max(seen) == 2  # default max_queue_len=1 → max(2, 1) NEW trials with no RUNNING ones
+
+
+def test_points_to_evaluate_are_queued_after_the_domain(mongo_url):
+    w, th, _ = _worker_thread(mongo_url, exp_key="p")
+    try:
+        t = MongoTrials(mongo_url, exp_key="p", poll_interval=0.02)
+        fmin(quadratic, SPACE, algo=rand.suggest, max_evals=3, trials=t, show_progressbar=False,
+             points_to_evaluate=[{"x": 1.0}, {"x": 0.5}])
+        assert [d["misc"]["vals"]["x"][0] for d in t][:2] == [1.0, 0.5]
+        assert all(d["state"] == JOB_STATE_DONE and d["domain_hash"] for d in t)
+        assert t.trials[0]["result"]["loss"] == 0.0
+    finally:
+        w.stop()
+        th.join(5)
