@@ -22,14 +22,22 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def build_config(exp_key, poll_interval, max_jobs, max_consecutive_failures, reserve_timeout,
-                 last_job_timeout, workdir, secret=None, max_disconnect=300.0) -> "_loop.WorkerConfig":
+                 last_job_timeout, workdir, secret=None, max_disconnect=300.0, heartbeat_interval=5.0,
+                 stale_timeout=None, max_attempts=3, subprocess=True, trial_timeout=None,
+                 grace_period=30.0) -> "_loop.WorkerConfig":
     """The WorkerConfig for these flag values (``exp_key`` None = every experiment)."""
+    if stale_timeout is not None and stale_timeout <= heartbeat_interval:
+        raise InvalidParameterError(
+            f"--stale-timeout ({stale_timeout:g}s) must be longer than --heartbeat-interval ({heartbeat_interval:g}s); "
+            f"use at least 5x the interval so a busy machine does not cause spurious requeues")
     return _loop.WorkerConfig(
         exp_key=_loop._jobs.ANY_EXPERIMENT if exp_key is None else exp_key,
         poll_interval=poll_interval, max_jobs=max_jobs,
         max_consecutive_failures=max_consecutive_failures, reserve_timeout=reserve_timeout,
         last_job_timeout=last_job_timeout, workdir=os.path.abspath(workdir) if workdir else None,
-        secret=secret, max_disconnect=max_disconnect)
+        secret=secret, max_disconnect=max_disconnect, heartbeat_interval=heartbeat_interval,
+        stale_timeout=stale_timeout, max_attempts=max_attempts, subprocess=subprocess,
+        trial_timeout=trial_timeout, grace_period=grace_period)
 
 
 @click.command(name="hpo-mongo-worker", context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,10 +59,32 @@ def build_config(exp_key, poll_interval, max_jobs, max_consecutive_failures, res
 @click.option("--workdir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Run every trial with this working directory (created if missing; default: the trial's "
                    "misc.workdir, else the current directory).")
+@click.option("--heartbeat-interval", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+              metavar="SECONDS", help="Seconds between heartbeats (the workers document and the running trial's "
+                                      "lease), idle or busy.")
+@click.option("--stale-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="A RUNNING trial whose lease is older than this goes back to NEW (default: 6x "
+                   "--heartbeat-interval). Recorded on the trials this worker claims.")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True, metavar="N",
+              help="A trial lost (lease expired) N times becomes ERROR 'lost N times'.")
+@click.option("--no-subprocess", "no_subprocess", is_flag=True, default=False,
+              help="Evaluate in the worker process instead of a forked child per trial (a crash in the "
+                   "objective then kills the worker; --trial-timeout is not enforced).")
+@click.option("--trial-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="Kill a trial's process after SECONDS and record ERROR 'timeout' (default: no limit).")
+@click.option("--grace-period", type=click.FloatRange(min=0), default=30.0, show_default=True, metavar="SECONDS",
+              help="On SIGTERM/SIGINT the running trial gets SECONDS to finish, then it is released back to "
+                   "NEW; a second signal releases it at once.")
+@click.option("--max-disconnect", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True,
+              metavar="SECONDS", help="Exit with code 3 when the server is unreachable for longer than SECONDS.")
+@click.option("--secret-file", type=click.Path(dir_okay=False), default=None, metavar="PATH",
+              help="File holding the shared secret: refuse unsigned or tampered payloads "
+                   "(default: $HPO_MONGO_SECRET; see docs/security.md).")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="INFO",
               show_default=True)
 def main(mongo, exp_key, poll_interval, max_jobs, max_consecutive_failures, reserve_timeout,
-         last_job_timeout, workdir, log_level):
+         last_job_timeout, workdir, heartbeat_interval, stale_timeout, max_attempts, no_subprocess,
+         trial_timeout, grace_period, max_disconnect, secret_file, log_level):
     """Claim NEW trials from MongoDB and evaluate them until a stop condition (see exit codes).
 
     \b
@@ -67,9 +97,12 @@ def main(mongo, exp_key, poll_interval, max_jobs, max_consecutive_failures, rese
     from ..payload import load_secret
     from ..trials.mongo.store import MongoJobs
     try:
-        secret = load_secret()
+        secret = load_secret(secret_file)
         config = build_config(exp_key, poll_interval, max_jobs, max_consecutive_failures, reserve_timeout,
-                              last_job_timeout, workdir, secret)
+                              last_job_timeout, workdir, secret, max_disconnect=max_disconnect,
+                              heartbeat_interval=heartbeat_interval, stale_timeout=stale_timeout,
+                              max_attempts=max_attempts, subprocess=not no_subprocess,
+                              trial_timeout=trial_timeout, grace_period=grace_period)
         handle = MongoJobs.new_from_connection_str(mongo)
     except InvalidParameterError as e:
         click.echo(f"Error: {e}", err=True)
@@ -78,29 +111,26 @@ def main(mongo, exp_key, poll_interval, max_jobs, max_consecutive_failures, rese
         click.echo(f"Error: {e}", err=True)
         sys.exit(_loop.EXIT_UNREACHABLE)
     worker = _loop.Worker(handle, config)
-    _install_stop_signals(worker)
+    signals = _install_stop_signals(worker)
     try:
         code = worker.run()
     except HpoMongoError as e:
         click.echo(f"Error: {e}", err=True)
         code = _loop.EXIT_UNREACHABLE if isinstance(e, StoreUnavailable) else 1
+    finally:
+        if signals is not None:
+            signals.uninstall()
     sys.exit(code)
 
 
-def _install_stop_signals(worker) -> None:
-    """SIGTERM/SIGINT: stop claiming, finish the current trial, exit 0 (issue 5 adds the grace period)."""
-    import signal
-
-    def handler(signum, frame):
-        if worker.stopping:  # second signal: stop now
-            raise KeyboardInterrupt
-        logging.getLogger("hpo_mongo.worker").info("signal %d: stopping after the current trial", signum)
-        worker.stop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            signal.signal(sig, handler)
-        except (ValueError, OSError):  # not the main thread / platform without it
-            pass
+def _install_stop_signals(worker):
+    """SIGTERM/SIGINT: stop claiming; the running trial gets --grace-period, then it is released back
+    to NEW; a second signal releases it at once; exit 0 (see hpo_mongo.worker.signals)."""
+    from ..worker.signals import StopSignals
+    try:
+        return StopSignals(on_signal=worker.on_signal).install()
+    except (RuntimeError, ValueError, OSError):  # not the main thread / platform without it
+        return None
 
 
 if __name__ == "__main__":  # pragma: no cover

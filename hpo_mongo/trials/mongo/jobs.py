@@ -181,11 +181,12 @@ def requeue_stale(jobs: Collection, *, now: Any, stale_timeout: float = DEFAULT_
     for doc in list(jobs.find(flt, proj)):
         start = _lease_start(doc)
         timeout = float(doc.get("lease_timeout") or stale_timeout)
-        if start is None or start >= now - _dt.timedelta(seconds=timeout):
+        cutoff = now - _dt.timedelta(seconds=timeout)
+        if start is None or start >= cutoff:
             continue
+        # a lease renewed meanwhile is >= cutoff (no exact date match: servers keep sub-ms precision)
         cond = {"_id": doc["_id"], "state": JOB_STATE_RUNNING, "attempt": doc.get("attempt")}
-        if doc.get("heartbeat") is not None:
-            cond["heartbeat"] = doc["heartbeat"]
+        cond["heartbeat" if doc.get("heartbeat") is not None else "book_time"] = {"$lt": cutoff}
         lost = int(doc.get("requeues") or 0) + 1
         idle = (now - start).total_seconds()
         if lost >= max_attempts:

@@ -1,0 +1,399 @@
+"""Leases, requeue, crashes, signals, driver restart, outages and signed payloads — on a real server,
+with workers and drivers as separate OS processes (issue 5).
+
+Timing: heartbeat 0.2 s, stale timeout 1.5 s (>= 5x the heartbeat so a busy 2-core machine does not
+requeue live trials), poll 0.05 s. Every wait polls the database with a deadline.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+pymongo = pytest.importorskip("pymongo")
+
+from hpo_mongo import hp  # noqa: E402
+from hpo_mongo.domain import Domain  # noqa: E402
+from hpo_mongo.trials.documents import (JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW,  # noqa: E402
+                                        JOB_STATE_RUNNING, new_trial_doc)
+
+pytestmark = [pytest.mark.server]
+
+REPO = Path(__file__).resolve().parents[1]
+HEARTBEAT = 0.2
+STALE = 1.5
+POLL = 0.05
+SECRET = "lease-test-secret-0123456789"
+MODES = ["sleep", "exit", "marker"]
+SPACE = {"mode": hp.choice("mode", MODES), "t": hp.uniform("t", 0, 100)}
+
+
+def make_objective(marker: str | None = None):
+    """A by-value objective (a closure): sleep ``t`` seconds, or os._exit(7), or write ``marker``."""
+    def objective(cfg):
+        import os as _os
+        import time as _time
+        if cfg["mode"] == "exit":
+            _os._exit(7)
+        if cfg["mode"] == "marker" and marker:
+            with open(marker, "w") as f:
+                f.write("executed")
+        _time.sleep(cfg["t"])
+        return {"loss": float(cfg["t"]), "status": "ok", "pid": _os.getpid()}
+    return objective
+
+
+# ----------------------------------------------------------------------------- helpers
+@pytest.fixture(scope="module")
+def server_url(request):
+    """``mongodb://host:port`` of the test server (tests/mongo_server.py), else $HPO_MONGO_TEST_URL."""
+    try:
+        return request.getfixturevalue("mongo_server_url").rstrip("/")
+    except pytest.FixtureLookupError:
+        url = os.environ.get("HPO_MONGO_TEST_URL")
+        if not url:
+            pytest.skip("no test server (tests/mongo_server.py or HPO_MONGO_TEST_URL)")
+        return url.rstrip("/")
+
+
+@pytest.fixture
+def url(server_url):
+    """A fresh database on the test server for each test."""
+    return f"{server_url}/leases_{uuid.uuid4().hex[:10]}"
+
+
+def _db(url):
+    base, _, name = url.rpartition("/")
+    client = pymongo.MongoClient(base + "/", serverSelectionTimeoutMS=5000, tz_aware=True)
+    return client, client[name]
+
+
+def _env(secret: str | None = None) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env.pop("HPO_MONGO_SECRET", None)
+    env.pop("HPO_MONGO_URL", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    if secret:
+        env["HPO_MONGO_SECRET"] = secret
+    return env
+
+
+class Procs:
+    """Processes started by a test; all killed at teardown."""
+
+    def __init__(self, tmp_path: Path):
+        self.tmp = tmp_path
+        self.procs: list[subprocess.Popen] = []
+        self.logs: dict[int, Path] = {}
+
+    def start(self, args: list[str], name: str, secret: str | None = None) -> subprocess.Popen:
+        log = self.tmp / f"{name}-{len(self.procs)}.log"
+        with open(log, "wb") as out:
+            p = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=_env(secret), cwd=str(self.tmp))
+        self.procs.append(p)
+        self.logs[p.pid] = log
+        return p
+
+    def worker(self, url: str, *extra: str, secret: str | None = None, exp_key: str | None = None):
+        args = [sys.executable, "-m", "hpo_mongo.cli.worker", "--mongo", url, "--poll-interval", str(POLL),
+                "--heartbeat-interval", str(HEARTBEAT), "--stale-timeout", str(STALE), "--log-level", "INFO"]
+        if exp_key is not None:
+            args += ["--exp-key", exp_key]
+        return self.start(args + list(extra), "worker", secret)
+
+    def log(self, p: subprocess.Popen) -> str:
+        return self.logs[p.pid].read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+        for p in self.procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:  # pragma: no cover
+                pass
+
+
+@pytest.fixture
+def procs(tmp_path):
+    ps = Procs(tmp_path)
+    yield ps
+    ps.stop_all()
+
+
+def wait_for(pred, timeout: float, what: str, interval: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def queue(url: str, exp_key: str, points: list[tuple[str, float]], *, objective=None,
+          secret: str | None = None):
+    """Store the domain and the experiment as fmin would, and queue one NEW trial per (mode, t)."""
+    from hpo_mongo.trials.mongo.store import MongoTrials
+    trials = MongoTrials(url, exp_key=exp_key, secret=secret.encode() if secret else None, refresh=False)
+    loop = SimpleNamespace(domain=Domain(objective or make_objective(), SPACE), max_evals=len(points), algo=None)
+    trials._fmin_hooks(loop)
+    ids = trials.new_trial_ids(len(points))
+    trials.insert_trial_docs([new_trial_doc(tid, {"mode": [MODES.index(m)], "t": [t]}, exp_key=exp_key)
+                              for tid, (m, t) in zip(ids, points)])
+    return ids
+
+
+def states(db, exp_key) -> dict[int, dict]:
+    return {d["tid"]: d for d in db.jobs.find({"exp_key": exp_key})}
+
+
+def exit_code(p: subprocess.Popen, timeout: float) -> int:
+    try:
+        return p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"process {p.pid} did not exit within {timeout}s") from None
+
+
+def check_complete(db, exp_key, n):
+    docs = list(db.jobs.find({"exp_key": exp_key}))
+    tids = [d["tid"] for d in docs]
+    assert len(tids) == len(set(tids)), f"duplicate tids: {sorted(tids)}"
+    by_state = {}
+    for d in docs:
+        by_state.setdefault(d["state"], []).append(d["tid"])
+    assert len(by_state.get(JOB_STATE_DONE, [])) == n, by_state
+    assert not by_state.get(JOB_STATE_RUNNING) and not by_state.get(JOB_STATE_NEW), by_state
+    return docs
+
+
+DRIVER = textwrap.dedent("""
+    import sys, time
+    import numpy as np
+    from hpo_mongo import fmin, hp, rand
+    from hpo_mongo.trials.mongo.store import MongoTrials
+
+    def objective(cfg):
+        time.sleep(float(sys.argv[4]))
+        return (cfg["x"] - 1.0) ** 2
+
+    url, exp_key, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    trials = MongoTrials(url, exp_key=exp_key, poll_interval=0.05)
+    fmin(objective, {"x": hp.uniform("x", -5, 5)}, algo=rand.suggest, max_evals=n, trials=trials,
+         show_progressbar=False, rstate=np.random.default_rng(0), max_queue_len=2)
+    print("DRIVER DONE", flush=True)
+""")
+
+
+def start_driver(procs: Procs, url: str, exp_key: str, n: int, sleep: float):
+    script = procs.tmp / "driver.py"
+    script.write_text(DRIVER)
+    return procs.start([sys.executable, str(script), url, exp_key, str(n), str(sleep)], "driver")
+
+
+# ----------------------------------------------------------------------------- tests
+def test_stale_trial_requeued_then_error_after_max_attempts(url):
+    """The lease rules on the server clock: requeue, then ERROR 'lost N times' (no process needed)."""
+    import datetime as dt
+    from hpo_mongo.trials.mongo import jobs as J
+    from hpo_mongo.trials.mongo.connection import server_time
+    client, db = _db(url)
+    try:
+        now = server_time(db)
+        old = now - dt.timedelta(seconds=60)
+        base = {"exp_key": "e", "state": JOB_STATE_RUNNING, "owner": "gone:1", "worker": {"host": "gone", "pid": 1},
+                "heartbeat": old, "book_time": old, "version": 3, "result": {"status": "running"},
+                "misc": {"vals": {}}}
+        db.jobs.insert_many([
+            {**base, "tid": 0, "attempt": 1, "requeues": 0},
+            {**base, "tid": 1, "attempt": 3, "requeues": 2},
+            {**base, "tid": 2, "attempt": 1, "requeues": 0, "heartbeat": now},  # alive
+        ])
+        requeued, failed = J.requeue_stale(db.jobs, stale_timeout=STALE, max_attempts=3, now=server_time(db))
+        assert (requeued, failed) == (1, 1)
+        docs = states(db, "e")
+        assert docs[0]["state"] == JOB_STATE_NEW and docs[0]["owner"] is None and docs[0]["requeues"] == 1
+        assert docs[0]["heartbeat"] is None and docs[0]["version"] == 4
+        assert docs[1]["state"] == JOB_STATE_ERROR and "lost 3 times" in docs[1]["error"]["message"]
+        assert docs[1]["result"]["status"] == "fail" and "lost 3 times" in docs[1]["result"]["failure"]
+        assert docs[2]["state"] == JOB_STATE_RUNNING
+        # a worker that lost its lease cannot write its result
+        stale_claim = {"_id": docs[0]["_id"], "owner": "gone:1", "attempt": 1}
+        assert J.finish(db.jobs, stale_claim, JOB_STATE_DONE, {"status": "ok", "loss": 1.0}) is False
+        assert J.refresh_lease(db.jobs, stale_claim) is False
+    finally:
+        client.close()
+
+
+def test_kill9_worker_mid_trial_is_requeued(url, procs):
+    client, db = _db(url)
+    queue(url, "k9", [("sleep", 0.6)] * 4)
+    w1 = procs.worker(url)
+    running = wait_for(lambda: db.jobs.find_one({"exp_key": "k9", "state": JOB_STATE_RUNNING}), 20,
+                       "a RUNNING trial")
+    victim = running["worker"]["pid"]
+    assert victim == w1.pid
+    os.kill(victim, signal.SIGKILL)
+    w1.wait(5)
+    w2 = procs.worker(url)
+    wait_for(lambda: db.jobs.count_documents({"exp_key": "k9", "state": JOB_STATE_DONE}) == 4, 25,
+             "4 DONE trials")
+    docs = check_complete(db, "k9", 4)
+    lost = next(d for d in docs if d["tid"] == running["tid"])
+    assert lost["requeues"] == 1 and lost["attempt"] == 2 and lost["worker"]["pid"] == w2.pid
+    assert all(d["worker"]["pid"] == w2.pid for d in docs)
+    w2.send_signal(signal.SIGTERM)
+    assert exit_code(w2, 10) == 0
+    # the workers collection: both registered, w2 exited cleanly
+    w = {d["pid"]: d for d in db.workers.find()}
+    assert w2.pid in w and w[w2.pid]["status"] == "exited" and w[w2.pid]["current"] is None
+    client.close()
+
+
+def test_driver_killed_and_restarted(url, procs):
+    client, db = _db(url)
+    n = 10
+    drv = start_driver(procs, url, "drv", n, 0.15)
+    workers = [procs.worker(url) for _ in range(2)]
+    wait_for(lambda: db.jobs.count_documents({"exp_key": "drv", "state": JOB_STATE_DONE}) >= 3, 30,
+             "3 DONE trials")
+    drv.kill()
+    drv.wait(5)
+    drv2 = start_driver(procs, url, "drv", n, 0.15)
+    assert exit_code(drv2, 40) == 0, procs.log(drv2)
+    assert "DRIVER DONE" in procs.log(drv2)
+    check_complete(db, "drv", n)
+    assert db.jobs.count_documents({"exp_key": "drv"}) == n
+    domains = list(db["fs.files"].find({"filename": {"$regex": "^domain/"}}))
+    assert len(domains) == 1, [d["filename"] for d in domains]
+    assert db.experiments.count_documents({"exp_key": "drv"}) == 1
+    for w in workers:
+        w.send_signal(signal.SIGTERM)
+    assert [exit_code(w, 10) for w in workers] == [0, 0]
+    client.close()
+
+
+def test_sigterm_grace_period(url, procs):
+    client, db = _db(url)
+    # a long trial: released to NEW after the grace period, worker exits 0
+    queue(url, "long", [("sleep", 30.0)])
+    w = procs.worker(url, "--grace-period", "0.5", exp_key="long")
+    wait_for(lambda: db.jobs.find_one({"exp_key": "long", "state": JOB_STATE_RUNNING}), 20, "RUNNING")
+    t0 = time.monotonic()
+    w.send_signal(signal.SIGTERM)
+    assert exit_code(w, 10) == 0
+    assert 0.4 <= time.monotonic() - t0 < 5
+    doc = db.jobs.find_one({"exp_key": "long"})
+    assert doc["state"] == JOB_STATE_NEW and doc["owner"] is None and doc.get("error") is None
+    assert "released" in procs.log(w)
+
+    # a second signal releases at once
+    w = procs.worker(url, "--grace-period", "30", exp_key="long")
+    wait_for(lambda: db.jobs.find_one({"exp_key": "long", "state": JOB_STATE_RUNNING}), 20, "RUNNING")
+    t0 = time.monotonic()
+    w.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    w.send_signal(signal.SIGINT)
+    assert exit_code(w, 10) == 0
+    assert time.monotonic() - t0 < 5
+    assert db.jobs.find_one({"exp_key": "long"})["state"] == JOB_STATE_NEW
+
+    # a short trial finishes within the grace period and is recorded
+    queue(url, "short", [("sleep", 0.8)])
+    w = procs.worker(url, "--grace-period", "10", exp_key="short")
+    wait_for(lambda: db.jobs.find_one({"exp_key": "short", "state": JOB_STATE_RUNNING}), 20, "RUNNING")
+    w.send_signal(signal.SIGTERM)
+    assert exit_code(w, 10) == 0
+    doc = db.jobs.find_one({"exp_key": "short"})
+    assert doc["state"] == JOB_STATE_DONE and doc["result"]["loss"] == 0.8
+    client.close()
+
+
+def test_timeout_and_crash_in_child(url, procs):
+    client, db = _db(url)
+    tids = queue(url, "tc", [("sleep", 20.0), ("exit", 0.0), ("sleep", 0.01)])
+    w = procs.worker(url, "--trial-timeout", "0.5", "--max-jobs", "3", exp_key="tc")
+    assert exit_code(w, 25) == 0, procs.log(w)
+    docs = states(db, "tc")
+    t_out, crash, ok = (docs[t] for t in tids)
+    assert t_out["state"] == JOB_STATE_ERROR and t_out["error"]["type"] == "Timeout"
+    assert t_out["result"]["failure"] == "timeout: trial exceeded 0.5 s"
+    assert crash["state"] == JOB_STATE_ERROR and crash["error"]["type"] == "WorkerCrash"
+    assert "exited with code 7" in crash["error"]["message"]
+    assert ok["state"] == JOB_STATE_DONE and ok["result"]["pid"] != w.pid  # evaluated in a child
+    client.close()
+
+
+def test_outage_through_proxy(url, procs, server_url):
+    from tests.tcp_proxy import TcpProxy
+    server = server_url.split("://", 1)[1].split("/", 1)[0]
+    host, port = server.rsplit(":", 1)
+    dbname = url.rsplit("/", 1)[1]
+    client, db = _db(url)
+    n = 16
+    with TcpProxy(host, int(port)) as proxy:
+        purl = f"mongodb://127.0.0.1:{proxy.port}/{dbname}"
+        drv = start_driver(procs, purl, "out", n, 0.1)
+        workers = [procs.worker(purl) for _ in range(2)]
+        wait_for(lambda: db.jobs.count_documents({"exp_key": "out", "state": JOB_STATE_DONE}) >= 4, 30,
+                 "4 DONE trials")
+        proxy.pause(3.0)
+        assert exit_code(drv, 45) == 0, procs.log(drv)
+        assert proxy.refused > 0
+    check_complete(db, "out", n)
+    assert db.jobs.count_documents({"exp_key": "out"}) == n
+    logs = "".join(procs.log(w) for w in workers)
+    assert "unreachable" in logs.lower()
+    client.close()
+
+
+def test_signed_payloads(url, procs, tmp_path):
+    client, db = _db(url)
+    marker = str(tmp_path / "EXECUTED")
+    unsigned = queue(url, "unsigned", [("marker", 0.0)], objective=make_objective(marker))
+    tampered = queue(url, "tampered", [("marker", 0.0)], objective=make_objective(marker), secret=SECRET)
+    good = queue(url, "good", [("sleep", 0.01)], secret=SECRET)
+    # tamper with the signed domain of "tampered": flip one byte in its GridFS chunk
+    digest = db.experiments.find_one({"exp_key": "tampered"})["domain_hash"]
+    f = db["fs.files"].find_one({"filename": f"domain/{digest}"})
+    chunk = db["fs.chunks"].find_one({"files_id": f["_id"], "n": 0})
+    data = bytearray(chunk["data"])
+    data[len(data) // 2] ^= 0x5A
+    db["fs.chunks"].update_one({"_id": chunk["_id"]}, {"$set": {"data": bytes(data)}})
+
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET + "\n")
+    w = procs.worker(url, "--max-jobs", "3", "--secret-file", str(secret_file))
+    assert exit_code(w, 25) == 0, procs.log(w)
+    docs = {d["exp_key"]: d for d in db.jobs.find()}
+    u, t, g = docs["unsigned"], docs["tampered"], docs["good"]
+    assert u["tid"] == unsigned[0] and t["tid"] == tampered[0] and g["tid"] == good[0]
+    assert u["state"] == JOB_STATE_ERROR and "payload is not signed but this worker requires signatures" \
+        in u["error"]["message"]
+    assert t["state"] == JOB_STATE_ERROR and "signature does not match" in t["error"]["message"]
+    assert "PayloadSignatureError" in u["error"]["type"]
+    assert g["state"] == JOB_STATE_DONE
+    assert not os.path.exists(marker)
+    assert db.experiments.find_one({"exp_key": "good"})["signed"] is True
+
+
+def test_no_secret_warns_once(url, procs):
+    client, db = _db(url)
+    queue(url, "plain", [("sleep", 0.01)])
+    w = procs.worker(url, "--max-jobs", "1")
+    assert exit_code(w, 20) == 0
+    log = procs.log(w)
+    assert log.count("without a secret") == 1, log
+    assert db.jobs.find_one({"exp_key": "plain"})["state"] == JOB_STATE_DONE
+    client.close()
