@@ -10,7 +10,7 @@ from .sampler import (DEFAULT_CONSTANT_LIAR, DEFAULT_GAMMA, DEFAULT_LF, DEFAULT_
 _default_prior_weight = DEFAULT_PRIOR_WEIGHT
 _default_n_startup_jobs = DEFAULT_N_STARTUP_JOBS
 _default_n_EI_candidates = DEFAULT_N_EI_CANDIDATES
-_default_gamma = DEFAULT_GAMMA
+_default_gamma = DEFAULT_GAMMA  # hyperopt's value, used when gamma is given as a number
 _default_linear_forgetting = DEFAULT_LF
 
 __all__ = ["suggest", "default_gamma", "default_weights", "DEFAULT_PRIOR_WEIGHT",

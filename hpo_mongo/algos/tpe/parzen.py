@@ -38,6 +38,7 @@ class ParzenParameters(NamedTuple):
     prior_weight: float = 1.0
     linear_forgetting: int = 25
     max_components: int = 128
+    cat_prior_per_option: bool = True
 
 
 class ParamTable:
@@ -153,7 +154,7 @@ class ParamTable:
         a = np.clip(lo, L, H)
         b = np.clip(hi, L, H)
         # a degenerate cell (value on the bound's edge): give it a sliver so log mass is finite
-        b = np.where(b > a, b, a + 1e-12 * np.maximum(1.0, np.abs(a)))
+        b = np.where(b > a, b, np.nextafter(a, np.inf))
         return a, b
 
 
@@ -201,7 +202,8 @@ class UnivariateParzen:
     """
 
     def __init__(self, table: ParamTable, cols: np.ndarray, V: np.ndarray,
-                 params: ParzenParameters) -> None:
+                 params: ParzenParameters, liars: np.ndarray | None = None,
+                 n_good: int = 1) -> None:
         self._t = table
         self._cols = cols = np.asarray(cols, dtype=np.int64)
         cat = table.is_cat[cols]
@@ -213,14 +215,30 @@ class UnivariateParzen:
             W = np.broadcast_to(default_weights(len(V), params.linear_forgetting)[:, None], V.shape)
         else:
             W = forgetting_weights(active, params.linear_forgetting)
+        # liars (pending points): each weighs what one good observation weighs in l(x)
+        liars = np.empty((0, cols.size)) if liars is None else liars
+        lw = np.where(np.isnan(liars), 0.0, W.sum(axis=0) / max(n_good, 1)) if len(liars) else None
         if self._num.size:
             nc = cols[self._num]
             self._fit_numeric(nc, V[:, self._num], W[:, self._num])
+            if lw is not None:
+                Zl = liars[:, self._num].T
+                wl = lw[:, self._num].T
+                sl = np.broadcast_to((table.prior_sigma[nc] / min(100.0, n_good + 2.0))[:, None], Zl.shape)
+                self._mu = np.concatenate([self._mu, np.where(wl > 0, Zl, 0.0)], axis=1)
+                self._sigma = np.concatenate([self._sigma, sl], axis=1)
+                self._w = np.concatenate([self._w, wl], axis=1)
+                self._logw = mx.log_weights(self._w)
+                self._logz = mx.log_truncation(self._mu, self._sigma, self._L, self._H)
             qk = table.qkind[nc]
             self._cont = np.flatnonzero(qk == _CONT)
             self._quant = np.flatnonzero(qk != _CONT)
         if self._cat.size:
-            self._fit_categorical(cols[self._cat], V[:, self._cat], W[:, self._cat])
+            Vc, Wc = V[:, self._cat], W[:, self._cat]
+            if lw is not None:
+                Vc = np.vstack([Vc, liars[:, self._cat]])
+                Wc = np.vstack([Wc, lw[:, self._cat]])
+            self._fit_categorical(cols[self._cat], Vc, Wc)
 
     # -------------------------------------------------------------- fitting
     def _fit_numeric(self, nc: np.ndarray, Z: np.ndarray, W: np.ndarray) -> None:
@@ -277,7 +295,7 @@ class UnivariateParzen:
         act = W > 0
         idx = (np.arange(B)[None, :] * M + np.where(act, V, 0).astype(np.int64))[act]
         counts = np.bincount(idx, weights=W[act], minlength=B * M).reshape(B, M)
-        counts += self._params.prior_weight * t.n_options[cc][:, None] * t.cat_prior[cc]
+        counts += self._params.prior_weight * (t.n_options[cc][:, None] if self._params.cat_prior_per_option else 1.0) * t.cat_prior[cc]
         self._probs = counts / counts.sum(axis=1, keepdims=True)
 
     # -------------------------------------------------------------- public
@@ -332,7 +350,7 @@ class JointParzen:
 
     def __init__(self, table: ParamTable, cols: np.ndarray, V: np.ndarray,
                  params: ParzenParameters, rng: np.random.Generator,
-                 keep: np.ndarray | None = None) -> None:
+                 keep: np.ndarray | None = None, n_good: int = 1) -> None:
         t = self._t = table
         self._cols = cols = np.asarray(cols, dtype=np.int64)
         rows = ~np.isnan(V).any(axis=1)
@@ -340,6 +358,8 @@ class JointParzen:
         keep = np.zeros(len(V), dtype=bool) if keep is None else np.asarray(keep)[rows]
         n = len(V)
         w = default_weights(n, params.linear_forgetting)
+        if keep.any():  # liars weigh what one good observation weighs in l(x)
+            w[keep] = w[~keep].sum() / max(n_good, 1)
         K = params.max_components
         if n > K:
             w, V = _subsample(rng, w, V, keep, K)

@@ -38,12 +38,21 @@ DEFAULT_MULTIVARIATE = False
 DEFAULT_CONSTANT_LIAR = True
 
 
-def default_gamma(n: int, gamma: float = DEFAULT_GAMMA) -> int:
-    """Size of the good group among ``n`` finished trials: ``min(ceil(gamma·sqrt(n)), 25)``.
+def default_gamma(n: int, gamma: float | None = None) -> int:
+    """Size of the good group among ``n`` finished trials.
 
-    This is hyperopt's rule (``gamma`` scales ``sqrt(n)``); at least one trial is good.
+    * ``gamma=None`` (the default of :func:`suggest`): ``min(ceil(0.1 n), 25)``, chosen by the
+      benchmark (bench/RESULTS.md) over hyperopt's square-root rule;
+    * a number: hyperopt's rule ``min(ceil(gamma * sqrt(n)), 25)``, so
+      ``partial(tpe.suggest, gamma=0.25)`` behaves as in hyperopt.
+
+    At least one trial is good.
     """
-    return int(max(1, min(math.ceil(gamma * math.sqrt(n)), 25)))
+    if gamma is None:
+        k = math.ceil(0.1 * n)
+    else:
+        k = math.ceil(gamma * math.sqrt(n))
+    return int(max(1, min(k, 25)))
 
 
 def default_weights(n: int, lf: int = DEFAULT_LF) -> np.ndarray:
@@ -87,16 +96,24 @@ def suggest(new_ids: Sequence[int], domain: Any, trials: Any, seed: int,
             prior_weight: float = DEFAULT_PRIOR_WEIGHT,
             n_startup_jobs: int = DEFAULT_N_STARTUP_JOBS,
             n_EI_candidates: int = DEFAULT_N_EI_CANDIDATES,
-            gamma: float | Callable[[int], int] = DEFAULT_GAMMA,
+            gamma: float | Callable[[int], int] | None = None,
             verbose: bool = True,
             *, linear_forgetting: int = DEFAULT_LF,
             constant_liar: bool = DEFAULT_CONSTANT_LIAR,
             multivariate: bool = DEFAULT_MULTIVARIATE,
-            max_components: int = DEFAULT_MAX_COMPONENTS) -> list[dict]:
+            max_components: int = DEFAULT_MAX_COMPONENTS,
+            cat_prior_per_option: bool = True) -> list[dict]:
     """Tree-structured Parzen Estimator suggestions, one document per id in ``new_ids``.
 
-    Same positional options as ``hyperopt.tpe.suggest``; ``gamma`` may also be a function
-    ``n_finished -> n_good``. Several ids in one call are suggested one after the other, each
+    Same positional options as ``hyperopt.tpe.suggest``. ``gamma``: ``None`` (default) uses
+    ``min(ceil(0.1 n), 25)`` good trials; a number uses hyperopt's ``ceil(gamma·sqrt(n))``
+    (capped at 25); a function ``n_finished -> n_good`` is called as is.
+    ``linear_forgetting``: observations older than the newest this many are down-weighted.
+    ``constant_liar``: pending trials join the bad group (see the module docstring).
+    ``multivariate``: one joint Parzen estimator per group of parameters active together.
+    ``max_components``: cap on the mixture size (merged grid cells) whatever the history.
+    ``cat_prior_per_option``: hyperopt's ``prior_weight`` pseudo-count per option (True) or
+    one ``prior_weight`` spread over the options like Optuna (False). Several ids in one call are suggested one after the other, each
     treating the previous ones as pending.
     """
     space = domain.space
@@ -107,7 +124,8 @@ def suggest(new_ids: Sequence[int], domain: Any, trials: Any, seed: int,
         return rand.suggest(new_ids, domain, trials, seed)
     rng = np.random.default_rng(seed)
     table = param_table(space)
-    params = ParzenParameters(float(prior_weight), int(linear_forgetting), int(max_components))
+    params = ParzenParameters(float(prior_weight), int(linear_forgetting), int(max_components),
+                              bool(cat_prior_per_option))
 
     Z = _internal_history(trials, space, h, table)
     X_ok, loss = Z[ok], h.loss[ok]
@@ -130,14 +148,15 @@ def suggest(new_ids: Sequence[int], domain: Any, trials: Any, seed: int,
         row = np.full(space.n_params, np.nan)
         if alone.size:
             lo = UnivariateParzen(table, alone, X_below[:, alone], params)
-            hi = UnivariateParzen(table, alone, X_bad[:, alone], params)
+            hi = UnivariateParzen(table, alone, X_above[:, alone], params,
+                                  liars=pending[:, alone], n_good=n_below)
             cand = lo.sample(rng, n_EI_candidates)
             score = lo.log_pdf(cand) - hi.log_pdf(cand)
             row[alone] = cand[np.arange(alone.size), np.argmax(score, axis=1)]
         for cols in joint:
             c = np.asarray(cols, dtype=np.int64)
             lo = JointParzen(table, c, X_below[:, c], params, rng)
-            hi = JointParzen(table, c, X_bad[:, c], params, rng, keep=liar)
+            hi = JointParzen(table, c, X_bad[:, c], params, rng, keep=liar, n_good=n_below)
             cand = lo.sample(rng, n_EI_candidates)
             score = lo.log_pdf(cand) - hi.log_pdf(cand)
             row[c] = cand[:, int(np.argmax(score))]
