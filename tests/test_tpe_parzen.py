@@ -1,0 +1,159 @@
+"""The TPE numeric layers alone, with scipy as the oracle: kernels, mixtures, Parzen estimators."""
+import numpy as np
+import pytest
+from scipy import stats
+
+from hpo_mongo import hp
+from hpo_mongo.algos.tpe import mixtures as mx
+from hpo_mongo.algos.tpe._truncnorm import log_gauss_mass, sample_standard
+from hpo_mongo.algos.tpe.parzen import JointParzen, ParzenParameters, UnivariateParzen, param_table
+from hpo_mongo.space import compile_space
+
+
+@pytest.fixture(autouse=True)
+def _raise_on_numeric_warnings():
+    old = np.seterr(all="raise", under="ignore")
+    yield
+    np.seterr(**old)
+
+
+def test_log_gauss_mass_matches_scipy_including_tails():
+    a = np.array([-3.0, -1.0, 0.5, 2.0, 8.0, 20.0, -25.0, -np.inf, 1.0, -0.001])
+    b = np.array([3.0, 1.0, 1.5, 2.1, 9.0, 21.0, -24.0, 0.0, np.inf, 0.001])
+    want = np.array([np.log(stats.norm.cdf(y) - stats.norm.cdf(x)) if x < 5 and y > -5 else
+                     (stats.norm.logsf(x) + np.log1p(-np.exp(stats.norm.logsf(y) - stats.norm.logsf(x))) if x > 0
+                      else stats.norm.logcdf(y) + np.log1p(-np.exp(stats.norm.logcdf(x) - stats.norm.logcdf(y))))
+                     for x, y in zip(a, b)])
+    np.testing.assert_allclose(log_gauss_mass(a, b), want, rtol=1e-9)
+
+
+def test_truncated_kernel_density_matches_scipy_truncnorm():
+    mu = np.array([[0.2, 0.5, 0.9]])
+    sg = np.array([[0.1, 0.3, 0.05]])
+    lo, hi = np.array([[0.0]]), np.array([[1.0]])
+    x = np.array([[0.0, 0.25, 0.5, 0.99]])
+    logz = mx.log_truncation(mu, sg, lo, hi)
+    got = mx.log_kernel_density(x, mu, sg, logz)[0]
+    for k in range(3):
+        d = stats.truncnorm((0 - mu[0, k]) / sg[0, k], (1 - mu[0, k]) / sg[0, k], loc=mu[0, k], scale=sg[0, k])
+        np.testing.assert_allclose(got[:, k], d.logpdf(x[0]), rtol=1e-9)
+
+
+def test_cell_mass_matches_scipy_truncnorm_cdf():
+    mu, sg = np.array([[3.0, 7.5]]), np.array([[2.0, 0.5]])
+    lo, hi = np.array([[-0.5]]), np.array([[9.5]])
+    v = np.array([[0.0, 3.0, 8.0, 9.0]])
+    a, b = np.maximum(v - 0.5, lo), np.minimum(v + 0.5, hi)
+    got = mx.log_kernel_mass(a, b, mu, sg, mx.log_truncation(mu, sg, lo, hi))[0]
+    for k in range(2):
+        d = stats.truncnorm((lo[0, 0] - mu[0, k]) / sg[0, k], (hi[0, 0] - mu[0, k]) / sg[0, k], loc=mu[0, k], scale=sg[0, k])
+        np.testing.assert_allclose(got[:, k], np.log(d.cdf(b[0]) - d.cdf(a[0])), rtol=1e-8)
+
+
+def test_truncnorm_sampling_follows_scipy_distribution():
+    rng = np.random.default_rng(0)
+    for a, b in [(-1.0, 2.0), (3.0, 6.0), (-8.0, -7.5), (-np.inf, 0.5)]:
+        u = rng.random(4000)
+        x = sample_standard(np.full(4000, a), np.full(4000, b), u)
+        assert np.all((x >= a) & (x <= b))
+        assert stats.kstest(x, stats.truncnorm(a, b).cdf).pvalue > 1e-3
+
+
+def test_logsumexp_and_component_choice():
+    a = np.array([[0.0, np.log(3.0), -np.inf], [-np.inf, -np.inf, -np.inf]])
+    np.testing.assert_allclose(mx.logsumexp(a, axis=1), [np.log(4.0), -np.inf])
+    rng = np.random.default_rng(1)
+    idx = mx.choose_components(rng, np.array([[1.0, 3.0, 0.0]]), 20000)
+    assert set(np.unique(idx)) <= {0, 1}
+    assert abs((idx == 1).mean() - 0.75) < 0.02
+
+
+def _space():
+    return compile_space({
+        "u": hp.uniform("u", -2, 3), "lu": hp.loguniform("lu", -3, 2), "n": hp.normal("n", 1, 2),
+        "q": hp.quniform("q", 0, 10, 2), "ql": hp.qloguniform("ql", 0, 3, 1), "i": hp.uniformint("i", 1, 6),
+        "r": hp.randint("r", 5), "c": hp.choice("c", ["a", "b", "c"]), "pc": hp.pchoice("pc", [(0.3, 0), (0.7, 1)]),
+    })
+
+
+def _obs(space, n, seed=0):
+    t = param_table(space)
+    return t, t.internal_rows(space.sample(np.random.default_rng(seed), n))
+
+
+def test_univariate_continuous_densities_integrate_to_one():
+    space = _space()
+    t, Z = _obs(space, 40)
+    cols = np.array([space.index[k] for k in ("u", "lu", "n")])
+    est = UnivariateParzen(t, cols, Z[:, cols], ParzenParameters())
+    # integrate over each internal coordinate (log space for loguniform)
+    grids = [np.linspace(-2, 3, 20001), np.linspace(-3, 2, 20001), np.linspace(-15, 17, 40001)]
+    for j, g in enumerate(grids):
+        V = np.zeros((3, g.size))
+        V[:] = np.nan
+        V[j] = np.exp(g) if j == 1 else g
+        V[[k for k in range(3) if k != j]] = 0.5
+        dens = np.exp(est.log_pdf(V)[j])
+        assert np.trapezoid(dens, g) == pytest.approx(1.0, abs=2e-3)
+
+
+def test_univariate_discrete_masses_sum_to_one_and_samples_on_grid():
+    space = _space()
+    t, Z = _obs(space, 30, seed=2)
+    labels = ("q", "ql", "i", "r", "c", "pc")
+    cols = np.array([space.index[k] for k in labels])
+    est = UnivariateParzen(t, cols, Z[:, cols], ParzenParameters())
+    rng = np.random.default_rng(0)
+    S = est.sample(rng, 500)
+    for j, lab in enumerate(labels):
+        d = space.params[cols[j]].dist
+        assert d.contains(S[j]).all(), lab
+    support = {"q": np.arange(0, 11, 2.0), "ql": np.arange(1, 21, 1.0), "i": np.arange(1, 7.0),
+               "r": np.arange(0, 5.0), "c": np.arange(3.0), "pc": np.arange(2.0)}
+    for j, lab in enumerate(labels):
+        V = np.tile(S[:, :1], (1, support[lab].size))
+        V[j] = support[lab]
+        assert np.exp(est.log_pdf(V)[j]).sum() == pytest.approx(1.0, abs=1e-6), lab
+
+
+def test_conditional_column_uses_active_rows_only():
+    space = _space()
+    t, Z = _obs(space, 20)
+    cols = np.array([space.index["u"]])
+    V = Z[:, cols].copy()
+    V[::2] = np.nan  # inactive half
+    a = UnivariateParzen(t, cols, V, ParzenParameters())
+    b = UnivariateParzen(t, cols, V[1::2], ParzenParameters())
+    x = np.linspace(-2, 3, 7)[None, :]
+    np.testing.assert_allclose(a.log_pdf(x), b.log_pdf(x))
+
+
+def test_many_observations_are_merged_into_bounded_components():
+    space = _space()
+    t, Z = _obs(space, 3000)
+    cols = np.array([space.index["u"]])
+    est = UnivariateParzen(t, cols, Z[:, cols], ParzenParameters(max_components=64))
+    g = np.linspace(-2, 3, 20001)
+    dens = np.exp(est.log_pdf(g[None, :])[0])
+    assert np.trapezoid(dens, g) == pytest.approx(1.0, abs=2e-3)
+    # close to the uniform it was sampled from
+    assert np.abs(dens[2000:-2000] - 0.2).max() < 0.08
+
+
+def test_joint_estimator_integrates_to_one_and_samples_in_range():
+    space = compile_space({"x": hp.uniform("x", 0, 1), "y": hp.uniform("y", -1, 1), "c": hp.choice("c", [0, 1])})
+    t = param_table(space)
+    Z = t.internal_rows(space.sample(np.random.default_rng(3), 25))
+    cols = np.arange(3)
+    est = JointParzen(t, cols, Z, ParzenParameters(), np.random.default_rng(0))
+    S = est.sample(np.random.default_rng(1), 300)
+    assert (S[0] >= 0).all() and (S[0] <= 1).all() and (S[1] >= -1).all() and (S[1] <= 1).all()
+    assert set(np.unique(S[2])) <= {0.0, 1.0}
+    gx, gy = np.linspace(0, 1, 201), np.linspace(-1, 1, 401)
+    X, Y = np.meshgrid(gx, gy, indexing="ij")
+    total = 0.0
+    for c in (0, 1):
+        V = np.vstack([X.ravel(), Y.ravel(), np.full(X.size, c)])
+        dens = np.exp(est.log_pdf(V)).reshape(X.shape)
+        total += np.trapezoid(np.trapezoid(dens, gy, axis=1), gx)
+    assert total == pytest.approx(1.0, abs=5e-3)
