@@ -41,7 +41,7 @@ from ..base import BaseTrials
 from ..documents import JOB_STATE_NEW, JOB_STATE_RUNNING, sonify
 from . import attachments as _att
 from . import jobs as _jobs
-from .connection import MongoURL, connect, parse_url, translate_errors
+from .connection import MongoURL, connect, parse_url, retry, server_time, translate_errors
 
 logger = logging.getLogger("hpo_mongo.mongo")
 
@@ -188,6 +188,14 @@ class MongoTrials(BaseTrials):
     """
 
     asynchronous = True
+    #: while fmin runs, seconds the driver keeps retrying (bounded exponential backoff) when the
+    #: server is unreachable before giving up with StoreUnavailable (issue 5)
+    max_disconnect = 300.0
+    #: the driver's lease rules: a trial lost this many times becomes ERROR "lost N times"; the
+    #: stale timeout is the one the claiming worker recorded (``lease_timeout``), else this default
+    max_attempts = _jobs.DEFAULT_MAX_ATTEMPTS
+    stale_timeout = _jobs.DEFAULT_STALE_TIMEOUT
+    _retrying = False  # set by the fmin hooks: retry idempotent calls across outages
 
     def __init__(self, arg: Any = None, exp_key: str | None = None, cmd: Any = None,
                  workdir: str | None = None, refresh: bool = True, *,
@@ -243,8 +251,17 @@ class MongoTrials(BaseTrials):
     def db(self) -> Database:
         return self.handle.db
 
+    def _call(self, fn: Any, what: str) -> Any:
+        """``fn()``; while fmin runs, retried across outages (see ``max_disconnect``)."""
+        if not self._retrying:
+            return fn()
+        return retry(fn, what=what, max_wait=self.max_disconnect, logger=logger)
+
     def refresh(self) -> None:
         """Fetch the documents updated since the last refresh (see the module docstring)."""
+        self._call(self._refresh_once, "refreshing the trials")
+
+    def _refresh_once(self) -> None:
         flt: dict[str, Any] = {"exp_key": self._exp_key}
         if self._last_seen is not None:
             import datetime as _dt
@@ -267,7 +284,8 @@ class MongoTrials(BaseTrials):
         self.refresh()
 
     def new_trial_ids(self, n: int) -> list[int]:
-        return self.handle.new_trial_ids(n)
+        # a retried $inc may skip tids (never duplicates them)
+        return self._call(lambda: self.handle.new_trial_ids(n), "allocating trial ids")
 
     def _insert_trial_docs(self, docs: list[dict]) -> list[int]:
         bodies = []
@@ -285,10 +303,11 @@ class MongoTrials(BaseTrials):
                 # an upsert on a fresh _id always inserts, and lets the server stamp the times;
                 # the unique tid index turns a reused tid into DuplicateKeyError
                 oid = ObjectId()
-                try:
-                    self.jobs.update_one({"_id": oid}, {"$setOnInsert": body,
-                                                        "$currentDate": {"created_at": True, "updated_at": True}},
-                                         upsert=True)
+                try:  # idempotent (same _id): safe to retry across an outage
+                    self._call(lambda: self.jobs.update_one(
+                        {"_id": oid}, {"$setOnInsert": body,
+                                       "$currentDate": {"created_at": True, "updated_at": True}},
+                        upsert=True), f"queueing trial {body['tid']}")
                 except DuplicateKeyError as e:
                     raise DuplicateTrialError(f"a trial with tid {body['tid']} already exists in "
                                               f"{self.db.name}.{self.jobs.name}") from e
@@ -299,8 +318,11 @@ class MongoTrials(BaseTrials):
     def count_by_state_unsynced(self, arg: int | Iterable[int]) -> int:
         """Count this experiment's trials in state(s) ``arg`` on the server."""
         states = [arg] if isinstance(arg, int) else list(arg)
-        with translate_errors():
-            return self.jobs.count_documents({"exp_key": self._exp_key, "state": {"$in": states}})
+
+        def count() -> int:
+            with translate_errors():
+                return self.jobs.count_documents({"exp_key": self._exp_key, "state": {"$in": states}})
+        return self._call(count, "counting trials")
 
     def delete_all(self, cond: Mapping[str, Any] | None = None) -> None:
         """Delete this experiment's trials matching ``cond`` (default: all) and their attachments.
@@ -394,20 +416,35 @@ class _DriverHooks:
                                 "$inc": {"version": 1}})
         trials._domain_hash = digest
         self._last_beat = time.monotonic()
+        self._live_workers = 0
+        trials._retrying = True  # from here on, fmin rides out server outages (until end())
         logger.info("experiment %r: domain %s stored; workers may start", trials.exp_key, digest[:12])
 
     def tick(self) -> None:
-        """Driver heartbeat on the experiment document (at most once a second)."""
+        """At most once a second: driver heartbeat on the experiment document, requeue of this
+        experiment's stale trials (lease rules, server clock) and the count of live workers."""
         if time.monotonic() - self._last_beat < DRIVER_HEARTBEAT_EVERY:
             return
         self._last_beat = time.monotonic()
-        with translate_errors():
-            self.trials.handle.experiments.update_one(
-                {"exp_key": self.trials.exp_key},
-                {"$currentDate": {"driver.heartbeat": True, "updated_at": True}})
+        t = self.trials
+
+        def beat() -> None:
+            with translate_errors():
+                t.handle.experiments.update_one(
+                    {"exp_key": t.exp_key},
+                    {"$currentDate": {"driver.heartbeat": True, "updated_at": True}})
+                now = server_time(t.db)
+                _jobs.requeue_stale(t.jobs, now=now, stale_timeout=t.stale_timeout, max_attempts=t.max_attempts,
+                                    exp_key=t.exp_key, log=logger)
+                self._live_workers = _jobs.count_live_workers(t.handle.workers, now=now,
+                                                              stale_timeout=t.stale_timeout, exp_key=t.exp_key)
+        t._call(beat, "the driver heartbeat")
 
     def queue_target(self, max_queue_len: int) -> int:
-        """NEW trials to keep queued: the RUNNING ones plus ``max(2, max_queue_len)``."""
+        """NEW trials to keep queued: one per live worker serving this experiment (at least
+        ``max_queue_len``); before any worker registered, the RUNNING ones plus ``max(2, max_queue_len)``."""
+        if self._live_workers:
+            return max(int(max_queue_len), self._live_workers)
         running = sum(1 for t in self.trials.trials if t["state"] == JOB_STATE_RUNNING)
         return running + max(2, int(max_queue_len))
 
@@ -432,6 +469,8 @@ class _DriverHooks:
             t.refresh()
         except StoreError as e:  # never hide the reason fmin is ending
             logger.warning("could not record the end of fmin: %s", e)
+        finally:
+            t._retrying = False
 
 
 def _now():
