@@ -263,7 +263,7 @@ def test_pickles_by_url(mongo_url):
 
 
 def _worker_thread(url, **cfg):
-    w = Worker(MongoJobs.new_from_connection_str(url), WorkerConfig(poll_interval=0.02, **cfg))
+    w = Worker(MongoJobs.new_from_connection_str(url), WorkerConfig(poll_interval=0.02, subprocess=False, **cfg))
     box = {}
     th = threading.Thread(target=lambda: box.setdefault("rc", w.run()), daemon=True)
     th.start()

@@ -54,6 +54,7 @@ class _Fmin:
 
 def _worker(url, **cfg):
     cfg.setdefault("poll_interval", 0.02)
+    cfg.setdefault("subprocess", False)  # in-process evaluation: fast (forked children: test_leases.py)
     return Worker(MongoJobs.new_from_connection_str(url), WorkerConfig(**cfg))
 
 
