@@ -45,7 +45,7 @@ TAIL_COLUMNS = ("attempt", "owner", "book_time", "start_time", "end_time", "dura
 _LIST_PROJECTION = {"_id": 1, "tid": 1, "exp_key": 1, "state": 1, "result": 1, "misc.vals": 1,
                     "owner": 1, "worker": 1, "attempt": 1, "book_time": 1, "refresh_time": 1,
                     "start_time": 1, "end_time": 1, "heartbeat": 1, "error": 1, "updated_at": 1,
-                    "version": 1}
+                    "version": 1, "lease_timeout": 1, "requeues": 1}
 
 
 def exp_label(exp_key: str | None) -> str:
@@ -152,7 +152,8 @@ def decode_vals(vals: Mapping[str, Any] | None, space: SpaceInfo) -> dict[str, A
     """``misc.vals`` (``{label: [v] or []}``) → ``{label: value or None}`` with option values.
 
     Labels follow the space's order, then any label the space does not know. None means the
-    parameter was inactive in this trial.
+    parameter was inactive in this trial. A nested sub-space option comes back as JSON with the
+    parameters inside it filled in (``{"name": "sgd", "momentum": 0.9}``).
     """
     vals = vals or {}
     out: dict[str, Any] = {}
@@ -161,7 +162,24 @@ def decode_vals(vals: Mapping[str, Any] | None, space: SpaceInfo) -> dict[str, A
         if isinstance(v, (list, tuple)):
             v = v[0] if len(v) else None
         out[label] = space.decode(label, v) if v is not None else None
+    for label, v in out.items():
+        if isinstance(v, (dict, list)):
+            out[label] = _resolve_refs(v, out)
     return out
+
+
+def _resolve_refs(option: Any, values: Mapping[str, Any], depth: int = 0) -> Any:
+    """A nested option with its ``{"$param": label}`` placeholders replaced by this trial's
+    values, so it shows what the objective received (``$expr`` descriptions stay as they are)."""
+    if depth > 20:
+        return option
+    if isinstance(option, dict):
+        if set(option) == {"$param"} and option["$param"] in values:
+            return _resolve_refs(values[option["$param"]], values, depth + 1)
+        return {k: _resolve_refs(v, values, depth + 1) for k, v in option.items()}
+    if isinstance(option, list):
+        return [_resolve_refs(v, values, depth + 1) for v in option]
+    return option
 
 
 def flat_value(v: Any) -> Any:
@@ -502,37 +520,47 @@ def _last_sign_of_life(doc: Mapping[str, Any]) -> _dt.datetime | None:
     return None
 
 
-def stale_trials(db: Any, jobs: str, exp_key: str | None, *, stale_after: float = DEFAULT_STALE_AFTER,
+def _lease(d: Mapping[str, Any], stale_after: float | None) -> float:
+    if stale_after is not None:
+        return float(stale_after)
+    v = d.get("lease_timeout") or d.get("stale_timeout")
+    return float(v) if isinstance(v, (int, float)) and v > 0 else DEFAULT_STALE_AFTER
+
+
+def stale_trials(db: Any, jobs: str, exp_key: str | None, *, stale_after: float | None = None,
                  now: _dt.datetime | None = None) -> list[dict]:
-    """RUNNING trials whose heartbeat (or, without one, last write) is older than ``stale_after`` s."""
+    """RUNNING trials whose heartbeat (or, without one, last write) is older than ``stale_after``
+    seconds — by default each trial's own ``lease_timeout`` (the claiming worker's
+    ``--stale-timeout``), else 30 s: the same rule the driver's lease check applies."""
     now = now or server_now(db)
     out = []
     for d in db[jobs].find(_jobs_filter(exp_key, state=JOB_STATE_RUNNING), _LIST_PROJECTION).sort([("tid", 1)]):
         age = _age(now, _last_sign_of_life(d))
-        if age is None or age > stale_after:
+        if age is None or age > _lease(d, stale_after):
             out.append({"tid": d.get("tid"), "owner": _owner(d), "heartbeat_age": age, "_id": d["_id"],
                         "version": d.get("version"), "state": d.get("state")})
     return out
 
 
-def live_workers(db: Any, jobs: str, exp_key: str | None, *, stale_after: float = DEFAULT_STALE_AFTER,
+def live_workers(db: Any, jobs: str, exp_key: str | None, *, stale_after: float | None = None,
                  now: _dt.datetime | None = None) -> tuple[str, list[dict]]:
     """``(source, workers)``: the live workers serving this experiment.
 
     With a ``workers`` collection (heartbeats), a worker is live when its status is not
-    ``exited`` and its heartbeat is younger than ``stale_after`` seconds; it serves the
-    experiment when its filter is this exp_key or every experiment. Without it, the owners of
-    RUNNING trials with fresh heartbeats are listed (``source`` says which).
+    ``exited`` and its heartbeat is younger than ``stale_after`` seconds (by default the
+    worker's own ``stale_timeout``); it serves the experiment when it serves every experiment
+    or this exp_key. Without it, the owners of RUNNING trials with fresh heartbeats are listed
+    (``source`` says which).
     """
     now = now or server_now(db)
     out = []
     if "workers" in db.list_collection_names():
         for w in db["workers"].find({"status": {"$ne": "exited"}}).sort([("host", 1), ("pid", 1)]):
             age = _age(now, w.get("heartbeat"))
-            if age is None or age > stale_after:
+            if age is None or age > _lease(w, stale_after):
                 continue
             cur = w.get("current") or {}
-            serves = ("exp_key" not in w) or w.get("exp_key") is None or w.get("exp_key") == exp_key
+            serves = w.get("serves_all", w.get("exp_key") is None) or w.get("exp_key") == exp_key
             if not serves and not (cur and cur.get("exp_key") == exp_key):
                 continue
             on_this = bool(cur) and cur.get("exp_key") == exp_key
@@ -542,7 +570,7 @@ def live_workers(db: Any, jobs: str, exp_key: str | None, *, stale_after: float 
         return "workers", out
     for d in db[jobs].find(_jobs_filter(exp_key, state=JOB_STATE_RUNNING), _LIST_PROJECTION).sort([("tid", 1)]):
         age = _age(now, _last_sign_of_life(d))
-        if age is None or age > stale_after:
+        if age is None or age > _lease(d, stale_after):
             continue
         w = d.get("worker") or {}
         host, pid = w.get("host"), w.get("pid")
@@ -571,7 +599,7 @@ def throughput(db: Any, jobs: str, exp_key: str | None, *, minutes: float = DEFA
 
 
 def experiment_status(db: Any, jobs: str, exp: Experiment, *, minutes: float = DEFAULT_WINDOW_MINUTES,
-                      stale_after: float = DEFAULT_STALE_AFTER) -> dict:
+                      stale_after: float | None = None) -> dict:
     """Everything ``hpo-mongo status`` shows, as one JSON-able dict."""
     now = server_now(db)
     counts = count_by_state(db, jobs, exp.exp_key)
@@ -613,11 +641,16 @@ _RESET_FIELDS = {"state": JOB_STATE_NEW, "owner": None, "book_time": None, "refr
                  "error": None, "result": {"status": "new"}}
 
 
-def _conditional_update(db: Any, jobs: str, doc: Mapping[str, Any], update_set: dict) -> bool:
-    """Apply ``update_set`` only if the trial still has the state and version we read."""
-    res = db[jobs].update_one(
-        {"_id": doc["_id"], "state": doc.get("state"), "version": doc.get("version")},
-        {"$set": update_set, "$currentDate": {"updated_at": True}, "$inc": {"version": 1}})
+def _conditional_update(db: Any, jobs: str, doc: Mapping[str, Any], update_set: dict, *,
+                        unset: Sequence[str] = (), inc: Mapping[str, int] | None = None) -> bool:
+    """Apply ``update_set`` only if the trial still has the state and version we read
+    (``updated_at`` by ``$currentDate``, ``version`` incremented, as every write)."""
+    update: dict[str, Any] = {"$set": update_set, "$currentDate": {"updated_at": True},
+                              "$inc": {"version": 1, **(inc or {})}}
+    if unset:
+        update["$unset"] = {k: "" for k in unset}
+    res = db[jobs].update_one({"_id": doc["_id"], "state": doc.get("state"), "version": doc.get("version")},
+                              update)
     return res.modified_count == 1
 
 
@@ -643,14 +676,16 @@ def _unknown_tids(db: Any, jobs: str, exp_key: str | None, tids: Sequence[int]) 
 
 def requeue_trials(db: Any, jobs: str, exp_key: str | None, *, tids: Sequence[int] = (),
                    stale: bool = False, errors: bool = False,
-                   stale_after: float = DEFAULT_STALE_AFTER) -> dict:
+                   stale_after: float | None = None) -> dict:
     """Return trials to NEW so workers run them again: ``{"requeued": [tid], "skipped": [...]}``.
 
     ``tids`` may name ERROR, CANCEL or RUNNING trials (a running worker then loses its lease:
     its write-back no longer matches); ``errors`` selects every ERROR trial, ``stale`` every
-    RUNNING trial whose heartbeat is older than ``stale_after`` seconds. DONE trials are never
-    requeued. Each update is conditional on the state and version read, so a trial that changed
-    meanwhile is skipped and reported. ``attempt`` is left alone (only claims increment it).
+    RUNNING trial whose heartbeat is older than ``stale_after`` seconds (default: its lease, see
+    :func:`stale_trials`; like the lease rules, this increments ``requeues``). DONE trials are
+    never requeued. Each update is conditional on the state and version read, so a trial that
+    changed meanwhile is skipped and reported. ``attempt`` is left alone (only claims increment
+    it); the error and result of a failed trial are cleared.
     """
     if not (tids or stale or errors):
         raise InvalidParameterError("nothing to requeue: name trial ids, or pass --stale or --errors")
@@ -670,13 +705,16 @@ def requeue_trials(db: Any, jobs: str, exp_key: str | None, *, tids: Sequence[in
     if errors:
         for d in db[jobs].find(_jobs_filter(exp_key, state=JOB_STATE_ERROR), _LIST_PROJECTION):
             chosen.setdefault(d["tid"], d)
+    stale_tids: set = set()
     if stale:
         for s in stale_trials(db, jobs, exp_key, stale_after=stale_after):
             chosen.setdefault(s["tid"], s)
+            stale_tids.add(s["tid"])
     requeued = []
     for tid in sorted(chosen):
         d = chosen[tid]
-        if _conditional_update(db, jobs, d, dict(_RESET_FIELDS)):
+        inc = {"requeues": 1} if tid in stale_tids else None
+        if _conditional_update(db, jobs, d, dict(_RESET_FIELDS), unset=("misc.error",), inc=inc):
             requeued.append(tid)
         else:
             now = db[jobs].find_one({"_id": d["_id"]}, {"state": 1})

@@ -113,13 +113,15 @@ def plot_parameter(ax: Any, label: str, values: Sequence[Any], losses: Sequence[
     title = f"{label}" + (f"  [{kind}]" if kind else "")
     if space.is_categorical(label) or (values and not all(_finite(v) for v in values)):
         options = space.options(label)
-        if options is None:  # no space: the distinct values, in first-seen order
+        if options is None or not space.is_categorical(label):  # no space: distinct values, first-seen order
             options = list(dict.fromkeys(json.dumps(v, sort_keys=True, default=str) for v in values))
             keyed = [json.dumps(v, sort_keys=True, default=str) for v in values]
-        else:
+        else:  # values are the stored option indices
+            keyed = [str(int(v)) for v in values]
             options = [json.dumps(o, sort_keys=True, default=str) for o in options]
-            keyed = [json.dumps(v, sort_keys=True, default=str) for v in values]
-        pos = {o: i for i, o in enumerate(options)}
+            pos = {str(i): i for i in range(len(options))}
+        if not (space.is_categorical(label) and space.options(label) is not None):
+            pos = {o: i for i, o in enumerate(options)}
         x = np.array([pos.get(k, -1) for k in keyed], dtype=float)
         x = x + rng.uniform(-0.18, 0.18, size=x.size)
         ax.scatter(x, losses, s=20, c=color, cmap=_CMAP, vmin=0, vmax=vmax, alpha=0.85, zorder=2)
@@ -199,8 +201,11 @@ def plot_experiment(docs: Sequence[Mapping[str, Any]], space: hi.SpaceInfo | Non
     for i, lab in enumerate(all_labels):
         ax = fig.add_subplot(gs[1 + i // ncols, i % ncols])
         vals, ls, order, best_index = [], [], [], None
+        categorical = space.is_categorical(lab) and space.options(lab) is not None
         for rank, ((d, _), loss) in enumerate(zip(ok, losses)):
-            v = hi.decode_vals((d.get("misc") or {}).get("vals"), space).get(lab)
+            raw = ((d.get("misc") or {}).get("vals") or {}).get(lab)
+            raw = raw[0] if isinstance(raw, (list, tuple)) and raw else (None if isinstance(raw, (list, tuple)) else raw)
+            v = raw if categorical or raw is None else space.decode(lab, raw)
             if v is None:
                 continue
             if rank == best_pos:

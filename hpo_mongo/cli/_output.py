@@ -91,9 +91,20 @@ def cell(v: Any) -> str:
             v = v.astimezone(_dt.timezone.utc)
         return v.strftime("%Y-%m-%d %H:%M:%S")
     if isinstance(v, (dict, list, tuple)):
-        return json.dumps(jsonable(v), sort_keys=True, separators=(",", ":"))
+        return json.dumps(_compact(jsonable(v)), sort_keys=True, separators=(",", ":"))
     text = str(v).replace("\n", " ")
     return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
+
+
+def _compact(v: Any) -> Any:
+    """Floats inside JSON cells rounded to 6 significant digits (tables only)."""
+    if isinstance(v, float):
+        return float(f"{v:.6g}")
+    if isinstance(v, dict):
+        return {k: _compact(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_compact(x) for x in v]
+    return v
 
 
 def _is_numeric(v: Any) -> bool:

@@ -29,12 +29,13 @@ def _report(verb: str, changed: list, skipped: list, label: str) -> str:
 @click.command(name="requeue")
 @exp_options
 @json_option
-@click.option("--stale", is_flag=True, help="Every running trial whose heartbeat is older than --stale-after.")
+@click.option("--stale", is_flag=True, help="Every running trial whose lease expired (heartbeat too old).")
 @click.option("--errors", is_flag=True, help="Every trial in state error.")
-@click.option("--stale-after", type=click.FloatRange(min=0), default=hi.DEFAULT_STALE_AFTER, show_default=True,
-              metavar="SECONDS")
+@click.option("--stale-after", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Override each trial's lease (the worker's --stale-timeout, else 30).")
 @click.argument("tids", nargs=-1, type=int)
-def requeue_cmd(target: Any, as_json: bool, stale: bool, errors: bool, stale_after: float, tids: tuple) -> None:
+def requeue_cmd(target: Any, as_json: bool, stale: bool, errors: bool, stale_after: float | None,
+                tids: tuple) -> None:
     """Put trials back to NEW so that workers run them again: the named TIDS (error, cancel or
     running trials), every stale running trial (--stale) or every failed one (--errors).
 

@@ -53,9 +53,10 @@ def experiments_cmd(target: Any, as_json: bool) -> None:
 @json_option
 @click.option("--minutes", type=click.FloatRange(min=0.01), default=hi.DEFAULT_WINDOW_MINUTES, show_default=True,
               help="Window for the throughput.")
-@click.option("--stale-after", type=click.FloatRange(min=0), default=hi.DEFAULT_STALE_AFTER, show_default=True,
-              metavar="SECONDS", help="A running trial or worker whose heartbeat is older than this is stale.")
-def status_cmd(target: Any, as_json: bool, minutes: float, stale_after: float) -> None:
+@click.option("--stale-after", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="A running trial or worker whose heartbeat is older than this is stale "
+                   "(default: each one's lease, i.e. the worker's --stale-timeout, else 30).")
+def status_cmd(target: Any, as_json: bool, minutes: float, stale_after: float | None) -> None:
     """Counts by state, the best loss with its parameter values, throughput, live workers and
     stale trials of one experiment.
 
@@ -102,8 +103,9 @@ def _status_text(st: dict) -> str:
                  "heartbeat": fmt_age(w["heartbeat_age"]) + " ago"} for w in st["workers"]]
         lines.append(_indent(table(rows, ["host", "pid", "status", "trial", "heartbeat"]), 2))
     if st["stale"]:
-        lines.append(key_values([("stale", f"{len(st['stale'])} running trial(s) silent for more than "
-                                           f"{st['stale_after']:g}s (hpo-mongo requeue --stale)")], width=10))
+        lease = f"{st['stale_after']:g}s" if st["stale_after"] is not None else "their lease"
+        lines.append(key_values([("stale", f"{len(st['stale'])} running trial(s) silent for longer than {lease} "
+                                           "(hpo-mongo requeue --stale)")], width=10))
         rows = [{"tid": s["tid"], "owner": s["owner"], "silent": fmt_age(s["heartbeat_age"])} for s in st["stale"]]
         lines.append(_indent(table(rows, ["tid", "owner", "silent"]), 2))
     else:
