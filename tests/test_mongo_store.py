@@ -335,3 +335,20 @@ def test_points_to_evaluate_are_queued_after_the_domain(mongo_url):
     finally:
         w.stop()
         th.join(5)
+
+
+@pytest.mark.parametrize("how", ["loss_threshold", "early_stop_fn"])
+def test_loss_threshold_and_early_stop_fn_stop_an_async_run(mongo_url, how):
+    w, th, _ = _worker_thread(mongo_url, exp_key="s")
+    try:
+        t = MongoTrials(mongo_url, exp_key="s", poll_interval=0.02)
+        kw = ({"loss_threshold": 100.0} if how == "loss_threshold" else
+              {"early_stop_fn": lambda trials, *args: (sum(d["state"] == JOB_STATE_DONE for d in trials) >= 3, [])})
+        fmin(quadratic, SPACE, algo=rand.suggest, max_evals=200, trials=t, show_progressbar=False,
+             max_queue_len=4, **kw)
+        states = [d["state"] for d in t]
+        assert JOB_STATE_NEW not in states and 1 <= states.count(JOB_STATE_DONE) < 50
+        assert t.experiment()["stop_reason"] == how and t.experiment()["status"] == "stopped"
+    finally:
+        w.stop()
+        th.join(5)
