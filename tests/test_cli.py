@@ -374,12 +374,24 @@ def test_cancel(clone):
 
 def test_delete(clone):
     url, db = clone
+    from hpo_mongo.trials.mongo.store import MongoTrials
+    trials, other_trials = MongoTrials(url), MongoTrials(url, exp_key="other")
+    trials.attachments["notes"] = b"experiment notes"
+    trials.trial_attachments(trials.trials[0])["model"] = b"weights"
+    other_trials.attachments["notes"] = b"kept"
+    other_trials.trial_attachments(other_trials.trials[0])["model"] = b"kept too"
     n_other = db.jobs.count_documents({"exp_key": "other"})
-    assert db["fs.files"].count_documents({}) >= 1  # the pickled domain
+    n_files = db["fs.files"].count_documents({})
+    assert n_files >= 5  # domain(s) + 4 attachments
     r = run("delete", "--mongo", url, input="n\n")
     assert r.exit_code == 1 and db.jobs.count_documents({"exp_key": None}) > 0  # declined: nothing gone
     data = jrun("delete", "--yes", "--mongo", url)
     assert data["trials"] >= MAX_EVALS and data["experiment"] is True
+    assert data["files"] >= 2 and db["fs.files"].count_documents({}) == n_files - data["files"]
+    assert not db["fs.files"].find_one({"filename": "exp//notes"})
+    assert not db["fs.files"].find_one({"filename": f"trial/{trials.trials[0]['tid']}/model"})
+    assert other_trials.attachments["notes"] == b"kept"
+    assert MongoTrials(url, exp_key="other").trial_attachments(other_trials.trials[0])["model"] == b"kept too"
     assert db.jobs.count_documents({"exp_key": None}) == 0
     assert db.experiments.count_documents({"exp_key": None}) == 0
     assert db.jobs.count_documents({"exp_key": "other"}) == n_other

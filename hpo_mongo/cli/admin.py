@@ -26,7 +26,7 @@ def _report(verb: str, changed: list, skipped: list, label: str) -> str:
     return "\n".join(lines)
 
 
-@click.command(name="requeue")
+@click.command(name="requeue", short_help="Put error/stale/named trials back in the queue.")
 @exp_options
 @json_option
 @click.option("--stale", is_flag=True, help="Every running trial whose lease expired (heartbeat too old).")
@@ -52,7 +52,7 @@ def requeue_cmd(target: Any, as_json: bool, stale: bool, errors: bool, stale_aft
     emit(dict(exp_key=exp.exp_key, **out), as_json, _report("requeued", out["requeued"], out["skipped"], exp.label))
 
 
-@click.command(name="cancel")
+@click.command(name="cancel", short_help="Cancel new or running trials.")
 @exp_options
 @json_option
 @click.argument("tids", nargs=-1, type=int, required=True)
@@ -68,7 +68,7 @@ def cancel_cmd(target: Any, as_json: bool, tids: tuple) -> None:
     emit(dict(exp_key=exp.exp_key, **out), as_json, _report("cancelled", out["cancelled"], out["skipped"], exp.label))
 
 
-@click.command(name="delete")
+@click.command(name="delete", short_help="Delete an experiment with its GridFS files.")
 @exp_options
 @json_option
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")

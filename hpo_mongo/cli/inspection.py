@@ -24,7 +24,7 @@ def _params_text(params: dict, indent: int = 2) -> str:
 
 
 # ----------------------------------------------------------------------------- experiments
-@click.command(name="experiments")
+@click.command(name="experiments", short_help="Every experiment: counts, best loss, activity.")
 @mongo_options
 @json_option
 def experiments_cmd(target: Any, as_json: bool) -> None:
@@ -48,7 +48,7 @@ def experiments_cmd(target: Any, as_json: bool) -> None:
 
 
 # ----------------------------------------------------------------------------- status
-@click.command(name="status")
+@click.command(name="status", short_help="Counts, best trial, throughput, workers, stale trials.")
 @exp_options
 @json_option
 @click.option("--minutes", type=click.FloatRange(min=0.01), default=hi.DEFAULT_WINDOW_MINUTES, show_default=True,
@@ -126,7 +126,7 @@ def _list_view(columns: list[str], param_cols: dict) -> list[str]:
     return ["tid", "state", "loss", *param_cols, *_LIST_COLUMNS_TAIL]
 
 
-@click.command(name="list")
+@click.command(name="list", short_help="Trials, one column per parameter.")
 @exp_options
 @json_option
 @click.option("--state", "states", type=STATE_CHOICE, multiple=True,
@@ -154,7 +154,7 @@ def list_cmd(target: Any, as_json: bool, states: tuple, limit: int | None, sort:
                                            + (f" in state {', '.join(states)}" if states else "")))
 
 
-@click.command(name="best")
+@click.command(name="best", short_help="The best trials with their parameter values.")
 @exp_options
 @json_option
 @click.option("-n", "n", type=click.IntRange(min=1), default=1, show_default=True, help="How many trials.")
@@ -182,7 +182,7 @@ def best_cmd(target: Any, as_json: bool, n: int) -> None:
 
 
 # ----------------------------------------------------------------------------- show
-@click.command(name="show")
+@click.command(name="show", short_help="One whole trial, traceback included.")
 @exp_options
 @json_option
 @click.argument("tid", type=int)
@@ -230,7 +230,7 @@ def _show_text(rec: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- export
-@click.command(name="export")
+@click.command(name="export", short_help="Trials as CSV, JSON or JSON Lines.")
 @exp_options
 @click.option("--format", "fmt", type=click.Choice(["csv", "json", "jsonl"]), default=None,
               help="Default: from the -o extension, else csv.")
@@ -256,7 +256,7 @@ def export_cmd(target: Any, fmt: str | None, output: str, states: tuple) -> None
 
 
 # ----------------------------------------------------------------------------- plot
-@click.command(name="plot")
+@click.command(name="plot", short_help="Convergence and per-parameter panels (PNG).")
 @exp_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), required=True,
               help="PNG file to write.")
@@ -281,7 +281,7 @@ def plot_cmd(target: Any, output: str, labels: str | None, dpi: int) -> None:
 
 
 # ----------------------------------------------------------------------------- watch
-@click.command(name="watch")
+@click.command(name="watch", short_help="A live status line until max_evals.")
 @exp_options
 @click.option("--interval", type=click.FloatRange(min=0.05), default=2.0, show_default=True, metavar="SECONDS")
 @click.option("--timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
