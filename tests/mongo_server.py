@@ -1,0 +1,317 @@
+"""pytest plugin: a real MongoDB wire-protocol server for the tests that need one.
+
+Fixtures:
+
+- ``mongo_server_url`` (session): the base URL ``mongodb://127.0.0.1:PORT`` of one server per test
+  session, found in this order:
+
+  1. ``$HPO_MONGO_TEST_URL`` (a MongoDB you run; used as given, nothing is started),
+  2. a ``mongod`` on PATH (started on a free port with a temporary ``--dbpath``),
+  3. the in-memory mongo-java-server (``tests/server/Launcher.java``; install it once with
+     ``scripts/install-test-server``, which needs Java 17+ and Maven).
+
+  ``HPO_MONGO_TEST_SERVER=mongod|java`` forces 2. or 3. Without any server the tests are
+  skipped, or fail when ``HPO_MONGO_REQUIRE_SERVER=1`` (CI sets it so nothing is skipped silently).
+- ``mongo_url`` (function): ``<base>/hpo_test_<uuid hex>``, a fresh database dropped afterwards.
+- ``mongo_db`` (function): a tz-aware ``pymongo`` Database object for that fresh database.
+
+Tests using these fixtures get the ``server`` mark (``-m "not server"`` deselects them).
+Load it with ``pytest_plugins = ["tests.mongo_server"]`` or ``from tests.mongo_server import *``
+in a conftest.py.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import parse_qsl, urlencode
+
+import pytest
+
+__all__ = ["mongo_server_url", "mongo_url", "mongo_db", "free_port", "pytest_configure",
+           "pytest_collection_modifyitems", "SERVER_FIXTURES", "NO_SERVER_MESSAGE"]
+
+REPO = Path(__file__).resolve().parent.parent
+SERVER_DIR = REPO / "tests" / "server"
+LIB_DIR = SERVER_DIR / "lib"
+LAUNCHER = SERVER_DIR / "Launcher.java"
+
+ENV_URL = "HPO_MONGO_TEST_URL"
+ENV_REQUIRE = "HPO_MONGO_REQUIRE_SERVER"
+ENV_KIND = "HPO_MONGO_TEST_SERVER"
+
+#: seconds allowed for a server to start (the Java launcher compiles itself first)
+STARTUP_TIMEOUT = float(os.environ.get("HPO_MONGO_TEST_STARTUP_TIMEOUT", "90"))
+SERVER_FIXTURES = frozenset({"mongo_server_url", "mongo_url", "mongo_db"})
+
+NO_SERVER_MESSAGE = (
+    "no MongoDB test server available: run scripts/install-test-server (needs Java 17+ and Maven) "
+    f"to install the in-memory mongo-java-server, put mongod on PATH, or set {ENV_URL}="
+    "mongodb://host:port to use a real MongoDB"
+)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (another process may still take it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ----------------------------------------------------------------------------- pytest hooks
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "server: needs a real Mongo wire-protocol server (HPO_MONGO_TEST_URL, mongod or mongo-java-server)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _ping(url: str, timeout: float) -> None:
+    """Raise unless the server at ``url`` answers ``ping`` within ``timeout`` seconds."""
+    import pymongo
+    ms = max(100, int(timeout * 1000))
+    client: Any = pymongo.MongoClient(url, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms)
+    try:
+        client.admin.command("ping")
+    finally:
+        client.close()
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(text[-lines:])
+
+
+def _require() -> bool:
+    return os.environ.get(ENV_REQUIRE, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _no_server(reason: str) -> None:
+    message = f"{NO_SERVER_MESSAGE} ({reason})"
+    if _require():
+        pytest.fail(f"{ENV_REQUIRE}=1 but {message}", pytrace=False)
+    pytest.skip(message)
+
+
+def _parent_death_signal() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: let the kernel SIGTERM the server if pytest dies without tearing down."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort only
+        pass
+
+
+class _Server:
+    """A server process started for this session; ``stop()`` terminates it."""
+
+    def __init__(self, proc: subprocess.Popen, url: str, log: Path, workdir: Path | None = None):
+        self.proc, self.url, self.log, self.workdir = proc, url, log, workdir
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _read_ready_line(stdout: IO[str], deadline: float) -> str | None:
+    """The launcher's ``ready mongodb://...`` line, or None if it exits or the deadline passes."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:  # drain stdout for the whole life of the process
+        for line in stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, name="mongo-test-server-stdout", daemon=True).start()
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            return None
+        if line is None:
+            return None
+        if line.startswith("ready mongodb://"):
+            return line.split(None, 1)[1].strip()
+
+
+def _start_java(java: str) -> _Server:
+    workdir = Path(tempfile.mkdtemp(prefix="hpo_mongo_java_server_"))
+    log = workdir / "server.log"
+    cmd = [java, "-cp", str(LIB_DIR / "*"), str(LAUNCHER), "0", "--exit-on-stdin-eof"]
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                                text=True, cwd=str(REPO))
+    assert proc.stdout is not None
+    url = _read_ready_line(proc.stdout, time.monotonic() + STARTUP_TIMEOUT)
+    server = _Server(proc, url or "", log, workdir)
+    if url is None:
+        if proc.poll() is None:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+        detail = _tail(log)
+        server.stop()
+        pytest.fail(f"the mongo-java-server test server did not start within {STARTUP_TIMEOUT:.0f}s "
+                    f"(exit code {proc.returncode}); command: {' '.join(cmd)}\n{detail}", pytrace=False)
+    try:
+        _ping(url, timeout=max(1.0, STARTUP_TIMEOUT / 3))
+    except Exception as e:  # noqa: BLE001
+        detail = _tail(log)
+        server.stop()
+        pytest.fail(f"the mongo-java-server test server at {url} does not answer ping: {e}\n{detail}",
+                    pytrace=False)
+    return server
+
+
+def _start_mongod(mongod: str) -> _Server:
+    last_error = ""
+    for _ in range(3):  # free_port() can race with another process: try a few ports
+        workdir = Path(tempfile.mkdtemp(prefix="hpo_mongo_mongod_"))
+        (workdir / "db").mkdir()
+        log = workdir / "mongod.log"
+        port = free_port()
+        cmd = [mongod, "--port", str(port), "--bind_ip", "127.0.0.1", "--dbpath", str(workdir / "db"),
+               "--logpath", str(log), "--nounixsocket", "--wiredTigerCacheSizeGB", "0.25"]
+        preexec = _parent_death_signal if sys.platform.startswith("linux") else None
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.STDOUT, preexec_fn=preexec)
+        url = f"mongodb://127.0.0.1:{port}"
+        server = _Server(proc, url, log, workdir)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                _ping(url, timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+                return server
+            except Exception as e:  # noqa: BLE001 - not up yet; the ping itself waits
+                last_error = str(e)
+        last_error = f"exit code {proc.poll()}: {last_error}\n{_tail(log)}"
+        server.stop()
+    pytest.fail(f"could not start {mongod} as a test server: {last_error}", pytrace=False)
+    raise AssertionError("unreachable")
+
+
+def _start_server() -> tuple[str, _Server | None]:
+    """(base URL, process to stop or None) of the server this session uses; skips/fails if none."""
+    env_url = os.environ.get(ENV_URL, "").strip()
+    if env_url:
+        try:
+            _ping(env_url, timeout=10)
+        except Exception as e:  # noqa: BLE001
+            pytest.fail(f"{ENV_URL}={_mask(env_url)} is set but the server does not answer: {e}", pytrace=False)
+        return env_url.rstrip("/"), None
+
+    kind = os.environ.get(ENV_KIND, "auto").strip().lower() or "auto"
+    if kind not in ("auto", "mongod", "java"):
+        pytest.fail(f"{ENV_KIND} must be 'mongod', 'java' or 'auto', got {kind!r}", pytrace=False)
+    reasons = []
+    if kind in ("auto", "mongod"):
+        mongod = shutil.which("mongod")
+        if mongod:
+            server = _start_mongod(mongod)
+            return server.url, server
+        reasons.append("no mongod on PATH")
+    if kind in ("auto", "java"):
+        java = shutil.which("java")
+        if not any(LIB_DIR.glob("mongo-java-server-*.jar")):
+            reasons.append(f"{LIB_DIR.relative_to(REPO)} has no mongo-java-server jar")
+        elif not java:
+            reasons.append("java is not on PATH")
+        else:
+            server = _start_java(java)
+            return server.url, server
+    _no_server("; ".join(reasons))
+    raise AssertionError("unreachable")
+
+
+def _mask(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    userinfo, _, hosts = rest.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{hosts}" if ":" in userinfo else url
+
+
+def _with_database(base: str, name: str) -> str:
+    """``base`` (``mongodb://[user:pw@]host[:port][/db][?query]``) pointing at database ``name``."""
+    scheme, _, rest = base.partition("://")
+    rest, _, query = rest.partition("?")
+    hosts, _, old_db = rest.partition("/")
+    params = parse_qsl(query, keep_blank_values=True)
+    if old_db and "@" in hosts and not any(k.lower() == "authsource" for k, _ in params):
+        params.append(("authSource", old_db))  # the credentials belong to the original database
+    url = f"{scheme}://{hosts}/{name}"
+    return f"{url}?{urlencode(params)}" if params else url
+
+
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="session")
+def mongo_server_url() -> Iterator[str]:
+    """Base URL (``mongodb://127.0.0.1:PORT``) of the session's test server; see the module doc."""
+    url, server = _start_server()
+    try:
+        yield url
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@pytest.fixture
+def mongo_url(mongo_server_url: str) -> Iterator[str]:
+    """URL of a fresh database ``hpo_test_<uuid hex>`` on the test server, dropped afterwards."""
+    import pymongo
+    name = f"hpo_test_{uuid.uuid4().hex}"
+    yield _with_database(mongo_server_url, name)
+    with contextlib.suppress(Exception):
+        client: Any = pymongo.MongoClient(_with_database(mongo_server_url, name), serverSelectionTimeoutMS=5000)
+        try:
+            client.drop_database(name)
+        finally:
+            client.close()
+
+
+@pytest.fixture
+def mongo_db(mongo_url: str) -> Iterator[Any]:
+    """A tz-aware ``pymongo`` Database for the fresh database of ``mongo_url``."""
+    import pymongo
+    client: Any = pymongo.MongoClient(mongo_url, tz_aware=True, serverSelectionTimeoutMS=10_000)
+    try:
+        yield client.get_default_database()
+    finally:
+        client.close()
