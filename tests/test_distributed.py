@@ -16,7 +16,8 @@ import pytest
 from hpo_mongo import Trials, fmin, hp, rand
 from hpo_mongo.exceptions import AllTrialsFailed
 from hpo_mongo.trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING, new_trial_doc
-from hpo_mongo.trials.mongo.store import MongoTrials
+from hpo_mongo.trials.mongo.store import MongoJobs, MongoTrials
+from hpo_mongo.worker.loop import Worker, WorkerConfig
 
 from tests.helpers_distributed import Procs, always_fails, fails_below_zero, quadratic, tagged, wait_until
 
@@ -106,19 +107,17 @@ def test_exp_key_isolation_and_a_worker_serving_every_experiment(mongo_url, tmp_
             results[key + "_error"] = e
         results[key] = trials
     with Procs(tmp_path) as procs:
-        # a worker bound to an experiment with nothing queued ignores both experiments' trials
+        # bound to an experiment with nothing queued: it ignores a's and b's trials, then its
+        # reserve timeout ends it; the worker without --exp-key serves both experiments
         bound = procs.worker(mongo_url, "--exp-key", "other", "--reserve-timeout", "1.5", "--no-subprocess",
                              name="bound")
-        wait_until(lambda: "serving" in bound.output(), timeout=20, what="the bound worker to start")
+        free = procs.worker(mongo_url, "--no-subprocess", name="any")
         threads = [threading.Thread(target=driver, args=(k, n)) for k, n in (("a", 10), ("b", 7))]
         for th in threads:
             th.start()
-        wait_until(lambda: MongoTrials(mongo_url, exp_key="b").count_by_state_unsynced(JOB_STATE_NEW) > 0,
-                   timeout=20, what="queued trials")
-        assert procs.wait([bound], timeout=20) == [0], procs.report()  # reserve timeout: nothing for it
-        free = procs.worker(mongo_url, "--no-subprocess", name="any")  # no --exp-key: serves both
         for th in threads:
-            th.join(40)
+            th.join(60)
+        assert procs.wait([bound], timeout=30) == [0], procs.report()
         free.signal()
         assert procs.wait([free], timeout=20) == [0], procs.report()
     assert not any(k.endswith("_error") for k in results), results
@@ -128,6 +127,7 @@ def test_exp_key_isolation_and_a_worker_serving_every_experiment(mongo_url, tmp_
     assert not {d["tid"] for d in a} & {d["tid"] for d in b}  # tids are global to the database
     assert {d["result"]["pid"] for d in a} == {d["result"]["pid"] for d in b} == {free.pid}
     assert all(d["state"] == JOB_STATE_DONE for d in list(a) + list(b))
+    assert "serving exp_key 'other'" in bound.output() or "other" in bound.output()
     assert MongoTrials(mongo_url, exp_key="other").trials == []
 
 
@@ -135,16 +135,8 @@ def test_failing_objective_worker_processes(mongo_url, tmp_path):
     """ERROR with traceback and the worker goes on; --max-consecutive-failures stops one (exit 1)."""
     with Procs(tmp_path) as procs:
         w = procs.worker(mongo_url, "--exp-key", "f", "--no-subprocess", name="keeps-going")
-        t = MongoTrials(mongo_url, exp_key="f", poll_interval=0.02)
-        fmin(fails_below_zero, {"x": hp.uniform("x", -1, 1)}, algo=rand.suggest, max_evals=12, trials=t,
-             rstate=np.random.default_rng(3), show_progressbar=False)
-        assert w.returncode is None  # still serving after errors
-        errors = [d for d in t if d["state"] == JOB_STATE_ERROR]
-        assert errors and len(errors) < 12
-        assert all("ValueError" in d["error"]["traceback"] and "is negative" in d["error"]["traceback"] for d in errors)
-        w.signal()
-        assert procs.wait([w], timeout=20) == [0], procs.report()
-
+        quitter = procs.worker(mongo_url, "--exp-key", "boom", "--max-consecutive-failures", "3", "--no-subprocess",
+                               name="quitter")
         boom = MongoTrials(mongo_url, exp_key="boom", poll_interval=0.02)
         box: dict = {}
 
@@ -156,13 +148,20 @@ def test_failing_objective_worker_processes(mongo_url, tmp_path):
                 box["error"] = e
         th = threading.Thread(target=drive)
         th.start()
-        wait_until(lambda: boom.count_by_state_unsynced(JOB_STATE_NEW) == 5, timeout=20, what="5 queued trials")
-        quitter = procs.worker(mongo_url, "--exp-key", "boom", "--max-consecutive-failures", "3", "--no-subprocess",
-                               name="quitter")
-        assert procs.wait([quitter], timeout=30) == [1], procs.report()
-        assert boom.count_by_state_unsynced(JOB_STATE_ERROR) == 3 and boom.count_by_state_unsynced(JOB_STATE_NEW) == 2
+        t = MongoTrials(mongo_url, exp_key="f", poll_interval=0.02)
+        fmin(fails_below_zero, {"x": hp.uniform("x", -1, 1)}, algo=rand.suggest, max_evals=12, trials=t,
+             rstate=np.random.default_rng(3), show_progressbar=False)
+        assert w.returncode is None  # still serving after errors
+        errors = [d for d in t if d["state"] == JOB_STATE_ERROR]
+        assert errors and len(errors) < 12
+        assert all("ValueError" in d["error"]["traceback"] and "is negative" in d["error"]["traceback"] for d in errors)
+        w.signal()
+        assert procs.wait([w, quitter], timeout=30) == [0, 1], procs.report()
         assert "3 consecutive failed trials" in quitter.output()
-        finisher = procs.worker(mongo_url, "--exp-key", "boom", "--max-jobs", "2", "--no-subprocess", name="finisher")
-        assert procs.wait([finisher], timeout=30) == [0], procs.report()
+        assert boom.count_by_state_unsynced(JOB_STATE_ERROR) == 3
+        wait_until(lambda: boom.count_by_state_unsynced(JOB_STATE_NEW) == 2, timeout=10, what="the 2 other trials")
+        finisher = Worker(MongoJobs.new_from_connection_str(mongo_url),
+                          WorkerConfig(exp_key="boom", max_jobs=2, poll_interval=0.02, subprocess=False))
+        assert finisher.run() == 0
         th.join(20)
     assert isinstance(box.get("error"), AllTrialsFailed)
