@@ -239,3 +239,33 @@ def test_mongoexp_compat_names():
     assert mongoexp.MongoJobs is MongoJobs
     assert mongoexp.main_worker is main and mongoexp.MongoWorker is Worker
     assert J.ANY_EXPERIMENT is not None
+
+
+def _ctrl_objective(expr, memo, ctrl):
+    ctrl.checkpoint({"status": "running", "progress": 0.5})
+    doc = ctrl.current_trial
+    seen = ctrl.trials.handle.coll.find_one({"_id": doc["_id"]})["result"]
+    ctrl.attachments["ctrl_note"] = b"from ctrl"
+    return {"loss": float(memo["x"][0]) ** 2, "status": "ok", "seen": seen}
+
+
+def test_ctrl_checkpoint_and_attachments_on_a_worker(mongo_url):
+    run = _Fmin(_ctrl_objective, mongo_url, max_evals=1, pass_expr_memo_ctrl=True)
+    assert _worker(mongo_url, max_jobs=1).run() == EXIT_OK
+    run.join()
+    (d,) = run.trials.trials
+    assert d["state"] == JOB_STATE_DONE and d["result"]["seen"] == {"status": "running", "progress": 0.5}
+    assert [n for n, _ in d["_attachments"]] == ["ctrl_note"]
+    assert run.trials.trial_attachments(d)["ctrl_note"] == b"from ctrl"
+
+
+def test_hyperopt_style_url_and_collection_name(mongo_url):
+    """``mongo://host:port/db/<collection>``: driver and worker use that collection."""
+    base, _, dbname = mongo_url.rpartition("/")
+    url = base.replace("mongodb://", "mongo://") + f"/{dbname}/my_jobs"
+    run = _Fmin(quadratic, url, max_evals=2)
+    assert _worker(url, max_jobs=2).run() == EXIT_OK
+    run.join()
+    db = run.trials.handle.db
+    assert db.name == dbname and db["my_jobs"].count_documents({"state": JOB_STATE_DONE}) == 2
+    assert db["jobs"].count_documents({}) == 0
