@@ -555,6 +555,8 @@ def live_workers(db: Any, jobs: str, exp_key: str | None, *, stale_after: float 
     now = now or server_now(db)
     out = []
     if "workers" in db.list_collection_names():
+        running = {d.get("owner"): d.get("tid") for d in
+                   db[jobs].find(_jobs_filter(exp_key, state=JOB_STATE_RUNNING), {"owner": 1, "tid": 1})}
         for w in db["workers"].find({"status": {"$ne": "exited"}}).sort([("host", 1), ("pid", 1)]):
             age = _age(now, w.get("heartbeat"))
             if age is None or age > _lease(w, stale_after):
@@ -564,9 +566,14 @@ def live_workers(db: Any, jobs: str, exp_key: str | None, *, stale_after: float 
             if not serves and not (cur and cur.get("exp_key") == exp_key):
                 continue
             on_this = bool(cur) and cur.get("exp_key") == exp_key
+            tid = cur.get("tid") if on_this else None
+            owner = w.get("owner") or (f"{w.get('host')}:{w.get('pid')}" if w.get("host") else None)
+            status = w.get("status")
+            if tid is None and owner in running:  # the claim is newer than the worker's last heartbeat
+                tid, status = running[owner], "busy"
             out.append({"id": str(w.get("_id")), "host": w.get("host"), "pid": w.get("pid"),
-                        "status": w.get("status"), "current_tid": cur.get("tid") if on_this else None,
-                        "heartbeat_age": age, "version": w.get("version")})
+                        "status": status, "current_tid": tid, "heartbeat_age": age,
+                        "version": w.get("version")})
         return "workers", out
     for d in db[jobs].find(_jobs_filter(exp_key, state=JOB_STATE_RUNNING), _LIST_PROJECTION).sort([("tid", 1)]):
         age = _age(now, _last_sign_of_life(d))
@@ -583,7 +590,10 @@ def live_workers(db: Any, jobs: str, exp_key: str | None, *, stale_after: float 
 
 def throughput(db: Any, jobs: str, exp_key: str | None, *, minutes: float = DEFAULT_WINDOW_MINUTES,
                now: _dt.datetime | None = None) -> dict:
-    """Trials finished (done/error/cancel) in the last ``minutes``: ``{minutes, finished, per_minute}``."""
+    """Trials finished (done/error/cancel) in the last ``minutes``: ``{minutes, finished, per_minute}``.
+
+    ``per_minute`` divides by the window, or by the time since the first claim when the
+    experiment started less than ``minutes`` ago."""
     if not minutes > 0:
         raise InvalidParameterError(f"minutes must be > 0, got {minutes}")
     now = now or server_now(db)
@@ -595,7 +605,14 @@ def throughput(db: Any, jobs: str, exp_key: str | None, *, minutes: float = DEFA
         t = _utc(d.get("end_time")) or _utc(d.get("refresh_time")) or _utc(d.get("updated_at"))
         if t is not None and t >= since:
             n += 1
-    return {"minutes": minutes, "finished": n, "per_minute": n / minutes}
+    # an experiment younger than the window: divide by the time it has been running
+    span = minutes
+    first = db[jobs].find_one(_jobs_filter(exp_key, book_time={"$ne": None}), {"book_time": 1},
+                              sort=[("book_time", 1)])
+    started = _utc((first or {}).get("book_time"))
+    if started is not None and started > since:
+        span = max((now - started).total_seconds() / 60.0, 1.0 / 60.0)
+    return {"minutes": minutes, "finished": n, "per_minute": n / span}
 
 
 def experiment_status(db: Any, jobs: str, exp: Experiment, *, minutes: float = DEFAULT_WINDOW_MINUTES,

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 LABELS = ["lr", "layers", "dropout", "opt", "momentum", "act"]
 OPT_OPTIONS = [{"name": "sgd", "momentum": {"$param": "momentum"}}, {"name": "adam"}, "rmsprop"]
 ACT_OPTIONS = ["relu", "tanh", "gelu"]
-MAX_EVALS = 24
+MAX_EVALS = 16
 
 
 def space():
