@@ -196,7 +196,9 @@ def quality(domains, opts, seeds, n_evals, jobs, n_pending=0) -> dict:
     tasks = [(d, o, s, n_evals, n_pending) for d in domains for o in opts for s in seeds]
     out: dict = {}
     with mp.get_context("fork").Pool(jobs) as pool:
-        for (d, o, s, _, _), losses, secs in pool.imap_unordered(run_one, tasks):
+        for i, ((d, o, s, _, _), losses, secs) in enumerate(pool.imap_unordered(run_one, tasks)):
+            if (i + 1) % 20 == 0 or i + 1 == len(tasks):
+                print(f"  [{i + 1}/{len(tasks)} runs]", file=sys.stderr, flush=True)
             best = np.minimum.accumulate(losses)
             out.setdefault(d, {}).setdefault(o, {})[s] = {
                 str(c): float(best[c - 1]) for c in CHECKPOINTS if c <= len(best)}

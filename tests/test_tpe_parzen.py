@@ -157,3 +157,13 @@ def test_joint_estimator_integrates_to_one_and_samples_in_range():
         dens = np.exp(est.log_pdf(V)).reshape(X.shape)
         total += np.trapezoid(np.trapezoid(dens, gy, axis=1), gx)
     assert total == pytest.approx(1.0, abs=5e-3)
+
+
+def test_stacked_log_ratio_equals_difference_of_log_pdfs():
+    space = _space()
+    t, Z = _obs(space, 60, seed=4)
+    cols = np.arange(space.n_params)
+    lo = UnivariateParzen(t, cols, Z[:8], ParzenParameters())
+    hi = UnivariateParzen(t, cols, Z[8:], ParzenParameters(), liars=Z[:2], n_good=8)
+    V = lo.sample(np.random.default_rng(0), 24)
+    np.testing.assert_allclose(lo.log_pdf_ratio(hi, V), lo.log_pdf(V) - hi.log_pdf(V), rtol=1e-10, atol=1e-10)

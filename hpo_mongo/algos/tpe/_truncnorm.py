@@ -12,18 +12,22 @@ from scipy.special import log_ndtr, ndtr, ndtri
 __all__ = ["ndtr", "ndtri", "log_ndtr", "log_gauss_mass", "sample_standard"]
 
 
-def log_gauss_mass(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def log_gauss_mass(a: np.ndarray, b: np.ndarray, exact_tails: bool = True) -> np.ndarray:
     """``log(Phi(b) - Phi(a))`` for ``a < b`` (standardised), accurate in both tails.
 
     Intervals in the upper tail are mirrored into the lower tail. The plain CDF difference is
     used where it is large enough to be exact to many digits; the rest (tiny masses far in a
-    tail) go through ``log Phi(b) + log1p(-Phi(a)/Phi(b))`` with ``log_ndtr``.
+    tail) go through ``log Phi(b) + log1p(-Phi(a)/Phi(b))`` with ``log_ndtr``. With
+    ``exact_tails=False`` masses below 1e-300 are floored there instead (for mixture kernels,
+    whose sum always holds a non-negligible prior term).
     """
     a, b = np.broadcast_arrays(np.asarray(a, dtype=float), np.asarray(b, dtype=float))
     flip = a > 0
     lo = np.where(flip, -b, a)
     hi = np.where(flip, -a, b)
     mass = ndtr(hi) - ndtr(lo)
+    if not exact_tails:
+        return np.log(np.maximum(mass, 1e-300))
     small = mass < 1e-8
     with np.errstate(divide="ignore"):
         out = np.log(mass)

@@ -52,7 +52,7 @@ def log_kernel_mass(a: np.ndarray, b: np.ndarray, mu: np.ndarray, sigma: np.ndar
     s = sigma[:, None, :]
     za = (a[:, :, None] - mu[:, None, :]) / s
     zb = (b[:, :, None] - mu[:, None, :]) / s
-    return log_gauss_mass(za, zb) - log_z[:, None, :]
+    return log_gauss_mass(za, zb, exact_tails=False) - log_z[:, None, :]
 
 
 def mixture_log_pdf(log_kern: np.ndarray, log_w: np.ndarray) -> np.ndarray:

@@ -335,6 +335,41 @@ class UnivariateParzen:
         return out
 
 
+    def log_pdf_ratio(self, other: "UnivariateParzen", V: np.ndarray) -> np.ndarray:
+        """``self.log_pdf(V) - other.log_pdf(V)`` for an estimator over the same columns,
+        with both mixtures stacked into one batch (half the array passes)."""
+        out = np.empty(V.shape)
+        if self._num.size:
+            nc = self._cols[self._num]
+            Vn = V[self._num]
+            for r, cont in ((self._cont, True), (self._quant, False)):
+                if not r.size:
+                    continue
+                K = max(self._mu.shape[1], other._mu.shape[1])
+                mu = np.vstack([_pad(self._mu[r], K, 0.0), _pad(other._mu[r], K, 0.0)])
+                sg = np.vstack([_pad(self._sigma[r], K, 1.0), _pad(other._sigma[r], K, 1.0)])
+                lz = np.vstack([_pad(self._logz[r], K, 0.0), _pad(other._logz[r], K, 0.0)])
+                lw = np.vstack([_pad(self._logw[r], K, -np.inf), _pad(other._logw[r], K, -np.inf)])
+                if cont:
+                    z = self._t.internal(Vn[r].T, nc[r]).T
+                    kern = mx.log_kernel_density(np.vstack([z, z]), mu, sg, lz)
+                else:
+                    a, b = self._t.cells(Vn[r], nc[r])
+                    kern = mx.log_kernel_mass(np.vstack([a, a]), np.vstack([b, b]), mu, sg, lz)
+                lp = mx.mixture_log_pdf(kern, lw)
+                out[self._num[r]] = lp[:r.size] - lp[r.size:]
+        if self._cat.size:
+            iv = V[self._cat].astype(np.int64)
+            out[self._cat] = (np.log(np.take_along_axis(self._probs, iv, axis=1))
+                              - np.log(np.take_along_axis(other._probs, iv, axis=1)))
+        return out
+
+
+def _pad(a: np.ndarray, K: int, fill: float) -> np.ndarray:
+    if a.shape[1] == K:
+        return a
+    return np.concatenate([a, np.full((a.shape[0], K - a.shape[1]), fill)], axis=1)
+
 # ============================================================================ joint
 class JointParzen:
     """One product-kernel mixture over the columns ``cols`` (all active on the same rows).

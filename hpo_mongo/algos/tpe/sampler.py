@@ -151,7 +151,7 @@ def suggest(new_ids: Sequence[int], domain: Any, trials: Any, seed: int,
             hi = UnivariateParzen(table, alone, X_above[:, alone], params,
                                   liars=pending[:, alone], n_good=n_below)
             cand = lo.sample(rng, n_EI_candidates)
-            score = lo.log_pdf(cand) - hi.log_pdf(cand)
+            score = lo.log_pdf_ratio(hi, cand)
             row[alone] = cand[np.arange(alone.size), np.argmax(score, axis=1)]
         for cols in joint:
             c = np.asarray(cols, dtype=np.int64)
