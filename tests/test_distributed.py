@@ -7,6 +7,7 @@ processes; workers are ``bin/hpo-mongo-worker`` processes. Every wait has a dead
 from __future__ import annotations
 
 import json
+import textwrap
 import threading
 from collections import Counter
 
@@ -19,7 +20,7 @@ from hpo_mongo.trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STAT
 from hpo_mongo.trials.mongo.store import MongoJobs, MongoTrials
 from hpo_mongo.worker.loop import Worker, WorkerConfig
 
-from tests.helpers_distributed import Procs, always_fails, fails_below_zero, quadratic, tagged, wait_until
+from tests.helpers_distributed import LIGHT_IMPORT, Procs, always_fails, fails_below_zero, quadratic, tagged, wait_until
 
 
 SPACE = {"x": hp.uniform("x", -3, 3), "y": hp.normal("y", 0, 1)}
@@ -35,7 +36,7 @@ def test_six_processes_race_to_claim_200_trials_and_allocate_tids(mongo_url, tmp
     tids = t.new_trial_ids(200)
     t.insert_trial_docs([new_trial_doc(tid, {"x": [float(tid)]}, exp_key="race") for tid in tids])
     go = tmp_path / "go"
-    claimer = """
+    claimer = LIGHT_IMPORT + textwrap.dedent("""
         import json, os, sys, time
         from hpo_mongo.trials.mongo.store import MongoJobs
         url, out, ready, go = sys.argv[1:5]
@@ -54,7 +55,7 @@ def test_six_processes_race_to_claim_200_trials_and_allocate_tids(mongo_url, tmp
                 break
             got.append([doc["tid"], str(doc["_id"]), doc["attempt"], doc["owner"]])
         json.dump({"owner": owner, "claimed": got, "tids": new_tids}, open(out, "w"))
-    """
+    """)
     with Procs(tmp_path) as procs:
         claimers = [procs.python(claimer, mongo_url, str(tmp_path / f"out{i}.json"), str(tmp_path / f"ready{i}"),
                                  str(go), name=f"claimer{i}") for i in range(6)]
