@@ -285,11 +285,13 @@ def test_watch_returns_on_a_finished_experiment(exp):
 
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("args, code, message", [
-    (["status", "--mongo", "http://nope"], 2, "Error: "),
+    (["status", "--mongo", "http://nope"], 2, "Error: invalid MongoDB URL 'http://nope': unsupported scheme"),
+    (["status"], 2, "Error: no MongoDB URL given: pass --mongo URL or set HPO_MONGO_URL; expected mongodb://"),
     (["list", "--mongo", "mongodb://127.0.0.1:1/x", "--connect-timeout", "0.3"], 3,
      "Error: cannot reach the MongoDB server at"),
 ])
-def test_bad_url_and_unreachable_server(args, code, message):
+def test_bad_url_and_unreachable_server(args, code, message, monkeypatch):
+    monkeypatch.delenv("HPO_MONGO_URL", raising=False)
     r = run(*args)
     assert r.exit_code == code, r.output
     assert r.output.startswith(message) and len(r.output.strip().splitlines()) == 1

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import click
 
-from ..exceptions import (HpoMongoError, InvalidParameterError, StoreError, StoreUnavailable)
+from ..exceptions import HpoMongoError, InvalidParameterError, InvalidURLError, StoreError, StoreUnavailable
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -73,6 +73,10 @@ def to_click_error(exc: BaseException, *, url_display: str | None = None,
         within = f" within {timeout:g}s" if timeout else ""
         return CliError(f"cannot reach the MongoDB server{where}{within} "
                         "(is it running? check --mongo / HPO_MONGO_URL)", EXIT_UNREACHABLE)
+    if isinstance(exc, InvalidURLError):  # its later lines list every accepted form: keep one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid MongoDB URL"
+        return CliError(_one_line(first.rstrip(" :;") + "; expected mongodb://host[:port][/db[/collection]], "
+                                  "mongodb+srv://… or mongo://host:port/db/jobs"), EXIT_USAGE)
     if isinstance(exc, MissingExtra):
         return CliError(_one_line(str(exc)), EXIT_USAGE)
     if isinstance(exc, InvalidParameterError):
