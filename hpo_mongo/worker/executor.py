@@ -114,13 +114,25 @@ def _evaluate(domain: Any, vals: Mapping, ctrl: Any) -> tuple[str, Any, Any]:
         return "error", error_info(e), None
 
 
-def _die_with_parent() -> None:
-    """Linux: the child gets SIGKILL if the worker dies (kill -9), instead of running on as an orphan."""
+def _load_libc() -> Any:
     if not sys.platform.startswith("linux"):
-        return
+        return None
     try:
         import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
+        return ctypes.CDLL(None, use_errno=True)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+_LIBC = _load_libc()  # loaded once in the worker; forked children inherit it
+
+
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGKILL if the worker dies (kill -9), instead of running on as an orphan."""
+    libc = _LIBC
+    if libc is None:
+        return
+    try:
         parent = os.getppid()
         libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:  # the worker died before prctl took effect
@@ -169,6 +181,7 @@ class Executor:
         self._cancel = threading.Event()
         self._proc: Any = None
         self._lock = threading.Lock()
+        self._exiting: list = []  # children that sent their result and are still exiting (reaped later)
 
     # ------------------------------------------------------------------ control
     def release(self) -> None:
@@ -190,10 +203,25 @@ class Executor:
     def run(self, domain: Any, vals: Mapping, *, ctrl: Any = None, workdir: str | None = None,
             cancel_event: threading.Event | None = None, timeout: float | None = None) -> Outcome:
         self._cancel.clear()
+        self._reap()
         timeout = self.timeout if timeout is None else timeout
         if not self.subprocess:
             return self._run_inprocess(domain, vals, ctrl, workdir, cancel_event)
         return self._run_forked(domain, vals, ctrl, workdir, cancel_event, timeout)
+
+    def _reap(self) -> None:
+        """Wait for the children of earlier trials (they exit while the worker reports and claims)."""
+        while self._exiting:
+            proc = self._exiting.pop()
+            proc.join(5)
+            if proc.is_alive():
+                _kill(proc)
+            with contextlib.suppress(Exception):
+                proc.close()
+
+    def close(self) -> None:
+        """Reap every child (call when the worker stops)."""
+        self._reap()
 
     def _cancelled(self, cancel_event: threading.Event | None) -> bool:
         return self._cancel.is_set() or (cancel_event is not None and cancel_event.is_set())
@@ -246,9 +274,10 @@ class Executor:
                 if proc.sentinel in ready:
                     message = _recv(recv) if recv.poll() else None
                     break
-            proc.join(5)
-            if proc.is_alive():
-                _kill(proc)
+            if message is None:
+                proc.join(5)
+                if proc.is_alive():
+                    _kill(proc)
             dt = time.monotonic() - t0
             if message is None:
                 if self._cancelled(cancel_event):
@@ -263,10 +292,13 @@ class Executor:
             with self._lock:
                 self._proc = None
             recv.close()
-            if proc.is_alive():
-                _kill(proc)
-            with contextlib.suppress(Exception):
-                proc.close()
+            if message is not None and proc.exitcode is None:
+                self._exiting.append(proc)  # it sent its result and is exiting: reap it later, off the clock
+            else:
+                if proc.is_alive():
+                    _kill(proc)
+                with contextlib.suppress(Exception):
+                    proc.close()
 
 
 def _recv(conn: Any) -> Any:

@@ -479,6 +479,7 @@ class Worker:
             if self._grace_timer is not None:
                 self._grace_timer.cancel()
             self._heartbeat.stop()
+            self.executor.close()
             self.status, self.current = "exited", None
             try:
                 self.beat()
