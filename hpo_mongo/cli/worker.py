@@ -4,7 +4,8 @@ Parsing and startup only; the loop is :class:`hpo_mongo.worker.loop.Worker`.
 
 Exit codes: 0 clean stop (``--max-jobs`` reached, ``--reserve-timeout`` / ``--last-job-timeout``
 expired, SIGTERM/SIGINT); 1 ``--max-consecutive-failures`` reached; 2 usage or configuration
-error (bad flag, bad URL, unreadable secret file); 3 the server was unreachable for longer than
+error (bad flag, bad URL, unreadable secret file, a server refusing the configuration: failed
+authentication, a ``mongodb+srv://`` name without SRV records); 3 the server was unreachable for longer than
 ``--max-disconnect``.
 """
 from __future__ import annotations
@@ -116,7 +117,9 @@ def main(mongo, exp_key, poll_interval, max_jobs, max_consecutive_failures, rese
         code = worker.run()
     except HpoMongoError as e:
         click.echo(f"Error: {e}", err=True)
-        code = _loop.EXIT_UNREACHABLE if isinstance(e, StoreUnavailable) else 1
+        # anything else the server refuses (authentication, a mongodb+srv name without SRV
+        # records, missing privileges) is a configuration problem: exit 2, not 1 (failures)
+        code = _loop.EXIT_UNREACHABLE if isinstance(e, StoreUnavailable) else _loop.EXIT_USAGE
     finally:
         if signals is not None:
             signals.uninstall()
