@@ -98,6 +98,8 @@ def write_rows(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], path: 
 def _space_of(trials: Any, space: Any) -> hi.SpaceInfo:
     if space is not None:
         return hi.SpaceInfo.from_space(space)
+    if getattr(trials, "space_json", None):  # a store that remembers its space's JSON description
+        return hi.SpaceInfo.from_json(trials.space_json)
     handle = getattr(trials, "handle", None)  # MongoTrials: the experiment document has the space
     if handle is not None and hasattr(handle, "experiment"):
         try:

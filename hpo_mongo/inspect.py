@@ -29,6 +29,7 @@ __all__ = [
     "get_experiment", "count_by_state", "best_trials", "find_trials", "get_trial", "to_rows",
     "row_columns", "experiment_status", "stale_trials", "live_workers", "throughput",
     "requeue_trials", "cancel_trials", "delete_experiment", "decode_vals", "trial_record",
+    "flat_value", "known_states",
 ]
 
 #: how the experiment with ``exp_key=None`` is displayed

@@ -11,12 +11,9 @@ Read commands run on the shared database; commands that change things run on a c
 """
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import json
 import math
-import os
 import subprocess
 import sys
 import uuid

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from hpo_mongo.export import export_trials, to_dataframe
-from tests.test_cli import (ACT_OPTIONS, LABELS, exp, jrun, objective, ok, run, space,  # noqa: F401
-                            _option_of)
+from tests.test_cli import ACT_OPTIONS, LABELS, exp, jrun, objective, ok, run, space  # noqa: F401
 
 COLUMNS_HEAD = ["tid", "state", "status", "loss", *LABELS, "attempt", "owner", "book_time", "start_time",
                 "end_time", "duration", "error"]

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.test_cli import exp, objective, ok, run, space  # noqa: F401
+from tests.test_cli import exp, objective, run, space  # noqa: F401
 
 Image = pytest.importorskip("PIL.Image")
 
