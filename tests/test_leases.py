@@ -166,6 +166,13 @@ def exit_code(p: subprocess.Popen, timeout: float) -> int:
         raise AssertionError(f"process {p.pid} did not exit within {timeout}s") from None
 
 
+def _closed_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def check_complete(db, exp_key, n):
     docs = list(db.jobs.find({"exp_key": exp_key}))
     tids = [d["tid"] for d in docs]
@@ -328,7 +335,13 @@ def test_timeout_and_crash_in_child(url, procs):
     client, db = _db(url)
     tids = queue(url, "tc", [("sleep", 20.0), ("exit", 0.0), ("sleep", 0.01)])
     w = procs.worker(url, "--trial-timeout", "0.5", "--max-jobs", "3", exp_key="tc")
+    # meanwhile: a worker that cannot reach any server exits 3 after --max-disconnect
+    t0 = time.monotonic()
+    nowhere = procs.worker(f"mongodb://127.0.0.1:{_closed_port()}/x", "--max-disconnect", "1.5")
     assert exit_code(w, 25) == 0, procs.log(w)
+    assert exit_code(nowhere, 20) == 3, procs.log(nowhere)
+    assert time.monotonic() - t0 < 15
+    assert "--max-disconnect" in procs.log(nowhere) and "unreachable" in procs.log(nowhere)
     docs = states(db, "tc")
     t_out, crash, ok = (docs[t] for t in tids)
     assert t_out["state"] == JOB_STATE_ERROR and t_out["error"]["type"] == "Timeout"

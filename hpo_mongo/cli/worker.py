@@ -104,7 +104,7 @@ def main(mongo, exp_key, poll_interval, max_jobs, max_consecutive_failures, rese
                               heartbeat_interval=heartbeat_interval, stale_timeout=stale_timeout,
                               max_attempts=max_attempts, subprocess=not no_subprocess,
                               trial_timeout=trial_timeout, grace_period=grace_period)
-        handle = MongoJobs.new_from_connection_str(mongo)
+        handle = MongoJobs.new_from_connection_str(mongo, **_client_options(mongo, max_disconnect))
     except InvalidParameterError as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(_loop.EXIT_USAGE)
@@ -124,6 +124,15 @@ def main(mongo, exp_key, poll_interval, max_jobs, max_consecutive_failures, rese
         if signals is not None:
             signals.uninstall()
     sys.exit(code)
+
+
+def _client_options(mongo, max_disconnect: float) -> dict:
+    """Server selection bounded so --max-disconnect is honoured to within ~1/4 of its value
+    (unless the URL sets serverSelectionTimeoutMS itself)."""
+    url = (mongo or os.environ.get("HPO_MONGO_URL") or "").lower()
+    if "serverselectiontimeoutms" in url:
+        return {}
+    return {"serverSelectionTimeoutMS": int(1000 * min(10.0, max(1.0, max_disconnect / 4.0)))}
 
 
 def _install_stop_signals(worker):
