@@ -278,6 +278,9 @@ def test_watch_returns_on_a_finished_experiment(exp):
     out = ok("watch", "--mongo", exp["url"], "--interval", "0.1", "--timeout", "10")
     line = out.strip().splitlines()[-1]
     assert line.startswith("[") and f"/{MAX_EVALS}" in line and "best" in line
+    states = [json.loads(x) for x in ok("watch", "--mongo", exp["url"], "--json", "--timeout", "10").splitlines()]
+    assert len(states) == 1 and states[0]["finished"] == MAX_EVALS and states[0]["max_evals"] == MAX_EVALS
+    assert set(states[0]) == {"exp_key", "max_evals", "finished", "counts", "best_loss", "best_tid", "per_minute"}
 
 
 # ----------------------------------------------------------------------------- bad input

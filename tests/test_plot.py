@@ -1,6 +1,7 @@
 """``hpo-mongo plot`` writes a real, non-blank PNG (checked by reading the image back)."""
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -40,6 +41,8 @@ def test_plot_selected_params_and_unknown(exp, tmp_path):
     r = run("plot", "--mongo", exp["url"], "-o", str(path), "--params", "lr,act")
     assert r.exit_code == 0 and "3 panels" in r.output
     _check_png(path, min_size=(1000, 500))
+    info = json.loads(run("plot", "--mongo", exp["url"], "-o", str(path), "--params", "act", "--json").stdout)
+    assert info == {"trials": info["trials"], "panels": 2, "path": str(path)} and info["trials"] >= 16
     r = run("plot", "--mongo", exp["url"], "-o", str(tmp_path / "x.png"), "--params", "nope")
     assert r.exit_code == 2 and r.output.startswith("Error: unknown parameter(s) ['nope']")
 

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from .. import inspect as hi
-from ._output import cell, echo_json, echo_table, emit, fmt_age, fmt_number, key_values, table
+from ._output import cell, dumps, echo_json, echo_table, emit, fmt_age, fmt_number, key_values, table
 from ._options import exp_options, json_option, mongo_options
 
 STATE_CHOICE = click.Choice(list(hi.known_states()))
@@ -262,7 +262,8 @@ def export_cmd(target: Any, fmt: str | None, output: str, states: tuple) -> None
               help="PNG file to write.")
 @click.option("--params", "labels", default=None, metavar="A,B,...", help="Only these parameters.")
 @click.option("--dpi", type=click.IntRange(min=30, max=600), default=110, show_default=True)
-def plot_cmd(target: Any, output: str, labels: str | None, dpi: int) -> None:
+@json_option
+def plot_cmd(target: Any, output: str, labels: str | None, dpi: int, as_json: bool) -> None:
     """Convergence (loss per trial and best so far) and one panel per parameter (value vs loss;
     log axes for log-scaled parameters; categorical parameters as strip plots). Needs the
     'plot' extra (matplotlib).
@@ -277,7 +278,10 @@ def plot_cmd(target: Any, output: str, labels: str | None, dpi: int) -> None:
     docs = hi.find_trials(target.db, target.jobs, exp.exp_key)
     only = [s.strip() for s in labels.split(",") if s.strip()] if labels else None
     info = hp_plot.plot_experiment(docs, exp.space, output, title=f"experiment {exp.label}", labels=only, dpi=dpi)
-    click.echo(f"wrote {output}: {info['trials']} trials, {info['panels']} panels", err=True)
+    if as_json:
+        echo_json(info)
+    else:
+        click.echo(f"wrote {output}: {info['trials']} trials, {info['panels']} panels", err=True)
 
 
 # ----------------------------------------------------------------------------- watch
@@ -286,7 +290,8 @@ def plot_cmd(target: Any, output: str, labels: str | None, dpi: int) -> None:
 @click.option("--interval", type=click.FloatRange(min=0.05), default=2.0, show_default=True, metavar="SECONDS")
 @click.option("--timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Stop watching after this long (exit code 0).")
-def watch_cmd(target: Any, interval: float, timeout: float | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per change (JSON Lines) instead of the bar.")
+def watch_cmd(target: Any, interval: float, timeout: float | None, as_json: bool) -> None:
     """A live status line (progress bar, counts, best loss, rate, ETA) until the experiment
     reaches max_evals (or its driver marks it done or stopped and nothing is pending).
 
@@ -295,7 +300,7 @@ def watch_cmd(target: Any, interval: float, timeout: float | None) -> None:
         hpo-mongo watch --exp-key mnist
     """
     exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
-    tty = sys.stdout.isatty()
+    tty = sys.stdout.isatty() and not as_json
     start = time.monotonic()
     last = None
     try:
@@ -305,11 +310,20 @@ def watch_cmd(target: Any, interval: float, timeout: float | None) -> None:
             best = hi.best_trials(target.db, target.jobs, exp.exp_key, 1)
             tp = hi.throughput(target.db, target.jobs, exp.exp_key, minutes=hi.DEFAULT_WINDOW_MINUTES)
             line, finished = _watch_line(exp, counts, best, tp, tty)
-            if tty:
+            if as_json:
+                state = {"exp_key": exp.exp_key, "max_evals": exp.max_evals, "finished": finished,
+                         "counts": counts, "best_loss": float(best[0]["result"]["loss"]) if best else None,
+                         "best_tid": best[0]["tid"] if best else None, "per_minute": tp["per_minute"]}
+                key = dumps({k: v for k, v in state.items() if k != "per_minute"}, indent=None)
+                if key != last:
+                    click.echo(dumps(state, indent=None))
+                last = key
+            elif tty:
                 click.echo("\r" + line + "\x1b[K", nl=False)
             elif line != last:
                 click.echo(line)
-            last = line
+            if not as_json:
+                last = line
             pending = counts["new"] + counts["running"]
             if exp.max_evals and finished >= exp.max_evals and not counts["running"]:
                 break
