@@ -129,6 +129,7 @@ def fmin(fn: Callable, space: Any, algo: Callable | None = None, max_evals: int 
     elif not isinstance(trials, BaseTrials):
         raise InvalidParameterError(
             f"The 'trials' parameter of fmin must be a Trials or MongoTrials. Got {trials!r} instead.")
+    trials.space_json = domain.space.to_json()  # lets export/plot show choice values, not indices
     loop = _FMinLoop(domain, algo, trials, rng, max_evals=max_evals, timeout=timeout,
                      loss_threshold=loss_threshold, catch_eval_exceptions=catch_eval_exceptions,
                      max_queue_len=max_queue_len, early_stop_fn=early_stop_fn,

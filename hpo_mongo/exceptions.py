@@ -42,6 +42,10 @@ class InvalidURLError(InvalidParameterError):
     """A connection URL cannot be parsed; the message shows the accepted forms."""
 
 
+class MissingExtra(HpoMongoError, ImportError):
+    """An optional dependency (an ``extras_require`` entry such as ``plot`` or ``pandas``) is missing."""
+
+
 class AllTrialsFailed(HpoMongoError):
     """No trial finished with status 'ok', so there is no best trial."""
 

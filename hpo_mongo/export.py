@@ -137,7 +137,7 @@ def _pandas() -> Any:
     try:
         import pandas
     except ImportError:
-        from .cli._errors import MissingExtra
+        from .exceptions import MissingExtra
         raise MissingExtra("pandas is not installed: pip install 'hpo_mongo[pandas]' "
                            "to use to_dataframe()") from None
     return pandas

@@ -33,7 +33,7 @@ def require_matplotlib() -> Any:
     try:
         import matplotlib
     except ImportError:
-        from .cli._errors import MissingExtra
+        from .exceptions import MissingExtra
         raise MissingExtra("matplotlib is not installed: pip install 'hpo_mongo[plot]' to draw plots") from None
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt

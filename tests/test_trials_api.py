@@ -63,3 +63,15 @@ def test_new_ids_are_unique_and_increasing():
     a = t.new_trial_ids(3)
     b = t.new_trial_ids(2)
     assert a == [0, 1, 2] and b == [3, 4]
+
+
+def test_export_and_dataframe_show_choice_values(tmp_path):
+    t = small()
+    path = tmp_path / "t.csv"
+    assert t.export(str(path)) == 6
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("tid,state,status,loss") and len(lines) == 7
+    df = t.to_dataframe()
+    assert len(df) == 6
+    # choice columns hold the chosen option (a sub-space, as JSON with its values), never an index
+    assert all(v.startswith('{"k":') for v in df["c"])

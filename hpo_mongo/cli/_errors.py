@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import click
 
-from ..exceptions import HpoMongoError, InvalidParameterError, InvalidURLError, StoreError, StoreUnavailable
+from ..exceptions import MissingExtra, HpoMongoError, InvalidParameterError, InvalidURLError, StoreError, StoreUnavailable
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -26,10 +26,6 @@ class CliError(click.ClickException):
     def __init__(self, message: str, exit_code: int = EXIT_FAILURE):
         super().__init__(message)
         self.exit_code = exit_code
-
-
-class MissingExtra(HpoMongoError, ImportError):
-    """An optional dependency (an ``extras_require`` entry) is not installed."""
 
 
 def _one_line(text: str, limit: int = 300) -> str:

@@ -171,6 +171,16 @@ class BaseTrials(abc.ABC):
         best = self.best_trial
         return float(best["result"].get("true_loss", best["result"]["loss"]))
 
+    def to_dataframe(self, space: Any = None) -> Any:
+        """One row per trial as a pandas DataFrame (needs the ``pandas`` extra); see hpo_mongo.export."""
+        from ..export import to_dataframe
+        return to_dataframe(self, space=space)
+
+    def export(self, path: Any, format: str | None = None, space: Any = None) -> int:
+        """Write one row per trial to ``path`` (.csv / .json / .jsonl); see hpo_mongo.export."""
+        from ..export import export_trials
+        return export_trials(self, path, format=format, space=space)
+
     def fmin(self, fn, space, algo=None, max_evals=None, **kwargs) -> Any:
         """``fmin`` on this store (hyperopt's ``Trials.fmin``)."""
         from ..driver import fmin
