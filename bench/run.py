@@ -28,7 +28,7 @@ import numpy as np
 from bench.domains import DOMAINS, BenchDomain
 
 CHECKPOINTS = (50, 100, 200)
-HPO_OPTIMIZERS = ("tpe", "tpe-mv", "anneal", "rand")
+HPO_OPTIMIZERS = ("tpe", "tpe-uni", "anneal", "rand")
 EXT_OPTIMIZERS = ("hyperopt-tpe", "optuna-tpe")
 
 
@@ -52,7 +52,7 @@ def optimizers() -> list[str]:
 # =========================================================================== hpo_mongo
 def _hpo_algo(name: str) -> Callable:
     from hpo_mongo import anneal, rand, tpe
-    return {"tpe": tpe.suggest, "tpe-mv": functools.partial(tpe.suggest, multivariate=True),
+    return {"tpe": tpe.suggest, "tpe-uni": functools.partial(tpe.suggest, multivariate=False),
             "anneal": anneal.suggest, "rand": rand.suggest}[name]
 
 
@@ -247,9 +247,9 @@ def _rank(v: np.ndarray) -> np.ndarray:
 
 
 def target_check(res: dict, c: int = 100) -> str:
-    """The issue's quality targets for hpo tpe (and tpe-mv) at ``c`` evaluations."""
+    """The issue's quality targets for hpo tpe (and tpe-uni) at ``c`` evaluations."""
     lines = []
-    for me in ("tpe", "tpe-mv"):
+    for me in ("tpe", "tpe-uni"):
         vs_opt = vs_hyp = n = 0
         miss_opt, miss_hyp = [], []
         for d, by in res.items():
@@ -366,7 +366,7 @@ def _optuna_distributions(cs):
     return out
 
 
-def timing(sizes, repeats: int = 3, domain: str = "mixed10") -> dict:
+def timing(sizes, repeats: int = 7, domain: str = "mixed10") -> dict:
     """ms per suggestion (best of ``repeats``) on a history of ``n`` finished random trials."""
     from hpo_mongo import Domain, tpe
     dom = DOMAINS[domain]
@@ -375,7 +375,7 @@ def timing(sizes, repeats: int = 3, domain: str = "mixed10") -> dict:
         space, cs, X, vals, losses = _random_history(dom, n, 0)
         row = {}
         for name, algo in (("hpo_mongo tpe", tpe.suggest),
-                           ("hpo_mongo tpe-mv", functools.partial(tpe.suggest, multivariate=True))):
+                           ("hpo_mongo tpe-uni", functools.partial(tpe.suggest, multivariate=False))):
             trials = _hpo_trials(vals, losses)
             domain_ = Domain(lambda c: 0.0, space)
             ts = []
@@ -455,7 +455,7 @@ def spread(sizes=(100, 1000), n_sugg: int = 16, seeds=(0, 1, 2), domain: str = "
         row: dict[str, list[float]] = {}
         for seed in seeds:
             space, cs, X, vals, losses = _random_history(dom, n, seed)
-            for name in ("tpe", "tpe-mv"):
+            for name in ("tpe", "tpe-uni"):
                 algo = _hpo_algo(name)
                 trials = _hpo_trials(vals, losses)
                 domain_ = Domain(lambda c: 0.0, space)
@@ -562,14 +562,14 @@ def main(argv=None) -> int:
         sizes = (100, 1000) if a.quick else (100, 500, 1000, 2000)
         res = timing(sizes)
         raw["timing"] = res
-        emit("ms per suggestion vs history size (mixed10, best of 3)", timing_table(res))
+        emit("ms per suggestion vs history size (mixed10, best of 7)", timing_table(res))
     if "spread" in sections:
         res = spread(seeds=(0,) if a.quick else (0, 1, 2))
         raw["spread"] = res
         emit("Spread of 16 suggestions with the earlier ones pending (relative to 16 random points)",
              spread_table(res))
     if "pending" in sections:
-        popts = [o for o in ("tpe", "tpe-mv", "hyperopt-tpe", "optuna-tpe") if o in opts]
+        popts = [o for o in ("tpe", "tpe-uni", "hyperopt-tpe", "optuna-tpe") if o in opts]
         pdoms = [d for d in ("branin", "hartmann6", "rosenbrock4", "conditional", "mixed10") if d in doms]
         t0 = time.perf_counter()
         par = quality(pdoms, popts, seeds, 100, a.jobs, n_pending=8)

@@ -376,9 +376,11 @@ class JointParzen:
 
     ``V`` is as for :class:`UnivariateParzen` (internal coordinates, option indices).
 
-    Components: one per observation (Scott-style bandwidth ``0.2 n^(-1/(d+4))`` × prior σ per
-    numeric dimension; categorical kernels put ``1 + prior_weight·p`` on the observed option
-    and ``prior_weight·p`` elsewhere) plus the prior component. Above ``max_components``
+    Components: one per observation plus the prior component. Numeric dimensions use the
+    univariate bandwidth rule per dimension (larger gap to the sorted neighbours along that
+    dimension, clipped to ``[prior_sigma / min(100, n + 2), prior_sigma]``); categorical
+    kernels put ``1 + w·p·m`` on the observed option and ``w·p·m`` elsewhere
+    (``w = prior_weight / (n + 1)``, ``m`` options, ``p`` the prior). Above ``max_components``
     observations a weighted subsample (always keeping the rows flagged in ``keep``) stands for
     the rest with their total weight.
     """
@@ -408,11 +410,9 @@ class JointParzen:
             nc = cols[self._num]
             psig = t.prior_sigma[nc]
             Z = V[:, self._num].T  # (dn, k), internal coordinates
-            bw = 0.2 * max(n, 1) ** (-1.0 / (d + 4)) * psig
-            bw = np.clip(bw, psig / min(100.0, n + 2.0), psig)
             k = Z.shape[1]
             self._mu = np.hstack([Z, t.prior_mu[nc][:, None]])
-            self._sigma = np.hstack([np.repeat(bw[:, None], k, axis=1), psig[:, None]])
+            self._sigma = np.hstack([_gap_sigmas(Z, psig, t.low[nc], t.high[nc]), psig[:, None]])
             self._L, self._H = t.low[nc][:, None], t.high[nc][:, None]
             self._logz = mx.log_truncation(self._mu, self._sigma, self._L, self._H)
             qk = t.qkind[nc]
@@ -422,8 +422,8 @@ class JointParzen:
             cc = cols[self._cat]
             prior = t.cat_prior[cc]  # (dc, M)
             obs = V[:, self._cat].T.astype(np.int64)  # (dc, k)
-            pw = float(params.prior_weight)
-            P = np.repeat((pw * prior)[:, None, :], obs.shape[1] + 1, axis=1)  # (dc, k+1, M)
+            pw = float(params.prior_weight) / (obs.shape[1] + 1)
+            P = np.repeat((pw * t.n_options[cc][:, None] * prior)[:, None, :], obs.shape[1] + 1, axis=1)
             np.put_along_axis(P[:, :-1, :], obs[:, :, None],
                               np.take_along_axis(P[:, :-1, :], obs[:, :, None], axis=2) + 1.0, axis=2)
             P[:, -1, :] = prior
@@ -465,6 +465,26 @@ class JointParzen:
             g = np.take_along_axis(lp, np.broadcast_to(iv[:, None, :], (iv.shape[0], lp.shape[1], C)), axis=2)
             tot += g.sum(axis=0).T
         return mx.logsumexp(tot + self._logw[None, :], axis=1)
+
+
+def _gap_sigmas(Z: np.ndarray, psig: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Per-dimension neighbour-gap bandwidths of the points ``Z (d, k)`` (one-sided at the ends;
+    a lone point uses its larger distance to the bounds)."""
+    d, k = Z.shape
+    if k == 0:
+        return np.empty((d, 0))
+    order = np.argsort(Z, axis=1)
+    S = np.take_along_axis(Z, order, axis=1)
+    if k == 1:
+        sg = np.fmax(S - low[:, None], high[:, None] - S)
+        sg = np.where(np.isfinite(sg), sg, psig[:, None])
+    else:
+        g = np.diff(S, axis=1)
+        sg = np.maximum(np.concatenate([g[:, :1], g], axis=1), np.concatenate([g, g[:, -1:]], axis=1))
+    sg = np.clip(sg, (psig / min(100.0, k + 2.0))[:, None], psig[:, None])
+    out = np.empty_like(sg)
+    np.put_along_axis(out, order, sg, axis=1)
+    return out
 
 
 def _subsample(rng, w, V, keep, K):
