@@ -160,9 +160,10 @@ def refresh_times(server: str, n: int) -> dict:
     url = f"{server}/bench_refresh_{uuid.uuid4().hex[:8]}"
     client, db = mongo(url)
     try:
-        now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=10)
+        start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=0.1 * n + 60)
         docs = []
-        for tid in range(n):
+        for tid in range(n):  # trials finished one every 0.1 s, the last one a minute ago
+            now = start + dt.timedelta(seconds=0.1 * tid)
             d = new_trial_doc(tid, {"x": [tid / n], "c": [tid % 3]}, exp_key="big")
             d.update(NEW_DOC_FIELDS)
             d.update(_id=ObjectId(), state=2, result={"status": "ok", "loss": tid / n}, owner="bench:1",
