@@ -295,32 +295,17 @@ def test_fmin_resume_finished_and_extend(mongo_url):
         th.join(5)
 
 
-def test_early_stop_cancels_queued_trials(mongo_url):
+@pytest.mark.parametrize("max_queue_len, queued", [(1, 2), (3, 3)])
+def test_queue_target_and_early_stop_cancels_queued_trials(mongo_url, max_queue_len, queued):
+    """With no worker, fmin queues RUNNING(0) + max(2, max_queue_len) NEW trials (not hyperopt's 1),
+    and cancels them when its timeout stops it."""
     t = MongoTrials(mongo_url, exp_key="e", poll_interval=0.02)
     with pytest.raises(AllTrialsFailed):  # no worker: nothing finishes before the timeout
-        fmin(quadratic, SPACE, algo=rand.suggest, max_evals=10, timeout=0.3, trials=t, show_progressbar=False,
-             max_queue_len=3)
-    assert len(t) == 3 and all(d["state"] == JOB_STATE_CANCEL for d in t)  # RUNNING(0) + max(2, 3) queued
+        fmin(quadratic, SPACE, algo=rand.suggest, max_evals=10, timeout=1.0, trials=t, show_progressbar=False,
+             max_queue_len=max_queue_len)
+    assert len(t) == queued and all(d["state"] == JOB_STATE_CANCEL for d in t)
     assert t.count_by_state_unsynced(JOB_STATE_NEW) == 0
     assert t.experiment()["status"] == "stopped" and t.experiment()["stop_reason"] == "timeout"
-
-
-def test_queue_target_keeps_workers_fed(mongo_url):
-    """Several NEW trials wait in the queue (not hyperopt's 1) while workers run others."""
-    t = MongoTrials(mongo_url, exp_key="e", poll_interval=0.02)
-    seen = []
-
-    def watch():
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            seen.append(t.handle.coll.count_documents({"exp_key": "e", "state": JOB_STATE_NEW}))
-            time.sleep(0.02)
-    th = threading.Thread(target=watch)
-    th.start()
-    with pytest.raises(AllTrialsFailed):
-        fmin(quadratic, SPACE, algo=rand.suggest, max_evals=10, timeout=0.5, trials=t, show_progressbar=False)
-    th.join()
-    assert max(seen) == 2  # default max_queue_len=1 → max(2, 1) NEW trials with no RUNNING ones
 
 
 def test_points_to_evaluate_are_queued_after_the_domain(mongo_url):

@@ -269,4 +269,3 @@ def test_hyperopt_style_url_and_collection_name(mongo_url):
     db = run.trials.handle.db
     assert db.name == dbname and db["my_jobs"].count_documents({"state": JOB_STATE_DONE}) == 2
     assert db["jobs"].count_documents({}) == 0
-
