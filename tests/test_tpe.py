@@ -217,9 +217,19 @@ def test_constant_liar_false_ignores_pending_and_failed_trials_are_left_out():
     trials2 = trials_from_docs([dict(d) for d in trials.trials] + extra)
     assert tpe.suggest([50], domain, trials2, 11, constant_liar=False)[0]["misc"]["vals"] == base
     # with the liar, the RUNNING trials do change the model
-    no_pending = trials_from_docs([dict(d) for d in trials.trials] + [d for d in extra if d["state"] != JOB_STATE_RUNNING])
-    assert any(tpe.suggest([50], domain, trials2, s)[0]["misc"]["vals"]
-               != tpe.suggest([50], domain, no_pending, s)[0]["misc"]["vals"] for s in range(10))
+
+
+
+@pytest.mark.parametrize("multivariate", [False, True])
+def test_liar_moves_the_next_suggestion_off_a_pending_point(multivariate):
+    domain, trials = _history(_mixed, _mixed_loss, 60)
+    first = tpe.suggest([60], domain, trials, 11, multivariate=multivariate)[0]
+    first["state"] = JOB_STATE_RUNNING
+    with_pending = trials_from_docs([dict(d) for d in trials.trials] + [first])
+    again = tpe.suggest([61], domain, with_pending, 11, multivariate=multivariate)[0]["misc"]["vals"]
+    assert again != first["misc"]["vals"]  # same seed, same candidates: the liar changed the winner
+    ignored = tpe.suggest([61], domain, with_pending, 11, multivariate=multivariate, constant_liar=False)
+    assert ignored[0]["misc"]["vals"] == first["misc"]["vals"]
 
 
 def test_several_ids_in_one_call():
