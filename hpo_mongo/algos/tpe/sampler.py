@@ -10,8 +10,16 @@ Which trials feed the model
     * Failed trials (status ``fail``, no usable loss) and ERROR / CANCEL trials are left out.
     * Pending trials (NEW / RUNNING, e.g. suggested for other workers): with
       ``constant_liar=True`` (default) they join the bad group as if they had the worst observed
-      loss, so the next suggestions move away from them; with ``constant_liar=False`` they are
-      ignored.
+      loss, so the next suggestions move away from them; each pending point weighs in g(x) what
+      one good trial weighs in l(x) (a plain weight of 1 among ~n bad trials would be drowned
+      at large n, which is how hyperopt's suggestions collapse). With ``constant_liar=False``
+      they are ignored.
+
+Model
+    ``multivariate=True`` (default, chosen by the benchmark): parameters active under the same
+    condition (e.g. all unconditional ones) share one joint Parzen estimator and the EI argmax
+    is taken jointly; a parameter alone under its condition is modelled univariately.
+    ``multivariate=False``: every parameter independently, as hyperopt.
     * ``n_startup_jobs`` counts finished trials only; until that many exist suggestions are
       drawn from the prior (``rand.suggest``).
 """
