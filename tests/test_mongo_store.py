@@ -284,7 +284,7 @@ def test_fmin_resume_finished_and_extend(mongo_url):
         start = time.monotonic()
         t2 = MongoTrials(mongo_url, exp_key="e", poll_interval=0.02)
         fmin(quadratic, SPACE, algo=rand.suggest, max_evals=5, trials=t2, show_progressbar=False)
-        assert time.monotonic() - start < 2 and len(t2) == 5
+        assert time.monotonic() - start < 5 and len(t2) == 5
         # a larger max_evals continues the same experiment
         fmin(quadratic, SPACE, algo=rand.suggest, max_evals=8, trials=t2, show_progressbar=False)
         assert len(t2) == 8 and all(d["state"] == JOB_STATE_DONE for d in t2)
