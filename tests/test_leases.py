@@ -405,3 +405,52 @@ def test_signed_payloads(url, procs, tmp_path):
     assert g["state"] == JOB_STATE_DONE
     assert not os.path.exists(marker)
     assert db.experiments.find_one({"exp_key": "good"})["signed"] is True
+
+
+def test_lost_lease_stops_the_evaluation_and_writes_nothing(url, procs):
+    """A trial taken away from a running worker (here: requeued by hand, as `hpo-mongo requeue`
+    or another requeuer would): the worker notices at its next heartbeat, stops the child, writes
+    nothing, and goes on (here: claims the trial again and finishes it)."""
+    client, db = _db(url)
+    queue(url, "lost", [("sleep", 1.0)])
+    w = procs.worker(url, exp_key="lost")
+    first = wait_for(lambda: db.jobs.find_one({"exp_key": "lost", "state": JOB_STATE_RUNNING}), 20, "RUNNING")
+    res = db.jobs.update_one({"_id": first["_id"], "attempt": 1},
+                             {"$set": {"state": JOB_STATE_NEW, "owner": None, "heartbeat": None},
+                              "$inc": {"version": 1}})
+    assert res.modified_count == 1
+    doc = wait_for(lambda: db.jobs.find_one({"exp_key": "lost", "state": JOB_STATE_DONE}), 20, "DONE")
+    assert doc["attempt"] == 2
+    w.send_signal(signal.SIGTERM)
+    assert exit_code(w, 10) == 0
+    log = procs.log(w)
+    assert "lost its lease" in log and "stopping its evaluation" in log
+    assert log.count("trial 0 done") == 1
+    client.close()
+
+
+def test_driver_queue_target_counts_live_workers(url):
+    import datetime as dt
+    from hpo_mongo.trials.mongo import jobs as J
+    from hpo_mongo.trials.mongo.connection import server_time
+    from hpo_mongo.trials.mongo.store import MongoTrials
+    client, db = _db(url)
+    trials = MongoTrials(url, exp_key="q", refresh=False)
+    hooks = trials._fmin_hooks(SimpleNamespace(domain=Domain(make_objective(), SPACE), max_evals=10, algo=None))
+    try:
+        assert hooks.queue_target(1) == 2  # no worker registered yet: max(2, max_queue_len)
+        for i in range(5):
+            J.upsert_worker(db.workers, f"h:{i}:x", {"host": "h", "pid": i, "status": "idle",
+                                                     "serves_all": i < 3, "exp_key": None if i < 3 else "q"})
+        J.upsert_worker(db.workers, "h:9:x", {"host": "h", "pid": 9, "status": "idle", "serves_all": False,
+                                              "exp_key": "other"})
+        J.upsert_worker(db.workers, "h:8:x", {"host": "h", "pid": 8, "status": "exited", "serves_all": True,
+                                              "exp_key": None})
+        db.workers.update_one({"_id": "h:4:x"}, {"$set": {"heartbeat": server_time(db) - dt.timedelta(hours=1)}})
+        hooks._last_beat = 0.0
+        hooks.tick()
+        assert hooks.queue_target(1) == 4  # 3 serving every experiment + 1 serving "q"; dead/exited/other excluded
+        assert hooks.queue_target(6) == 6
+    finally:
+        hooks.end("max_evals")
+        client.close()
