@@ -79,6 +79,9 @@ def test_six_processes_race_to_claim_200_trials_and_allocate_tids(mongo_url, tmp
 def test_driver_and_three_workers_match_an_in_memory_run(mongo_url, tmp_path):
     with Procs(tmp_path) as procs:
         workers = [procs.worker(mongo_url, "--exp-key", "e60", "--no-subprocess", name=f"w{i}") for i in range(3)]
+        # all three up (signal handlers installed) before the run: a SIGTERM during python's
+        # start-up would kill a worker instead of stopping it cleanly
+        wait_until(lambda: all("serving" in w.output() for w in workers), timeout=30, what="3 workers serving")
         mt = MongoTrials(mongo_url, exp_key="e60", poll_interval=0.02)
         best = fmin(quadratic, SPACE, algo=rand.suggest, max_evals=60, trials=mt, max_queue_len=3,
                     rstate=np.random.default_rng(2024), show_progressbar=False)
