@@ -260,6 +260,21 @@ def test_kill9_worker_mid_trial_is_requeued(url, procs):
     lost = next(d for d in docs if d["tid"] == running["tid"])
     assert lost["requeues"] == 1 and lost["attempt"] == 2 and lost["worker"]["pid"] == w2.pid
     assert sum(d["requeues"] for d in docs) == 1
+
+    # the survivor again: a trial taken away from it while it runs (requeued by hand, as
+    # `hpo-mongo requeue` or another requeuer would) is noticed at the next heartbeat: the child is
+    # stopped, nothing is written, and the worker goes on (here: claims it again and finishes it)
+    queue(url, "lost", [("sleep", 1.0)])
+    first = wait_for(lambda: db.jobs.find_one({"exp_key": "lost", "state": JOB_STATE_RUNNING}), 20, "RUNNING")
+    res = db.jobs.update_one({"_id": first["_id"], "attempt": 1},
+                             {"$set": {"state": JOB_STATE_NEW, "owner": None, "heartbeat": None},
+                              "$inc": {"version": 1}})
+    assert res.modified_count == 1
+    doc = wait_for(lambda: db.jobs.find_one({"exp_key": "lost", "state": JOB_STATE_DONE}), 20, "DONE")
+    assert doc["attempt"] == 2
+    log = procs.log(w2)
+    assert "lost its lease" in log and "stopping its evaluation" in log
+    assert log.count(f"trial {doc['tid']} done") == 1
     w2.send_signal(signal.SIGTERM)
     assert exit_code(w2, 10) == 0
     # the workers collection: both registered, w2 exited cleanly
@@ -271,13 +286,13 @@ def test_kill9_worker_mid_trial_is_requeued(url, procs):
 def test_driver_killed_and_restarted(url, procs):
     client, db = _db(url)
     n = 10
-    drv = start_driver(procs, url, "drv", n, 0.15)
-    workers = [procs.worker(url) for _ in range(2)]
+    drv = start_driver(procs, url, "drv", n, 0.1)
+    workers = [procs.worker(url)]
     wait_for(lambda: db.jobs.count_documents({"exp_key": "drv", "state": JOB_STATE_DONE}) >= 3, 30,
              "3 DONE trials")
     drv.kill()
     drv.wait(5)
-    drv2 = start_driver(procs, url, "drv", n, 0.15)
+    drv2 = start_driver(procs, url, "drv", n, 0.1)
     assert exit_code(drv2, 40) == 0, procs.log(drv2)
     assert "DRIVER DONE" in procs.log(drv2)
     check_complete(db, "drv", n)
@@ -287,7 +302,7 @@ def test_driver_killed_and_restarted(url, procs):
     assert db.experiments.count_documents({"exp_key": "drv"}) == 1
     for w in workers:
         w.send_signal(signal.SIGTERM)
-    assert [exit_code(w, 10) for w in workers] == [0, 0]
+    assert [exit_code(w, 10) for w in workers] == [0]
     client.close()
 
 
@@ -364,7 +379,7 @@ def test_outage_through_proxy(url, procs, server_url):
     with TcpProxy(host, int(port)) as proxy:
         purl = f"mongodb://127.0.0.1:{proxy.port}/{dbname}"
         drv = start_driver(procs, purl, "out", n, 0.1)
-        workers = [procs.worker(purl) for _ in range(2)]
+        workers = [procs.worker(purl)]
         wait_for(lambda: db.jobs.count_documents({"exp_key": "out", "state": JOB_STATE_DONE}) >= 4, 30,
                  "4 DONE trials")
         proxy.pause(3.0)
@@ -405,28 +420,6 @@ def test_signed_payloads(url, procs, tmp_path):
     assert g["state"] == JOB_STATE_DONE
     assert not os.path.exists(marker)
     assert db.experiments.find_one({"exp_key": "good"})["signed"] is True
-
-
-def test_lost_lease_stops_the_evaluation_and_writes_nothing(url, procs):
-    """A trial taken away from a running worker (here: requeued by hand, as `hpo-mongo requeue`
-    or another requeuer would): the worker notices at its next heartbeat, stops the child, writes
-    nothing, and goes on (here: claims the trial again and finishes it)."""
-    client, db = _db(url)
-    queue(url, "lost", [("sleep", 1.0)])
-    w = procs.worker(url, exp_key="lost")
-    first = wait_for(lambda: db.jobs.find_one({"exp_key": "lost", "state": JOB_STATE_RUNNING}), 20, "RUNNING")
-    res = db.jobs.update_one({"_id": first["_id"], "attempt": 1},
-                             {"$set": {"state": JOB_STATE_NEW, "owner": None, "heartbeat": None},
-                              "$inc": {"version": 1}})
-    assert res.modified_count == 1
-    doc = wait_for(lambda: db.jobs.find_one({"exp_key": "lost", "state": JOB_STATE_DONE}), 20, "DONE")
-    assert doc["attempt"] == 2
-    w.send_signal(signal.SIGTERM)
-    assert exit_code(w, 10) == 0
-    log = procs.log(w)
-    assert "lost its lease" in log and "stopping its evaluation" in log
-    assert log.count("trial 0 done") == 1
-    client.close()
 
 
 def test_driver_queue_target_counts_live_workers(url):
