@@ -12,7 +12,7 @@ import math
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-from scipy import stats
+from statistics import NormalDist
 
 from ..exceptions import InvalidParameterError
 from ..space import CompiledSpace
@@ -42,7 +42,7 @@ def grid_values(dist: Distribution, n_points: int = DEFAULT_N_POINTS) -> np.ndar
     elif k in ("loguniform", "qloguniform"):
         vals = np.exp(np.linspace(dist.low, dist.high, n_points))
     else:  # normal family: quantiles
-        z = stats.norm.ppf((np.arange(n_points) + 0.5) / n_points) * dist.sigma + dist.mu
+        z = np.array([NormalDist(dist.mu, dist.sigma).inv_cdf((i + 0.5) / n_points) for i in range(n_points)])
         vals = np.exp(z) if dist.is_log else z
     if dist.is_quantized:
         vals = dist.quantize(vals)
