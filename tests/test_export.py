@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+from hpo_mongo.space import compile_space
+
 from hpo_mongo.export import export_trials, to_dataframe
 from tests.test_cli import ACT_OPTIONS, LABELS, exp, jrun, objective, ok, run, space  # noqa: F401
 
@@ -80,8 +82,15 @@ def test_export_trials_in_memory(memory_trials, tmp_path):
     with open(tmp_path / "m.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert all(r["act"] in ACT_OPTIONS for r in rows)  # values thanks to space=
-    export_trials(memory_trials, tmp_path / "raw.json")  # without the space: stored indices
+    export_trials(memory_trials, tmp_path / "raw.json")  # fmin remembered the space: values too
     raw = json.loads((tmp_path / "raw.json").read_text())
+    assert all(r["act"] in ACT_OPTIONS for r in raw)
+    memory_trials.space_json = None  # a Trials that never went through fmin: stored indices
+    try:
+        export_trials(memory_trials, tmp_path / "raw2.json")
+    finally:
+        memory_trials.space_json = compile_space(space()).to_json()
+    raw = json.loads((tmp_path / "raw2.json").read_text())
     assert all(r["act"] in (0, 1, 2) for r in raw)
     from hpo_mongo.exceptions import InvalidParameterError
     with pytest.raises(InvalidParameterError, match="cannot tell the format"):
