@@ -250,10 +250,7 @@ class Worker:
                 value = fn()
             except StoreUnavailable as e:
                 now = time.monotonic()
-                if self._down_since is None:
-                    self._down_since = now
-                    logger.warning("server unreachable (%s: %s); retrying with backoff for up to %gs "
-                                   "(--max-disconnect)", what, e, self.config.max_disconnect)
+                self._note_down(e, what)
                 down = now - self._down_since
                 if down >= self.config.max_disconnect:
                     raise _Disconnected(f"the server has been unreachable for {down:.0f}s (more than "
@@ -269,6 +266,13 @@ class Worker:
                 logger.warning("server reachable again after %.1fs", time.monotonic() - self._down_since)
                 self._down_since = None
             return value
+
+    def _note_down(self, error: BaseException, what: str) -> None:
+        """Start the outage clock (and log once) at the first failed call of an outage."""
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            logger.warning("server unreachable (%s: %s); retrying with backoff for up to %gs "
+                           "(--max-disconnect)", what, error, self.config.max_disconnect)
 
     # ---------------------------------------------------------------- heartbeat (background thread)
     def _worker_fields(self) -> dict:
@@ -326,8 +330,8 @@ class Worker:
         self._next_requeue = now + every * (0.75 + 0.5 * random.random())
         try:
             self.requeue_stale()
-        except StoreUnavailable:
-            pass  # the claim that follows handles (and logs) the outage
+        except StoreUnavailable as e:
+            self._note_down(e, "requeue stale trials")  # the claim that follows retries / gives up
 
     def run_trial(self, doc: dict) -> TrialOutcome | None:
         """Evaluate a claimed trial (in a forked child unless ``subprocess=False``); None if the
