@@ -51,7 +51,17 @@ def optimizers() -> list[str]:
 
 # =========================================================================== hpo_mongo
 def _hpo_algo(name: str) -> Callable:
+    """``tpe``, ``tpe-uni``, ``anneal``, ``rand``, or a TPE variant for experiments written
+    ``tpe:key=value;key=value`` (e.g. ``tpe:n_EI_candidates=48``; values parsed as Python
+    literals), which is passed as keyword options to ``tpe.suggest``."""
     from hpo_mongo import anneal, rand, tpe
+    if name.startswith("tpe:"):
+        import ast
+        opts = {}
+        for kv in name[4:].split(";"):
+            k, v = kv.split("=", 1)
+            opts[k.strip()] = ast.literal_eval(v.strip())
+        return functools.partial(tpe.suggest, **opts)
     return {"tpe": tpe.suggest, "tpe-uni": functools.partial(tpe.suggest, multivariate=False),
             "anneal": anneal.suggest, "rand": rand.suggest}[name]
 

@@ -443,28 +443,92 @@ class JointParzen:
             out[self._cat] = np.minimum((u[:, :, None] >= cum).sum(axis=2), p.shape[2] - 1)
         return out
 
-    def log_pdf(self, V: np.ndarray) -> np.ndarray:
-        """Joint log density of the points ``V (len(cols), C)`` → ``(C,)``."""
-        C = V.shape[1]
-        tot = np.zeros((C, self._w.size))
+    def _prepare_scoring(self) -> None:
+        """Per-component constants of :meth:`log_pdf`, built on first use.
+
+        Continuous dimensions are scored as a quadratic form in standardised coordinates
+        (``x' = (x - prior_mu) / prior_sigma``): ``sum_d -(x'_d - mu'_dk)^2 / (2 s'_dk^2)`` is
+        ``-1/2 x'^2 @ A + x' @ B + c_k`` with ``A = 1/s'^2`` and ``B = mu'/s'^2``, i.e. two small
+        matrix products instead of a ``(d, C, K)`` kernel tensor.
+        """
+        t = self._t
+        base = self._logw.copy()
+        if self._num.size:
+            nc = self._cols[self._num]
+            if self._cont.size:
+                r = self._cont
+                cen = t.prior_mu[nc[r]][:, None]
+                sc = t.prior_sigma[nc[r]][:, None]
+                m = (self._mu[r] - cen) / sc
+                s = self._sigma[r] / sc
+                A = 1.0 / (s * s)
+                self._qa = A
+                self._qb = m * A
+                self._cen, self._sc = cen[:, 0], sc[:, 0]
+                base += (-0.5 * m * m * A - np.log(s) - self._logz[r]).sum(axis=0)
+                base -= r.size * mx._LOG_SQRT_2PI + float(np.log(sc).sum())
+            if self._quant.size:
+                r = self._quant
+                self._qmu, self._qsig, self._qlz = self._mu[r], self._sigma[r], self._logz[r]
+        if self._cat.size:
+            with np.errstate(divide="ignore"):
+                self._logp = np.log(self._probs)  # (dc, K, M)
+        self._base = base
+
+    def _features(self, V: np.ndarray) -> tuple:
+        """What :meth:`_log_pdf_features` needs of the points ``V`` (shared by estimators over
+        the same columns)."""
+        x = cells = iv = None
         if self._num.size:
             nc = self._cols[self._num]
             Vn = V[self._num]
             if self._cont.size:
                 r = self._cont
-                z = self._t.internal(Vn[r].T, nc[r]).T
-                tot += mx.log_kernel_density(z, self._mu[r], self._sigma[r], self._logz[r]).sum(axis=0)
+                x = self._t.internal(Vn[r].T, nc[r])
+                x = (x - self._t.prior_mu[nc[r]]) / self._t.prior_sigma[nc[r]]  # (C, dcont)
             if self._quant.size:
                 r = self._quant
-                a, b = self._t.cells(Vn[r], nc[r])
-                tot += mx.log_kernel_mass(a, b, self._mu[r], self._sigma[r], self._logz[r]).sum(axis=0)
+                cells = self._t.cells(Vn[r], nc[r])
         if self._cat.size:
-            iv = V[self._cat].astype(np.int64)  # (dc, C)
-            with np.errstate(divide="ignore"):
-                lp = np.log(self._probs)  # (dc, K, M)
-            g = np.take_along_axis(lp, np.broadcast_to(iv[:, None, :], (iv.shape[0], lp.shape[1], C)), axis=2)
-            tot += g.sum(axis=0).T
-        return mx.logsumexp(tot + self._logw[None, :], axis=1)
+            iv = V[self._cat].astype(np.int64)
+        return x, cells, iv
+
+    def _log_pdf_features(self, f: tuple) -> np.ndarray:
+        if not hasattr(self, "_base"):
+            self._prepare_scoring()
+        x, cells, iv = f
+        tot = None
+        if x is not None:
+            tot = (x @ self._qb) - 0.5 * ((x * x) @ self._qa) + self._base
+        else:
+            tot = self._base
+        if cells is not None:
+            a, b = cells
+            tot = tot + mx.log_kernel_mass_fast(a, b, self._qmu, self._qsig, self._qlz).sum(axis=0)
+        if iv is not None:
+            dc = iv.shape[0]
+            # (dc, C, K): log p of each point's option under each component
+            g = self._logp[np.arange(dc)[:, None], :, iv]
+            tot = tot + g.sum(axis=0)
+        return mx.logsumexp(np.broadcast_to(tot, (f_len(f), self._base.size)), axis=1)
+
+    def log_pdf(self, V: np.ndarray) -> np.ndarray:
+        """Joint log density of the points ``V (len(cols), C)`` → ``(C,)``."""
+        return self._log_pdf_features(self._features(V))
+
+    def log_pdf_ratio(self, other: "JointParzen", V: np.ndarray) -> np.ndarray:
+        """``self.log_pdf(V) - other.log_pdf(V)`` for an estimator over the same columns."""
+        f = self._features(V)
+        return self._log_pdf_features(f) - other._log_pdf_features(f)
+
+
+def f_len(f: tuple) -> int:
+    x, cells, iv = f
+    if x is not None:
+        return x.shape[0]
+    if cells is not None:
+        return cells[0].shape[1]
+    return iv.shape[1]
 
 
 def _gap_sigmas(Z: np.ndarray, psig: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -495,7 +559,10 @@ def _subsample(rng, w, V, keep, K):
     if m == 0 or rest.size <= m:
         return w, V
     wr = w[rest]
-    pick = rng.choice(rest, size=m, replace=False, p=wr / wr.sum())
+    # weighted sampling without replacement (Efraimidis-Spirakis keys u^(1/w), top m)
+    with np.errstate(divide="ignore"):
+        keys = np.log(rng.random(rest.size)) / wr
+    pick = rest[np.argpartition(-keys, m - 1)[:m]]
     idx = np.sort(np.concatenate([pick, kept]))
     nw = w.copy()
     nw[pick] = wr.sum() / m

@@ -166,7 +166,7 @@ def suggest(new_ids: Sequence[int], domain: Any, trials: Any, seed: int,
             lo = JointParzen(table, c, X_below[:, c], params, rng)
             hi = JointParzen(table, c, X_bad[:, c], params, rng, keep=liar, n_good=n_below)
             cand = lo.sample(rng, n_EI_candidates)
-            score = lo.log_pdf(cand) - hi.log_pdf(cand)
+            score = lo.log_pdf_ratio(hi, cand)
             row[c] = cand[:, int(np.argmax(score))]
         row[~space.active_mask(row[None, :])[0]] = np.nan
         rows[i] = row
