@@ -22,7 +22,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .exceptions import HpoMongoError, InvalidParameterError, UnknownExperiment, UnknownTrial
 from .trials.documents import (JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW,
-                               JOB_STATE_RUNNING, JOB_STATES, STATE_BY_NAME, STATE_NAMES, STATUS_OK)
+                               JOB_STATE_RUNNING, JOB_STATES, STATE_BY_NAME, STATE_NAMES, STATUS_OK,
+                               loss_of)
 
 __all__ = [
     "DEFAULT_LABEL", "SpaceInfo", "Experiment", "exp_label", "server_now", "list_experiments",
@@ -301,17 +302,6 @@ def list_experiments(db: Any, jobs: str) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- trials
-def _loss(doc: Mapping[str, Any]) -> float | None:
-    res = doc.get("result") or {}
-    if res.get("status") != STATUS_OK:
-        return None
-    v = res.get("loss")
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    v = float(v)
-    return None if math.isnan(v) else v
-
-
 def _states(state: Iterable[str] | str | None) -> list[int] | None:
     if state is None:
         return None
@@ -357,12 +347,12 @@ def find_trials(db: Any, jobs: str, exp_key: str | None, *, state: Iterable[str]
     # sort by loss: trials with a usable loss first (sorted on the server), then the rest by tid
     scored = dict(flt, **{"result.status": STATUS_OK, "result.loss": {"$type": "number"}})
     cur = coll.find(scored, proj).sort([("result.loss", direction), ("tid", 1)])
-    docs = [d for d in (cur.limit(limit) if limit else cur) if _loss(d) is not None]
+    docs = [d for d in (cur.limit(limit) if limit else cur) if loss_of(d) is not None]
     if not limit or len(docs) < limit:
         seen = {d["_id"] for d in docs}
         rest = coll.find(flt, proj).sort([("tid", 1)])
         for d in rest:
-            if d["_id"] in seen or _loss(d) is not None:
+            if d["_id"] in seen or loss_of(d) is not None:
                 continue
             docs.append(d)
             if limit and len(docs) >= limit:
@@ -377,7 +367,7 @@ def best_trials(db: Any, jobs: str, exp_key: str | None, n: int = 1) -> list[dic
     flt = _jobs_filter(exp_key, state=JOB_STATE_DONE, **{"result.status": STATUS_OK,
                                                          "result.loss": {"$type": "number"}})
     cur = db[jobs].find(flt, _LIST_PROJECTION).sort([("result.loss", 1), ("tid", 1)]).limit(n)
-    return [d for d in cur if _loss(d) is not None]
+    return [d for d in cur if loss_of(d) is not None]
 
 
 def get_trial(db: Any, jobs: str, exp_key: str | None, tid: int) -> dict:
@@ -482,7 +472,7 @@ def to_rows(docs: Sequence[Mapping[str, Any]], space: SpaceInfo | None = None, *
             "tid": d.get("tid"),
             "state": STATE_NAMES.get(d.get("state"), str(d.get("state"))),
             "status": res.get("status"),
-            "loss": _loss(d) if res.get("status") == STATUS_OK else (res.get("loss") if isinstance(res.get("loss"), (int, float)) else None),
+            "loss": loss_of(d) if res.get("status") == STATUS_OK else (res.get("loss") if isinstance(res.get("loss"), (int, float)) else None),
         }
         for col, lab in param_cols.items():
             row[col] = values.get(lab)
@@ -503,7 +493,7 @@ def trial_record(doc: Mapping[str, Any], space: SpaceInfo) -> dict:
                            "state": doc.get("state"),
                            "state_name": STATE_NAMES.get(doc.get("state"), str(doc.get("state"))),
                            "params": decode_vals((doc.get("misc") or {}).get("vals"), space),
-                           "loss": _loss(doc), "duration": _duration(doc)}
+                           "loss": loss_of(doc), "duration": _duration(doc)}
     for k, v in doc.items():
         if k not in out:
             out[k] = v
@@ -625,7 +615,7 @@ def experiment_status(db: Any, jobs: str, exp: Experiment, *, minutes: float = D
     best_info = None
     if best:
         b = best[0]
-        best_info = {"tid": b.get("tid"), "loss": _loss(b),
+        best_info = {"tid": b.get("tid"), "loss": loss_of(b),
                      "params": decode_vals((b.get("misc") or {}).get("vals"), exp.space)}
     source, workers = live_workers(db, jobs, exp.exp_key, stale_after=stale_after, now=now)
     stale = [{k: v for k, v in s.items() if k in ("tid", "owner", "heartbeat_age")}

@@ -25,6 +25,8 @@ from hpo_mongo.domain import Domain  # noqa: E402
 from hpo_mongo.trials.documents import (JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW,  # noqa: E402
                                         JOB_STATE_RUNNING, new_trial_doc)
 
+from tests.helpers_distributed import wait_until  # noqa: E402
+
 pytestmark = [pytest.mark.server]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,14 +134,7 @@ def procs(tmp_path):
 
 
 def wait_for(pred, timeout: float, what: str, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    return wait_until(pred, timeout=timeout, interval=interval, what=what)
 
 
 def queue(url: str, exp_key: str, points: list[tuple[str, float]], *, objective=None,

@@ -93,7 +93,8 @@ def crash_message(exitcode: int | None) -> str:
 
 
 @contextlib.contextmanager
-def _cwd(workdir: str | None):
+def working_dir(workdir: str | None):
+    """Run the block in ``workdir`` (created if missing); no-op when it is None or empty."""
     if not workdir:
         yield
         return
@@ -151,7 +152,7 @@ def _child_main(domain: Any, vals: Mapping, ctrl: Any, workdir: str | None, conn
         after_fork = getattr(ctrl, "_after_fork", None)
         if callable(after_fork):
             after_fork()
-        with _cwd(workdir):
+        with working_dir(workdir):
             kind, a, b = _evaluate(domain, vals, ctrl)
         try:
             conn.send((kind, a, b))
@@ -228,7 +229,7 @@ class Executor:
 
     def _run_inprocess(self, domain, vals, ctrl, workdir, cancel_event) -> Outcome:
         t0 = time.monotonic()
-        with _cwd(workdir):
+        with working_dir(workdir):
             kind, a, b = _evaluate(domain, vals, ctrl)
         dt = time.monotonic() - t0
         if kind == "error" and a["type"] == "KeyboardInterrupt":

@@ -34,7 +34,6 @@ Leases and robustness (issue 5):
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import random
@@ -49,6 +48,7 @@ from ..results import error_info
 from ..trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR, STATUS_FAIL
 from ..trials.mongo import jobs as _jobs
 from ..trials.mongo.store import MongoJobs, MongoTrials
+from .executor import working_dir
 
 logger = logging.getLogger("hpo_mongo.worker")
 
@@ -159,20 +159,6 @@ class WorkerCtrl:
                            self.current_trial.get("tid"))
 
 
-@contextlib.contextmanager
-def _working_dir(path: str | None):
-    if not path:
-        yield
-        return
-    os.makedirs(path, exist_ok=True)
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
-
-
 def trial_workdir(doc: Mapping[str, Any], workdir: str | None) -> str | None:
     """Where a trial runs: ``--workdir`` if given, else the trial's ``misc.workdir``, else the cwd (None)."""
     return workdir or (doc.get("misc") or {}).get("workdir") or None
@@ -195,7 +181,7 @@ def evaluate_claimed_trial(doc: Mapping[str, Any], domains: DomainCache | Callab
         logger.error("trial %s: %s", doc.get("tid"), e)
         return TrialOutcome.from_exception(e)
     try:
-        with _working_dir(trial_workdir(doc, workdir)):
+        with working_dir(trial_workdir(doc, workdir)):
             result, attachments = domain.evaluate(doc["misc"]["vals"], ctrl)
     except Exception as e:  # noqa: BLE001 - the objective's error is the trial's outcome
         logger.error("trial %s raised %s: %s", doc.get("tid"), type(e).__name__, e)
