@@ -8,6 +8,7 @@ Algorithms never write to ``trials``.
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
@@ -49,6 +50,9 @@ class History:
         return len(self.tid)
 
 
+_TID = operator.itemgetter("tid")
+
+
 def _loss(doc: dict) -> float:
     r = doc["result"]
     if r.get("status") != STATUS_OK:
@@ -75,9 +79,11 @@ def history(space: CompiledSpace, trials: Any) -> History:
             trials._history_cache = cache
         except AttributeError:  # a foreign trials object: no caching
             pass
-    tids = [d["tid"] for d in docs]
+    tids = list(map(_TID, docs))
     old = cache["tids"]
+    unchanged = False
     if len(old) <= len(tids) and tids[:len(old)] == old:
+        unchanged = len(old) == len(tids)
         new_rows = [space.vals_to_row(d["misc"]["vals"]) for d in docs[len(old):]]
         if new_rows:
             cache["X"] = np.vstack([cache["X"], np.asarray(new_rows)])
@@ -95,7 +101,10 @@ def history(space: CompiledSpace, trials: Any) -> History:
     final = np.isin(state[start:], list(JOB_FINISHED_STATES))
     cache["n_final"] = start + (int(np.argmin(final)) if not final.all() else len(final))
     cache["loss"], cache["state"] = loss, state
-    return History(X=cache["X"], loss=loss, state=state, tid=np.asarray(tids, dtype=np.int64))
+    tid = cache.get("tid_arr")
+    if tid is None or not unchanged or len(tid) != len(tids):  # same tids: reuse the array
+        tid = cache["tid_arr"] = np.fromiter(tids, dtype=np.int64, count=len(tids))
+    return History(X=cache["X"], loss=loss, state=state, tid=tid)
 
 
 def docs_from_rows(new_ids: Sequence[int], space: CompiledSpace, X: np.ndarray, trials: Any,

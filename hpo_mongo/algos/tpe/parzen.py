@@ -39,6 +39,7 @@ class ParzenParameters(NamedTuple):
     linear_forgetting: int = 25
     max_components: int = 128
     cat_prior_per_option: bool = True
+    liar_weight: float = 1.0  # a pending point weighs this many good observations in g(x)
 
 
 class ParamTable:
@@ -217,7 +218,7 @@ class UnivariateParzen:
             W = forgetting_weights(active, params.linear_forgetting)
         # liars (pending points): each weighs what one good observation weighs in l(x)
         liars = np.empty((0, cols.size)) if liars is None else liars
-        lw = np.where(np.isnan(liars), 0.0, W.sum(axis=0) / max(n_good, 1)) if len(liars) else None
+        lw = np.where(np.isnan(liars), 0.0, params.liar_weight * W.sum(axis=0) / max(n_good, 1)) if len(liars) else None
         if self._num.size:
             nc = cols[self._num]
             self._fit_numeric(nc, V[:, self._num], W[:, self._num])
@@ -396,7 +397,7 @@ class JointParzen:
         n = len(V)
         w = default_weights(n, params.linear_forgetting)
         if keep.any():  # liars weigh what one good observation weighs in l(x)
-            w[keep] = w[~keep].sum() / max(n_good, 1)
+            w[keep] = params.liar_weight * w[~keep].sum() / max(n_good, 1)
         K = params.max_components
         if n > K:
             w, V = _subsample(rng, w, V, keep, K)

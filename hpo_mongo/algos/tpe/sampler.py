@@ -31,9 +31,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import rand
+from ...trials.documents import JOB_PENDING_STATES
 from ..base import docs_from_rows, history
 from .parzen import JointParzen, ParzenParameters, UnivariateParzen, param_table
 from .parzen import default_weights as _default_weights
+
+_PENDING = tuple(sorted(JOB_PENDING_STATES))
 
 # --------------------------------------------------------------------------- defaults
 DEFAULT_PRIOR_WEIGHT = 1.0
@@ -110,14 +113,16 @@ def suggest(new_ids: Sequence[int], domain: Any, trials: Any, seed: int,
             constant_liar: bool = DEFAULT_CONSTANT_LIAR,
             multivariate: bool = DEFAULT_MULTIVARIATE,
             max_components: int = DEFAULT_MAX_COMPONENTS,
-            cat_prior_per_option: bool = True) -> list[dict]:
+            cat_prior_per_option: bool = True,
+            liar_weight: float = 1.0) -> list[dict]:
     """Tree-structured Parzen Estimator suggestions, one document per id in ``new_ids``.
 
     Same positional options as ``hyperopt.tpe.suggest``. ``gamma``: ``None`` (default) uses
     ``min(ceil(0.1 n), 25)`` good trials; a number uses hyperopt's ``ceil(gamma·sqrt(n))``
     (capped at 25); a function ``n_finished -> n_good`` is called as is.
     ``linear_forgetting``: observations older than the newest this many are down-weighted.
-    ``constant_liar``: pending trials join the bad group (see the module docstring).
+    ``constant_liar``: pending trials join the bad group (see the module docstring);
+    ``liar_weight``: how many good trials' weight each pending point carries in g(x).
     ``multivariate``: one joint Parzen estimator per group of parameters active together.
     ``max_components``: cap on the mixture size (merged grid cells) whatever the history.
     ``cat_prior_per_option``: hyperopt's ``prior_weight`` pseudo-count per option (True) or
@@ -133,7 +138,7 @@ def suggest(new_ids: Sequence[int], domain: Any, trials: Any, seed: int,
     rng = np.random.default_rng(seed)
     table = param_table(space)
     params = ParzenParameters(float(prior_weight), int(linear_forgetting), int(max_components),
-                              bool(cat_prior_per_option))
+                              bool(cat_prior_per_option), float(liar_weight))
 
     Z = _internal_history(trials, space, h, table)
     X_ok, loss = Z[ok], h.loss[ok]
@@ -144,7 +149,14 @@ def suggest(new_ids: Sequence[int], domain: Any, trials: Any, seed: int,
     below[order[:n_below]] = True
     X_below = X_ok[below]
     X_above = X_ok[~below]
-    pending = Z[h.pending] if constant_liar else np.empty((0, space.n_params))
+    if constant_liar:
+        st = h.state
+        pend = st == _PENDING[0]
+        for v in _PENDING[1:]:
+            pend |= st == v
+        pending = Z[pend]
+    else:
+        pending = np.empty((0, space.n_params))
 
     alone, joint = _groups(space, multivariate)
     alone = np.asarray(alone, dtype=np.int64)
