@@ -494,33 +494,46 @@ class JointParzen:
             iv = V[self._cat].astype(np.int64)
         return x, cells, iv
 
-    def _log_pdf_features(self, f: tuple) -> np.ndarray:
-        if not hasattr(self, "_base"):
-            self._prepare_scoring()
+    def _log_terms(self, f: tuple, parts: tuple) -> np.ndarray:
+        """``(C, K)`` log weight + log kernel product of every component at the points ``f``;
+        ``parts`` are the scoring arrays (possibly of several estimators side by side)."""
         x, cells, iv = f
-        tot = None
+        qa, qb, base, qmu, qsig, qlz, logp = parts
+        tot = base
         if x is not None:
-            tot = (x @ self._qb) - 0.5 * ((x * x) @ self._qa) + self._base
-        else:
-            tot = self._base
+            tot = (x @ qb) - 0.5 * ((x * x) @ qa) + base
         if cells is not None:
             a, b = cells
-            tot = tot + mx.log_kernel_mass_fast(a, b, self._qmu, self._qsig, self._qlz).sum(axis=0)
+            tot = tot + mx.sum_log_cell_mass(a, b, qmu, qsig, qlz)
         if iv is not None:
-            dc = iv.shape[0]
             # (dc, C, K): log p of each point's option under each component
-            g = self._logp[np.arange(dc)[:, None], :, iv]
+            g = logp[np.arange(iv.shape[0])[:, None], :, iv]
             tot = tot + g.sum(axis=0)
-        return mx.logsumexp(np.broadcast_to(tot, (f_len(f), self._base.size)), axis=1)
+        return np.broadcast_to(tot, (f_len(f), base.size))
+
+    def _parts(self) -> tuple:
+        if not hasattr(self, "_base"):
+            self._prepare_scoring()
+        g = lambda name: getattr(self, name, None)  # noqa: E731
+        return (g("_qa"), g("_qb"), self._base, g("_qmu"), g("_qsig"), g("_qlz"), g("_logp"))
+
+    def _log_pdf_features(self, f: tuple) -> np.ndarray:
+        return mx.logsumexp(self._log_terms(f, self._parts()), axis=1)
 
     def log_pdf(self, V: np.ndarray) -> np.ndarray:
         """Joint log density of the points ``V (len(cols), C)`` → ``(C,)``."""
         return self._log_pdf_features(self._features(V))
 
     def log_pdf_ratio(self, other: "JointParzen", V: np.ndarray) -> np.ndarray:
-        """``self.log_pdf(V) - other.log_pdf(V)`` for an estimator over the same columns."""
+        """``self.log_pdf(V) - other.log_pdf(V)`` for an estimator over the same columns,
+        both mixtures' components scored side by side in one pass."""
         f = self._features(V)
-        return self._log_pdf_features(f) - other._log_pdf_features(f)
+        p1, p2 = self._parts(), other._parts()
+        K1 = p1[2].size
+        both = tuple(None if a is None else np.concatenate([a, b], axis=-2 if i == 6 else -1)
+                     for i, (a, b) in enumerate(zip(p1, p2)))
+        tot = self._log_terms(f, both)
+        return mx.logsumexp(tot[:, :K1], axis=1) - mx.logsumexp(tot[:, K1:], axis=1)
 
 
 def f_len(f: tuple) -> int:
