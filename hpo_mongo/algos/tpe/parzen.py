@@ -391,48 +391,47 @@ class JointParzen:
                  keep: np.ndarray | None = None, n_good: int = 1) -> None:
         t = self._t = table
         self._cols = cols = np.asarray(cols, dtype=np.int64)
-        rows = ~np.isnan(V).any(axis=1)
-        V = V[rows]
-        keep = np.zeros(len(V), dtype=bool) if keep is None else np.asarray(keep)[rows]
+        c = _col_constants(t, cols)
+        if np.isnan(V).any():
+            rows = ~np.isnan(V).any(axis=1)
+            V = V[rows]
+            keep = None if keep is None else np.asarray(keep)[rows]
         n = len(V)
         w = default_weights(n, params.linear_forgetting)
-        if keep.any():  # liars weigh what one good observation weighs in l(x)
+        if keep is not None and keep.any():  # liars weigh what one good observation weighs in l(x)
+            keep = np.asarray(keep)
             w[keep] = params.liar_weight * w[~keep].sum() / max(n_good, 1)
+        else:
+            keep = None
         K = params.max_components
         if n > K:
-            w, V = _subsample(rng, w, V, keep, K)
-        d = cols.size
-        cat = t.is_cat[cols]
-        self._num = np.flatnonzero(~cat)
-        self._cat = np.flatnonzero(cat)
+            w, V = _subsample(rng, w, V, np.zeros(n, dtype=bool) if keep is None else keep, K)
+        self._num, self._cat = c["num"], c["cat"]
         self._w = np.append(w, float(params.prior_weight))
         self._logw = np.log(self._w / self._w.sum())
         if self._num.size:
-            nc = cols[self._num]
-            psig = t.prior_sigma[nc]
+            psig = c["psig"]
             Z = V[:, self._num].T  # (dn, k), internal coordinates
-            k = Z.shape[1]
-            self._mu = np.hstack([Z, t.prior_mu[nc][:, None]])
-            self._sigma = np.hstack([_gap_sigmas(Z, psig, t.low[nc], t.high[nc]), psig[:, None]])
-            self._L, self._H = t.low[nc][:, None], t.high[nc][:, None]
+            self._mu = np.hstack([Z, c["pmu"][:, None]])
+            self._sigma = np.hstack([_gap_sigmas(Z, psig, c["low"], c["high"]), psig[:, None]])
+            self._L, self._H = c["L"], c["H"]
             self._logz = mx.log_truncation(self._mu, self._sigma, self._L, self._H)
-            qk = t.qkind[nc]
-            self._cont = np.flatnonzero(qk == _CONT)
-            self._quant = np.flatnonzero(qk != _CONT)
+            self._cont, self._quant = c["cont"], c["quant"]
         if self._cat.size:
-            cc = cols[self._cat]
-            prior = t.cat_prior[cc]  # (dc, M)
             obs = V[:, self._cat].T.astype(np.int64)  # (dc, k)
-            pw = float(params.prior_weight) / (obs.shape[1] + 1)
-            P = np.repeat((pw * t.n_options[cc][:, None] * prior)[:, None, :], obs.shape[1] + 1, axis=1)
-            np.put_along_axis(P[:, :-1, :], obs[:, :, None],
-                              np.take_along_axis(P[:, :-1, :], obs[:, :, None], axis=2) + 1.0, axis=2)
-            P[:, -1, :] = prior
-            self._probs = P / P.sum(axis=2, keepdims=True)
+            dc, k = obs.shape
+            pw = float(params.prior_weight) / (k + 1)
+            P = np.empty((dc, k + 1, t.max_options))
+            P[:, :-1, :] = (pw * c["nopt_prior"])[:, None, :]
+            P[np.arange(dc)[:, None], np.arange(k)[None, :], obs] += 1.0
+            P[:, :-1, :] /= (1.0 + pw * c["nopt_prior"].sum(axis=1))[:, None, None]
+            P[:, -1, :] = c["prior"]
+            self._probs = P
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` joint draws → ``(len(cols), n)`` external values."""
-        k = mx.choose_components(rng, self._w[None, :], n)[0]
+        cum = np.cumsum(self._w)
+        k = np.minimum(np.searchsorted(cum, rng.random(n) * cum[-1], side="right"), cum.size - 1)
         out = np.empty((self._cols.size, n))
         if self._num.size:
             z = mx.sample_truncnorm(rng, self._mu[:, k], self._sigma[:, k], self._L, self._H)
@@ -532,8 +531,15 @@ class JointParzen:
         K1 = p1[2].size
         both = tuple(None if a is None else np.concatenate([a, b], axis=-2 if i == 6 else -1)
                      for i, (a, b) in enumerate(zip(p1, p2)))
-        tot = self._log_terms(f, both)
-        return mx.logsumexp(tot[:, :K1], axis=1) - mx.logsumexp(tot[:, K1:], axis=1)
+        with np.errstate(under="ignore", divide="ignore"):
+            tot = self._log_terms(f, both)
+            # every row holds the finite prior component of each mixture: plain log-sum-exp
+            t1, t2 = tot[:, :K1], tot[:, K1:]
+            m1 = t1.max(axis=1, keepdims=True)
+            m2 = t2.max(axis=1, keepdims=True)
+            l1 = np.log(np.exp(t1 - m1).sum(axis=1)) + m1[:, 0]
+            l2 = np.log(np.exp(t2 - m2).sum(axis=1)) + m2[:, 0]
+        return l1 - l2
 
 
 def f_len(f: tuple) -> int:
@@ -543,6 +549,25 @@ def f_len(f: tuple) -> int:
     if cells is not None:
         return cells[0].shape[1]
     return iv.shape[1]
+
+
+def _col_constants(t: ParamTable, cols: np.ndarray) -> dict:
+    """Per-group constants of :class:`JointParzen` (cached on the table per column set)."""
+    key = cols.tobytes()
+    cache = t.__dict__.setdefault("_joint_consts", {})
+    c = cache.get(key)
+    if c is None:
+        cat = t.is_cat[cols]
+        num = np.flatnonzero(~cat)
+        nc, cc = cols[num], cols[np.flatnonzero(cat)]
+        qk = t.qkind[nc]
+        c = cache[key] = {
+            "num": num, "cat": np.flatnonzero(cat), "psig": t.prior_sigma[nc],
+            "pmu": t.prior_mu[nc], "low": t.low[nc], "high": t.high[nc],
+            "L": t.low[nc][:, None], "H": t.high[nc][:, None],
+            "cont": np.flatnonzero(qk == _CONT), "quant": np.flatnonzero(qk != _CONT),
+            "prior": t.cat_prior[cc], "nopt_prior": t.n_options[cc][:, None] * t.cat_prior[cc]}
+    return c
 
 
 def _gap_sigmas(Z: np.ndarray, psig: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:

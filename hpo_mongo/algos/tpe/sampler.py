@@ -26,6 +26,7 @@ Model
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -89,8 +90,21 @@ def _internal_history(trials: Any, space: Any, h: Any, table: Any) -> np.ndarray
     return cache["Z"]
 
 
+_GROUPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def _groups(space, multivariate: bool) -> tuple[list[int], list[list[int]]]:
-    """Columns modelled alone, and joint groups (parameters sharing one activity condition)."""
+    """Columns modelled alone, and joint groups (parameters sharing one activity condition);
+    cached per compiled space."""
+    per = _GROUPS.get(space)
+    if per is None:
+        per = _GROUPS[space] = {}
+    if multivariate not in per:
+        per[multivariate] = _make_groups(space, multivariate)
+    return per[multivariate]
+
+
+def _make_groups(space, multivariate: bool) -> tuple[list[int], list[list[int]]]:
     if not multivariate:
         return [p.index for p in space.params], []
     by_cond: dict = {}
@@ -141,7 +155,7 @@ def suggest(new_ids: Sequence[int], domain: Any, trials: Any, seed: int,
                               bool(cat_prior_per_option), float(liar_weight))
 
     Z = _internal_history(trials, space, h, table)
-    X_ok, loss = Z[ok], h.loss[ok]
+    X_ok, loss = (Z, h.loss) if n_ok == len(ok) else (Z[ok], h.loss[ok])
     n_below = gamma(n_ok) if callable(gamma) else default_gamma(n_ok, gamma)
     n_below = int(min(max(n_below, 1), n_ok))
     order = np.argsort(loss, kind="stable")
