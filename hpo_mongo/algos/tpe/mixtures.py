@@ -81,26 +81,28 @@ def log_kernel_mass_fast(a: np.ndarray, b: np.ndarray, mu: np.ndarray, sigma: np
     return mass
 
 
-def sum_log_cell_mass(a: np.ndarray, b: np.ndarray, mu: np.ndarray, sigma: np.ndarray,
-                      log_z: np.ndarray) -> np.ndarray:
-    """``log_kernel_mass_fast(a, b, ...).sum(axis=0)`` → ``(C, K)``, with the normal CDF
-    evaluated once per distinct cell edge: quantized and integer candidates share few edges
-    (neighbouring cells share one), so this is ``E × K`` CDF calls per dimension instead of
-    ``2 C × K``."""
-    C = a.shape[1]
+def sum_log_cell_mass(cells, mu: np.ndarray, sigma: np.ndarray, log_z: np.ndarray) -> np.ndarray:
+    """Sum over quantized dimensions of the log cell masses of points under kernels ``(B, K)``
+    → ``(C, K)``. ``cells`` holds per dimension ``(a, b, inv)``: the internal bounds of the
+    *distinct* cells and each point's cell index. The normal CDF is evaluated once per
+    distinct cell edge (neighbouring cells share one) and the log once per distinct cell, so
+    the cost follows the number of distinct values, not of points. Masses below ~1e-16 of a
+    kernel are floored at 1e-300 (every mixture also holds the prior component)."""
     out = None
-    for j in range(a.shape[0]):
-        edges, inv = np.unique(np.concatenate([a[j], b[j]]), return_inverse=True)
+    for j, (a, b, inv) in enumerate(cells):
+        U = a.size
+        edges, ei = np.unique(np.concatenate([a, b]), return_inverse=True)
         P = ndtr((edges[:, None] - mu[j]) / sigma[j])  # (E, K)
-        mass = P[inv[C:]]
-        mass -= P[inv[:C]]
+        mass = P[ei[U:]]
+        mass -= P[ei[:U]]
         np.maximum(mass, 1e-300, out=mass)
         np.log(mass, out=mass)
         mass -= log_z[j]
+        m = mass[inv]
         if out is None:
-            out = mass
+            out = m
         else:
-            out += mass
+            out += m
     return out
 
 

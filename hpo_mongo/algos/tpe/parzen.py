@@ -487,8 +487,12 @@ class JointParzen:
                 x = self._t.internal(Vn[r].T, nc[r])
                 x = (x - self._t.prior_mu[nc[r]]) / self._t.prior_sigma[nc[r]]  # (C, dcont)
             if self._quant.size:
-                r = self._quant
-                cells = self._t.cells(Vn[r], nc[r])
+                # per quantized dimension: the distinct values' cells and each point's index
+                cells = []
+                for j in self._quant:
+                    u, inv = np.unique(Vn[j], return_inverse=True)
+                    a, b = self._t.cells(u[None, :], nc[j:j + 1])
+                    cells.append((a[0], b[0], inv))
         if self._cat.size:
             iv = V[self._cat].astype(np.int64)
         return x, cells, iv
@@ -502,8 +506,7 @@ class JointParzen:
         if x is not None:
             tot = (x @ qb) - 0.5 * ((x * x) @ qa) + base
         if cells is not None:
-            a, b = cells
-            tot = tot + mx.sum_log_cell_mass(a, b, qmu, qsig, qlz)
+            tot = tot + mx.sum_log_cell_mass(cells, qmu, qsig, qlz)
         if iv is not None:
             # (dc, C, K): log p of each point's option under each component
             g = logp[np.arange(iv.shape[0])[:, None], :, iv]
@@ -547,7 +550,7 @@ def f_len(f: tuple) -> int:
     if x is not None:
         return x.shape[0]
     if cells is not None:
-        return cells[0].shape[1]
+        return cells[0][2].size
     return iv.shape[1]
 
 
