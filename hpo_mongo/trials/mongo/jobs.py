@@ -4,7 +4,8 @@ Every write here sets ``updated_at`` with ``$currentDate`` (the driver's increme
 on it) and increments ``version``. The claim is the only write that changes ``attempt``; every
 write a worker makes afterwards is conditioned on ``{_id, owner, attempt}``, so a worker whose
 trial was taken away (requeued by the lease rules, cancelled, deleted) matches nothing and
-learns it lost the trial instead of overwriting someone else's.
+learns it lost the trial instead of overwriting someone else's. The repairs made by hand
+(``hpo-mongo requeue`` / ``cancel``) are conditioned instead on the ``{state, version}`` read.
 
 Nothing here needs transactions, sessions or ``w=0``: each step is one single-document
 ``find_one_and_update`` / ``update_one``, atomic on every server (including the test server).
@@ -141,6 +142,46 @@ def cancel_new(jobs: Collection, exp_key: Any, ids: Iterable[Any] | None = None)
          "$currentDate": {"updated_at": True, "end_time": True},
          "$inc": {"version": 1}})
     return res.modified_count
+
+
+# ----------------------------------------------------------------------------- repairs by hand
+#: what ``hpo-mongo requeue`` resets: the claim (:data:`CLAIM_FIELDS`) and the outcome of the last run
+REQUEUE_RESET = {"state": JOB_STATE_NEW, "owner": None, "book_time": None, "refresh_time": None,
+                 "heartbeat": None, "worker": None, "start_time": None, "end_time": None,
+                 "error": None, "result": {"status": "new"}}
+
+
+def update_unchanged(jobs: Collection, doc: Mapping[str, Any], fields: dict, *,
+                     unset: Iterable[str] = (), inc: Mapping[str, int] | None = None) -> bool:
+    """``$set`` ``fields`` only if the trial still has the ``state`` and ``version`` read in ``doc``
+    (``updated_at`` by ``$currentDate``, ``version`` incremented, as every write). False if it changed."""
+    update: dict[str, Any] = {"$set": fields, "$currentDate": {"updated_at": True},
+                              "$inc": {"version": 1, **(inc or {})}}
+    unset = tuple(unset)
+    if unset:
+        update["$unset"] = {k: "" for k in unset}
+    res = jobs.update_one({"_id": doc["_id"], "state": doc.get("state"), "version": doc.get("version")},
+                          update)
+    return res.modified_count == 1
+
+
+def requeue_unchanged(jobs: Collection, doc: Mapping[str, Any], *, lost_lease: bool = False) -> bool:
+    """Return a trial read as ``doc`` (ERROR, CANCEL or RUNNING) to NEW, its claim and outcome cleared
+    (:data:`REQUEUE_RESET`, ``misc.error`` removed), if unchanged since read (:func:`update_unchanged`).
+    ``attempt`` stays; ``lost_lease`` (a stale RUNNING trial) also increments ``requeues``."""
+    return update_unchanged(jobs, doc, dict(REQUEUE_RESET), unset=("misc.error",),
+                            inc={"requeues": 1} if lost_lease else None)
+
+
+def cancel_unchanged(jobs: Collection, doc: Mapping[str, Any], *, failure: str, end_time: Any = None) -> bool:
+    """Move a NEW or RUNNING trial read as ``doc`` to CANCEL with a failed result saying ``failure``,
+    if unchanged since read (:func:`update_unchanged`). The owner is cleared, so a running worker's
+    write-back no longer matches; ``end_time`` is recorded when given (a trial that was running)."""
+    fields: dict[str, Any] = {"state": JOB_STATE_CANCEL, "owner": None, "heartbeat": None,
+                              "result": {"status": "fail", "failure": failure}}
+    if end_time is not None:
+        fields["end_time"] = end_time
+    return update_unchanged(jobs, doc, fields)
 
 
 # ----------------------------------------------------------------------------- leases (issue 5)

@@ -1,0 +1,131 @@
+"""Trial documents flattened: table/CSV rows with decoded parameters, and the ``show`` record."""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from ..trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR, STATE_NAMES, STATUS_OK, loss_of
+from .clock import _utc
+from .space_info import SpaceInfo, decode_vals
+
+#: columns every flat row starts with, before the parameters
+FIXED_COLUMNS = ("tid", "state", "status", "loss")
+#: columns after the parameters
+TAIL_COLUMNS = ("attempt", "owner", "book_time", "start_time", "end_time", "duration", "error")
+
+
+def _duration(doc: Mapping[str, Any]) -> float | None:
+    start = _utc(doc.get("start_time")) or _utc(doc.get("book_time"))
+    end = _utc(doc.get("end_time"))
+    if end is None and doc.get("state") in (JOB_STATE_DONE, JOB_STATE_ERROR):
+        end = _utc(doc.get("refresh_time"))
+    if start is None or end is None:
+        return None
+    return max(0.0, (end - start).total_seconds())
+
+
+def _owner(doc: Mapping[str, Any]) -> str | None:
+    if doc.get("owner"):
+        return str(doc["owner"])
+    w = doc.get("worker") or {}
+    if w.get("host") is not None:
+        return f"{w.get('host')}:{w.get('pid')}"
+    return None
+
+
+def _error_text(doc: Mapping[str, Any]) -> str | None:
+    err = doc.get("error")
+    if isinstance(err, Mapping) and (err.get("type") or err.get("message")):
+        return f"{err.get('type') or 'Error'}: {err.get('message') or ''}".rstrip(": ")
+    res = doc.get("result") or {}
+    if res.get("failure"):
+        return str(res["failure"])
+    misc_err = (doc.get("misc") or {}).get("error")
+    if isinstance(misc_err, (list, tuple)) and len(misc_err) == 2:
+        return f"{misc_err[0]}: {misc_err[1]}"
+    return None
+
+
+def row_columns(space: SpaceInfo, docs: Sequence[Mapping[str, Any]] = (), *,
+                extras: Sequence[str] = ()) -> tuple[list[str], dict[str, str]]:
+    """Column names of flat rows and ``{column: label}`` for the parameter columns.
+
+    A parameter column is named by its label, or ``param.<label>`` when the label clashes with
+    a fixed column (``tid``, ``loss``, ...) or looks like a ``result.`` column.
+    """
+    labels = list(space.labels)
+    for d in docs:
+        for k in ((d.get("misc") or {}).get("vals") or {}):
+            if k not in labels:
+                labels.append(k)
+    reserved = set(FIXED_COLUMNS) | set(TAIL_COLUMNS)
+    param_cols: dict[str, str] = {}
+    for lab in labels:
+        col = lab if lab not in reserved and not lab.startswith(("result.", "param.")) else f"param.{lab}"
+        param_cols[col] = lab
+    return list(FIXED_COLUMNS) + list(param_cols) + list(TAIL_COLUMNS) + list(extras), param_cols
+
+
+def _result_extras(docs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``result.<key>`` columns for scalar result entries besides status/loss/failure."""
+    keys: list[str] = []
+    for d in docs:
+        for k, v in (d.get("result") or {}).items():
+            if k in ("status", "loss", "failure") or k.startswith("_"):
+                continue
+            if v is None or isinstance(v, (bool, int, float, str)):
+                col = f"result.{k}"
+                if col not in keys:
+                    keys.append(col)
+    return keys
+
+
+def to_rows(docs: Sequence[Mapping[str, Any]], space: SpaceInfo | None = None, *,
+            result_columns: bool = False) -> tuple[list[str], list[dict]]:
+    """Flatten trial documents: ``(columns, rows)``, one row per trial.
+
+    Rows hold ``tid, state`` (name), ``status, loss``, one column per parameter (values, not
+    indices; None when inactive; a nested sub-space option stays a dict/list here — tables and
+    CSV show it as compact JSON, see :func:`flat_value`), ``attempt, owner, book_time,
+    start_time, end_time, duration`` (seconds), ``error`` (one line), and with
+    ``result_columns`` one ``result.<key>`` column per scalar entry of the results.
+    """
+    space = space or SpaceInfo()
+    docs = list(docs)
+    extras = _result_extras(docs) if result_columns else []
+    columns, param_cols = row_columns(space, docs, extras=extras)
+    rows = []
+    for d in docs:
+        values = decode_vals((d.get("misc") or {}).get("vals"), space)
+        res = d.get("result") or {}
+        row: dict[str, Any] = {
+            "tid": d.get("tid"),
+            "state": STATE_NAMES.get(d.get("state"), str(d.get("state"))),
+            "status": res.get("status"),
+            "loss": loss_of(d) if res.get("status") == STATUS_OK else (res.get("loss") if isinstance(res.get("loss"), (int, float)) else None),
+        }
+        for col, lab in param_cols.items():
+            row[col] = values.get(lab)
+        row.update(attempt=d.get("attempt"), owner=_owner(d), book_time=_utc(d.get("book_time")),
+                   start_time=_utc(d.get("start_time")) or _utc(d.get("book_time")),
+                   end_time=_utc(d.get("end_time")) or (_utc(d.get("refresh_time")) if d.get("state") in (JOB_STATE_DONE, JOB_STATE_ERROR) else None),
+                   duration=_duration(d), error=_error_text(d))
+        for col in extras:
+            row[col] = res.get(col[len("result."):])
+        rows.append(row)
+    return columns, rows
+
+
+def trial_record(doc: Mapping[str, Any], space: SpaceInfo) -> dict:
+    """The whole trial for ``show``: every stored field, plus ``state_name``, decoded
+    ``params`` and the attachment names."""
+    out: dict[str, Any] = {"tid": doc.get("tid"), "exp_key": doc.get("exp_key"),
+                           "state": doc.get("state"),
+                           "state_name": STATE_NAMES.get(doc.get("state"), str(doc.get("state"))),
+                           "params": decode_vals((doc.get("misc") or {}).get("vals"), space),
+                           "loss": loss_of(doc), "duration": _duration(doc)}
+    for k, v in doc.items():
+        if k not in out:
+            out[k] = v
+    out["attachments"] = [a[0] for a in (doc.get("_attachments") or []) if isinstance(a, (list, tuple)) and a]
+    out.pop("_attachments", None)
+    return out
