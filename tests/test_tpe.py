@@ -267,7 +267,7 @@ def test_hyperopt_partial_form():
     assert abs(best["x"] - 1) < 0.5
     assert len(trials.trials) == 50
     # hyperopt's module-level defaults are there
-    assert tpe._default_n_startup_jobs == 10 and tpe._default_n_EI_candidates == 24
+    assert tpe._default_n_startup_jobs == 10 and tpe._default_n_EI_candidates == 64
     assert tpe._default_gamma == 0.25 and tpe._default_prior_weight == 1.0
 
 

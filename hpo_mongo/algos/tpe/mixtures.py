@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from ._truncnorm import log_gauss_mass, ndtr, sample_standard
+from ._truncnorm import log_gauss_mass, ndtr, ndtri, sample_standard
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 

@@ -32,6 +32,7 @@ import numpy as np
 from . import mixtures as mx
 
 _CONT, _QLIN, _QLOG = 0, 1, 2
+_TINY = np.nextafter(0.0, 1.0)
 
 
 class ParzenParameters(NamedTuple):
@@ -415,7 +416,18 @@ class JointParzen:
             self._mu = np.hstack([Z, c["pmu"][:, None]])
             self._sigma = np.hstack([_gap_sigmas(Z, psig, c["low"], c["high"]), psig[:, None]])
             self._L, self._H = c["L"], c["H"]
-            self._logz = mx.log_truncation(self._mu, self._sigma, self._L, self._H)
+            with np.errstate(invalid="ignore"):
+                a = (self._L - self._mu) / self._sigma
+                b = (self._H - self._mu) / self._sigma
+            if (a <= 0).all() and (b >= 0).all():
+                # every kernel centred in the support (the usual case): keep the CDF at the
+                # bounds for inverse-CDF sampling; the mass inside is at least 1/2, so the plain
+                # difference is exact
+                self._pa = mx.ndtr(a)
+                self._dp = mx.ndtr(b) - self._pa
+                self._logz = np.log(self._dp)
+            else:
+                self._logz = mx.log_truncation(self._mu, self._sigma, self._L, self._H)
             self._cont, self._quant = c["cont"], c["quant"]
         if self._cat.size:
             obs = V[:, self._cat].T.astype(np.int64)  # (dc, k)
@@ -434,7 +446,13 @@ class JointParzen:
         k = np.minimum(np.searchsorted(cum, rng.random(n) * cum[-1], side="right"), cum.size - 1)
         out = np.empty((self._cols.size, n))
         if self._num.size:
-            z = mx.sample_truncnorm(rng, self._mu[:, k], self._sigma[:, k], self._L, self._H)
+            if hasattr(self, "_pa"):
+                p = self._pa[:, k] + rng.random((self._num.size, n)) * self._dp[:, k]
+                np.clip(p, _TINY, 1.0 - 1e-16, out=p)
+                z = self._mu[:, k] + self._sigma[:, k] * mx.ndtri(p)
+                z = np.clip(z, self._L, self._H)
+            else:
+                z = mx.sample_truncnorm(rng, self._mu[:, k], self._sigma[:, k], self._L, self._H)
             out[self._num] = self._t.external(z, self._cols[self._num])
         if self._cat.size:
             p = self._probs[:, k, :]  # (dc, n, M)
@@ -537,11 +555,15 @@ class JointParzen:
         with np.errstate(under="ignore", divide="ignore"):
             tot = self._log_terms(f, both)
             # every row holds the finite prior component of each mixture: plain log-sum-exp
+            # (terms more than e^-80 below a row's largest are clamped there: no effect on the
+            # sum, and no slow denormal arithmetic in exp)
             t1, t2 = tot[:, :K1], tot[:, K1:]
             m1 = t1.max(axis=1, keepdims=True)
             m2 = t2.max(axis=1, keepdims=True)
-            l1 = np.log(np.exp(t1 - m1).sum(axis=1)) + m1[:, 0]
-            l2 = np.log(np.exp(t2 - m2).sum(axis=1)) + m2[:, 0]
+            d1 = np.maximum(t1 - m1, -80.0)
+            d2 = np.maximum(t2 - m2, -80.0)
+            l1 = np.log(np.exp(d1, out=d1).sum(axis=1)) + m1[:, 0]
+            l2 = np.log(np.exp(d2, out=d2).sum(axis=1)) + m2[:, 0]
         return l1 - l2
 
 
@@ -580,16 +602,20 @@ def _gap_sigmas(Z: np.ndarray, psig: np.ndarray, low: np.ndarray, high: np.ndarr
     if k == 0:
         return np.empty((d, 0))
     order = np.argsort(Z, axis=1)
-    S = np.take_along_axis(Z, order, axis=1)
+    rows = np.arange(d)[:, None]
+    S = Z[rows, order]
     if k == 1:
         sg = np.fmax(S - low[:, None], high[:, None] - S)
         sg = np.where(np.isfinite(sg), sg, psig[:, None])
     else:
-        g = np.diff(S, axis=1)
-        sg = np.maximum(np.concatenate([g[:, :1], g], axis=1), np.concatenate([g, g[:, -1:]], axis=1))
-    sg = np.clip(sg, (psig / min(100.0, k + 2.0))[:, None], psig[:, None])
+        sg = np.empty((d, k))
+        g = S[:, 1:] - S[:, :-1]
+        sg[:, 0] = g[:, 0]
+        sg[:, -1] = g[:, -1]
+        np.maximum(g[:, 1:], g[:, :-1], out=sg[:, 1:-1])
+    np.clip(sg, (psig / min(100.0, k + 2.0))[:, None], psig[:, None], out=sg)
     out = np.empty_like(sg)
-    np.put_along_axis(out, order, sg, axis=1)
+    out[rows, order] = sg
     return out
 
 
@@ -601,10 +627,10 @@ def _subsample(rng, w, V, keep, K):
     if m == 0 or rest.size <= m:
         return w, V
     wr = w[rest]
-    # weighted sampling without replacement (Efraimidis-Spirakis keys u^(1/w), top m)
-    with np.errstate(divide="ignore"):
-        keys = np.log(rng.random(rest.size)) / wr
-    pick = rest[np.argpartition(-keys, m - 1)[:m]]
+    # weighted sampling without replacement (Efraimidis-Spirakis, as exponential clocks E/w:
+    # the m smallest)
+    keys = rng.standard_exponential(rest.size) / wr
+    pick = rest[np.argpartition(keys, m - 1)[:m]]
     idx = np.sort(np.concatenate([pick, kept]))
     nw = w.copy()
     nw[pick] = wr.sum() / m

@@ -42,7 +42,7 @@ _PENDING = tuple(sorted(JOB_PENDING_STATES))
 # --------------------------------------------------------------------------- defaults
 DEFAULT_PRIOR_WEIGHT = 1.0
 DEFAULT_N_STARTUP_JOBS = 10  # hyperopt: 20; the benchmark favours 10 (as Optuna)
-DEFAULT_N_EI_CANDIDATES = 24
+DEFAULT_N_EI_CANDIDATES = 64  # hyperopt, Optuna: 24; chosen by the benchmark (bench/RESULTS.md)
 DEFAULT_GAMMA = 0.25
 DEFAULT_LF = 25
 DEFAULT_MAX_COMPONENTS = 128
