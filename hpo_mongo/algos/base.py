@@ -51,6 +51,7 @@ class History:
 
 
 _TID = operator.itemgetter("tid")
+_FINISHED = tuple(sorted(JOB_FINISHED_STATES))
 
 
 def _loss(doc: dict) -> float:
@@ -98,7 +99,10 @@ def history(space: CompiledSpace, trials: Any) -> History:
                            np.fromiter((_loss(d) for d in tail), dtype=float, count=len(tail))])
     state = np.concatenate([cache.get("state", np.empty(0, dtype=np.int64))[:start],
                             np.fromiter((d["state"] for d in tail), dtype=np.int64, count=len(tail))])
-    final = np.isin(state[start:], list(JOB_FINISHED_STATES))
+    tail_state = state[start:]
+    final = np.zeros(tail_state.shape, dtype=bool)
+    for s in _FINISHED:
+        final |= tail_state == s
     cache["n_final"] = start + (int(np.argmin(final)) if not final.all() else len(final))
     cache["loss"], cache["state"] = loss, state
     tid = cache.get("tid_arr")

@@ -158,9 +158,15 @@ def suggest(new_ids: Sequence[int], domain: Any, trials: Any, seed: int,
     X_ok, loss = (Z, h.loss) if n_ok == len(ok) else (Z[ok], h.loss[ok])
     n_below = gamma(n_ok) if callable(gamma) else default_gamma(n_ok, gamma)
     n_below = int(min(max(n_below, 1), n_ok))
-    order = np.argsort(loss, kind="stable")
-    below = np.zeros(n_ok, dtype=bool)
-    below[order[:n_below]] = True
+    # the n_below lowest losses, ties in tid order (= a stable argsort's first n_below)
+    if n_below < n_ok:
+        kth = np.partition(loss, n_below - 1)[n_below - 1]
+        below = loss < kth
+        need = n_below - int(np.count_nonzero(below))
+        if need > 0:
+            below[np.flatnonzero(loss == kth)[:need]] = True
+    else:
+        below = np.ones(n_ok, dtype=bool)
     X_below = X_ok[below]
     X_above = X_ok[~below]
     if constant_liar:
