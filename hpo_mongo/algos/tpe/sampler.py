@@ -104,6 +104,15 @@ def _groups(space, multivariate: bool) -> tuple[list[int], list[list[int]]]:
     return per[multivariate]
 
 
+def _all_active(space) -> bool:
+    per = _GROUPS.get(space)
+    if per is None:
+        per = _GROUPS[space] = {}
+    if "all_active" not in per:
+        per["all_active"] = all(p.always_active for p in space.params)
+    return per["all_active"]
+
+
 def _make_groups(space, multivariate: bool) -> tuple[list[int], list[list[int]]]:
     if not multivariate:
         return [p.index for p in space.params], []
@@ -179,6 +188,7 @@ def suggest(new_ids: Sequence[int], domain: Any, trials: Any, seed: int,
         pending = np.empty((0, space.n_params))
 
     alone, joint = _groups(space, multivariate)
+    all_active = _all_active(space)
     alone = np.asarray(alone, dtype=np.int64)
     rows = np.empty((len(new_ids), space.n_params))
     for i in range(len(new_ids)):
@@ -200,8 +210,9 @@ def suggest(new_ids: Sequence[int], domain: Any, trials: Any, seed: int,
             cand = lo.sample(rng, n_EI_candidates)
             score = lo.log_pdf_ratio(hi, cand)
             row[c] = cand[:, int(np.argmax(score))]
-        row[~space.active_mask(row[None, :])[0]] = np.nan
+        if not all_active:
+            row[~space.active_mask(row[None, :])[0]] = np.nan
         rows[i] = row
-        if constant_liar:
+        if constant_liar and i + 1 < len(new_ids):
             pending = np.vstack([pending, table.internal_rows(row[None, :])])
     return docs_from_rows(new_ids, space, rows, trials)
