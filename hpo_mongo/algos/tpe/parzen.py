@@ -19,7 +19,12 @@ Univariate bandwidths are the larger gap to the sorted neighbours, clipped to
 observations exist, neighbouring sorted components are merged by moment matching, so the
 cost of scoring is bounded whatever the history size.
 
-Only :meth:`sample` and :meth:`log_pdf` are public on the estimators.
+Joint estimators score points as one pass over the components of l(x) and g(x) side by
+side (:meth:`JointParzen.log_pdf_ratio`): continuous dimensions as a quadratic form in
+standardised coordinates (two matrix products), quantized ones with the normal CDF evaluated
+once per distinct cell edge, categorical ones by a table look-up.
+
+Only :meth:`sample`, :meth:`log_pdf` and :meth:`log_pdf_ratio` are public on the estimators.
 """
 from __future__ import annotations
 
