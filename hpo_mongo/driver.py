@@ -8,9 +8,7 @@ whatever the queue length or the timing of the workers.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
 import os
 import pickle
 import sys

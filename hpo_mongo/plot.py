@@ -220,7 +220,7 @@ def plot_experiment(docs: Sequence[Mapping[str, Any]], space: hi.SpaceInfo | Non
     n_err = len(failed)
     sub = f"{len(docs)} trials, {len(ok)} successful, {n_err} failed or cancelled"
     if ok:
-        sub += f"; colour = trial order (dark = early, yellow = late); ★ = best"
+        sub += "; colour = trial order (dark = early, yellow = late); ★ = best"
     fig.suptitle(f"{title or 'hpo_mongo experiment'}\n{sub}", fontsize=11, y=0.995)
     fig.subplots_adjust(top=1 - 0.55 / fig.get_figheight(), bottom=0.35 / fig.get_figheight() + 0.02,
                         left=0.06, right=0.98)

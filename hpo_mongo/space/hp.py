@@ -5,7 +5,7 @@ from typing import Any, Sequence
 
 from ..exceptions import InvalidSpaceError
 from .distributions import Distribution
-from .nodes import Apply, Choice, Param
+from .nodes import Choice, Param
 
 __all__ = [
     "choice", "pchoice", "randint", "uniformint", "uniform", "quniform", "loguniform",
