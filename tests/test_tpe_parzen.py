@@ -210,3 +210,18 @@ def test_joint_scoring_matches_kernel_by_kernel_reference_and_ratio():
     np.testing.assert_allclose(hi.log_pdf(V), _joint_reference_log_pdf(hi, V), rtol=1e-7, atol=1e-7)
     np.testing.assert_allclose(lo.log_pdf_ratio(hi, V), lo.log_pdf(V) - hi.log_pdf(V), rtol=1e-9, atol=1e-9)
 
+
+
+def test_joint_liar_kernels_get_at_least_the_given_bandwidth():
+    space = _space()
+    t, Z = _obs(space, 60, seed=6)
+    cols = np.arange(space.n_params)
+    keep = np.zeros(60, dtype=bool)
+    keep[-2:] = True
+    est = JointParzen(t, cols, Z, ParzenParameters(), np.random.default_rng(0), keep=keep, n_good=6,
+                      keep_sigma=np.full(est_num := int((~t.is_cat[cols]).sum()), 0.5))
+    plain = JointParzen(t, cols, Z, ParzenParameters(), np.random.default_rng(0), keep=keep, n_good=6)
+    assert est_num == plain._sigma.shape[0]
+    assert (est._sigma[:, -3:-1] >= 0.5).all()  # the two liars (the prior component is last)
+    np.testing.assert_array_equal(est._sigma[:, :-3], plain._sigma[:, :-3])
+    np.testing.assert_allclose(est._w, plain._w)

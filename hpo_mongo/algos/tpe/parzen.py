@@ -394,7 +394,8 @@ class JointParzen:
 
     def __init__(self, table: ParamTable, cols: np.ndarray, V: np.ndarray,
                  params: ParzenParameters, rng: np.random.Generator,
-                 keep: np.ndarray | None = None, n_good: int = 1) -> None:
+                 keep: np.ndarray | None = None, n_good: int = 1,
+                 keep_sigma: np.ndarray | None = None) -> None:
         t = self._t = table
         self._cols = cols = np.asarray(cols, dtype=np.int64)
         c = _col_constants(t, cols)
@@ -411,7 +412,9 @@ class JointParzen:
             keep = None
         K = params.max_components
         if n > K:
-            w, V = _subsample(rng, w, V, np.zeros(n, dtype=bool) if keep is None else keep, K)
+            kp = np.zeros(n, dtype=bool) if keep is None else keep
+            w, V, kp = _subsample(rng, w, V, kp, K)
+            keep = kp if keep is not None else None
         self._num, self._cat = c["num"], c["cat"]
         self._w = np.append(w, float(params.prior_weight))
         self._logw = np.log(self._w / self._w.sum())
@@ -419,7 +422,13 @@ class JointParzen:
             psig = c["psig"]
             Z = V[:, self._num].T  # (dn, k), internal coordinates
             self._mu = np.hstack([Z, c["pmu"][:, None]])
-            self._sigma = np.hstack([_gap_sigmas(Z, psig, c["low"], c["high"]), psig[:, None]])
+            sg = _gap_sigmas(Z, psig, c["low"], c["high"])
+            if keep is not None and keep_sigma is not None:
+                # liars: at least the bandwidth a good observation has in l(x), so a pending
+                # point pushes the next suggestions away from its neighbourhood, not only off
+                # its exact location
+                sg[:, keep] = np.maximum(sg[:, keep], np.asarray(keep_sigma)[:, None])
+            self._sigma = np.hstack([sg, psig[:, None]])
             self._L, self._H = c["L"], c["H"]
             with np.errstate(invalid="ignore"):
                 a = (self._L - self._mu) / self._sigma
@@ -630,7 +639,7 @@ def _subsample(rng, w, V, keep, K):
     rest = np.flatnonzero(~keep)
     m = max(K - kept.size, 0)
     if m == 0 or rest.size <= m:
-        return w, V
+        return w, V, keep
     wr = w[rest]
     # weighted sampling without replacement (Efraimidis-Spirakis, as exponential clocks E/w:
     # the m smallest)
@@ -639,4 +648,4 @@ def _subsample(rng, w, V, keep, K):
     idx = np.sort(np.concatenate([pick, kept]))
     nw = w.copy()
     nw[pick] = wr.sum() / m
-    return nw[idx], V[idx]
+    return nw[idx], V[idx], keep[idx]

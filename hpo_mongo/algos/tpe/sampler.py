@@ -12,8 +12,12 @@ Which trials feed the model
       ``constant_liar=True`` (default) they join the bad group as if they had the worst observed
       loss, so the next suggestions move away from them; each pending point weighs in g(x) what
       one good trial weighs in l(x) (a plain weight of 1 among ~n bad trials would be drowned
-      at large n, which is how hyperopt's suggestions collapse). With ``constant_liar=False``
-      they are ignored.
+      at large n, which is how hyperopt's suggestions collapse). In the joint model a pending
+      point's kernel in g(x) is also at least ``liar_bandwidth`` (default 3) times the median
+      bandwidth of the good trials' kernels in l(x): with the plain neighbour-gap rule it was as
+      narrow as the dense bad group's kernels and only kept suggestions off the exact pending
+      location, so with 64 candidates consecutive suggestions bunched around the mode of l(x).
+      With ``constant_liar=False`` they are ignored.
 
 Model
     ``multivariate=True`` (default, chosen by the benchmark): parameters active under the same
@@ -51,6 +55,7 @@ DEFAULT_LF = 25
 DEFAULT_MAX_COMPONENTS = 128
 DEFAULT_MULTIVARIATE = True  # chosen by the benchmark (bench/RESULTS.md)
 DEFAULT_CONSTANT_LIAR = True
+DEFAULT_LIAR_BANDWIDTH = 3.0  # chosen by the 8-pending benchmark over 50 seeds (bench/RESULTS.md)
 
 
 def default_gamma(n: int, gamma: float | None = None) -> int:
@@ -140,7 +145,8 @@ def suggest(new_ids: Sequence[int], domain: Any, trials: Any, seed: int,
             multivariate: bool = DEFAULT_MULTIVARIATE,
             max_components: int = DEFAULT_MAX_COMPONENTS,
             cat_prior_per_option: bool = True,
-            liar_weight: float = 1.0) -> list[dict]:
+            liar_weight: float = 1.0,
+            liar_bandwidth: float = DEFAULT_LIAR_BANDWIDTH) -> list[dict]:
     """Tree-structured Parzen Estimator suggestions, one document per id in ``new_ids``.
 
     Same positional options as ``hyperopt.tpe.suggest``. ``gamma``: ``None`` (default) uses
@@ -148,7 +154,9 @@ def suggest(new_ids: Sequence[int], domain: Any, trials: Any, seed: int,
     (capped at 25); a function ``n_finished -> n_good`` is called as is.
     ``linear_forgetting``: observations older than the newest this many are down-weighted.
     ``constant_liar``: pending trials join the bad group (see the module docstring);
-    ``liar_weight``: how many good trials' weight each pending point carries in g(x).
+    ``liar_weight``: how many good trials' weight each pending point carries in g(x);
+    ``liar_bandwidth``: joint model only, a pending point's kernel in g(x) is at least this
+    times the median bandwidth of the good trials' kernels in l(x) (0: plain gap rule).
     ``multivariate``: one joint Parzen estimator per group of parameters active together.
     ``max_components``: cap on the mixture size (merged grid cells) whatever the history.
     ``cat_prior_per_option``: hyperopt's ``prior_weight`` pseudo-count per option (True) or
@@ -209,7 +217,11 @@ def suggest(new_ids: Sequence[int], domain: Any, trials: Any, seed: int,
         for cols in joint:
             c = np.asarray(cols, dtype=np.int64)
             lo = JointParzen(table, c, X_below[:, c], params, rng)
-            hi = JointParzen(table, c, X_bad[:, c], params, rng, keep=liar, n_good=n_below)
+            ks = None
+            if len(pending) and lo._num.size and lo._sigma.shape[1] > 1:
+                ks = liar_bandwidth * np.median(lo._sigma[:, :-1], axis=1)
+            hi = JointParzen(table, c, X_bad[:, c], params, rng, keep=liar, n_good=n_below,
+                             keep_sigma=ks)
             cand = lo.sample(rng, n_EI_candidates)
             score = lo.log_pdf_ratio(hi, cand)
             row[c] = cand[:, int(np.argmax(score))]
