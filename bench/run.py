@@ -420,6 +420,7 @@ def timing(sizes, repeats: int = 15, domain: str = "mixed10") -> dict:
 
 
 def timing_table(res: dict) -> str:
+    """A markdown table: one row per history size, one column per measured quantity."""
     cols = list(next(iter(res.values())).keys())
     lines = ["| history n | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for n, row in res.items():
@@ -500,11 +501,7 @@ def spread(sizes=(100, 1000), n_sugg: int = 16, seeds=(0, 1, 2), domain: str = "
 
 
 def spread_table(res: dict) -> str:
-    cols = list(next(iter(res.values())).keys())
-    lines = ["| history n | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for n, row in res.items():
-        lines.append(f"| {n} | " + " | ".join(f"{row[c]:.2f}" for c in cols) + " |")
-    return "\n".join(lines)
+    return timing_table(res)  # same shape: one row per history size, one column per optimizer
 
 
 # =========================================================================== pending
