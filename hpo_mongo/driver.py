@@ -184,7 +184,8 @@ class _Progress:
             return
         from tqdm.auto import tqdm
         self.bar = tqdm(total=None if total == sys.maxsize else total, initial=initial,
-                        dynamic_ncols=True, unit="trial", postfix={"best loss": "?"})
+                        dynamic_ncols=True, unit="trial")
+        self.bar.set_postfix_str("best loss: ?")
 
     def update(self, n: int, best: float | None) -> None:
         if self.bar is None:
