@@ -4,8 +4,9 @@
 hyperopt user code unchanged.
 """
 from ._version import __version__
-from . import early_stop, grid, rand
+from . import base, early_stop, grid, rand  # noqa: F401 - hyperopt's module paths
 from .domain import Domain
+from . import fmin as _fmin_module  # noqa: F401 - registers hpo_mongo.fmin (hyperopt's module path)
 from .driver import Ctrl, fmin, generate_trials_to_calculate
 from .exceptions import (AllTrialsFailed, DuplicateLabel, HpoMongoError, InvalidParameterError,
                          InvalidResultError, InvalidSpaceError)

@@ -34,6 +34,11 @@ class InvalidResultError(HpoMongoError, ValueError):
     """An objective returned something that is not a valid result."""
 
 
+#: hyperopt's names for invalid results (hpo_mongo records them as failed trials instead of raising)
+InvalidResultStatus = InvalidResultError
+InvalidLoss = InvalidResultError
+
+
 class InvalidTrial(HpoMongoError, ValueError):
     """A trial document does not follow the documented schema."""
 

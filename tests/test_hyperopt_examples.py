@@ -111,3 +111,26 @@ def test_conditional_neural_network_space():
         three = t["misc"]["vals"]["num_layers"] == [1]
         assert bool(t["misc"]["vals"]["units3"]) == three
     assert -trials.best_trial["result"]["loss"] > 0.85
+
+
+def test_hyperopt_module_paths_import_after_the_swap():
+    """Every import line of hyperopt code that hpo_mongo supports, with only the package renamed."""
+    import hpo_mongo
+    from hpo_mongo import (STATUS_FAIL, STATUS_OK, Trials, anneal, fmin, grid, hp, rand,  # noqa: F401
+                           space_eval, tpe, trials_from_docs)
+    from hpo_mongo.base import JOB_STATE_DONE, Domain, Trials as BaseTrials  # noqa: F401
+    from hpo_mongo.early_stop import no_progress_loss  # noqa: F401
+    from hpo_mongo.exceptions import AllTrialsFailed, DuplicateLabel, InvalidLoss  # noqa: F401
+    from hpo_mongo.fmin import fmin as fmin2, generate_trials_to_calculate  # noqa: F401
+    from hpo_mongo.mongoexp import MongoTrials  # noqa: F401
+    from hpo_mongo.pyll import scope as scope2  # noqa: F401
+    from hpo_mongo.pyll.base import scope as scope3  # noqa: F401
+    from hpo_mongo.pyll.stochastic import sample  # noqa: F401
+
+    assert hpo_mongo.fmin is fmin is fmin2 and callable(hpo_mongo.fmin)  # the function, not the module
+    assert BaseTrials is Trials and scope2 is scope3
+    assert tpe.suggest and anneal.suggest and rand.suggest and grid.suggest
+    trials = generate_trials_to_calculate([{"x": 1.0}])
+    fmin(lambda x: x, hp.uniform("x", 0, 2), algo=rand.suggest, max_evals=2, trials=trials,
+         rstate=np.random.default_rng(0), show_progressbar=False)
+    assert trials.trials[0]["misc"]["vals"]["x"] == [1.0] and len(trials) == 2

@@ -1,0 +1,10 @@
+"""``hyperopt.fmin`` compatibility: ``from hpo_mongo.fmin import fmin, space_eval,
+generate_trials_to_calculate`` works as with hyperopt. The driver lives in :mod:`hpo_mongo.driver`.
+
+As in hyperopt, the package attribute ``hpo_mongo.fmin`` is the *function* (``hpo_mongo/__init__``
+binds it after importing this module); this module is reached through ``sys.modules``.
+"""
+from .driver import fmin, generate_trials_to_calculate  # noqa: F401
+from .space import space_eval  # noqa: F401
+
+__all__ = ["fmin", "space_eval", "generate_trials_to_calculate"]
