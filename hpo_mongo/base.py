@@ -5,7 +5,6 @@ the implementations live in :mod:`hpo_mongo.trials` and :mod:`hpo_mongo.domain`.
 """
 from .domain import Domain
 from .driver import Ctrl
-from .trials.documents import *  # noqa: F401,F403 - states, statuses, TRIAL_KEYS, TRIAL_MISC_KEYS
 from .trials.documents import (JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW,
                                JOB_STATE_RUNNING, JOB_STATES, JOB_VALID_STATES, STATUS_FAIL,
                                STATUS_NEW, STATUS_OK, STATUS_RUNNING, STATUS_STRINGS,
