@@ -21,7 +21,8 @@ import numpy as np
 from . import inspect as hi
 from .trials.documents import JOB_STATE_CANCEL, JOB_STATE_ERROR
 
-__all__ = ["require_matplotlib", "plot_experiment", "plot_trials", "plot_convergence", "plot_parameter"]
+__all__ = ["require_matplotlib", "plot_experiment", "experiment_figure", "plot_trials", "plot_convergence",
+           "plot_parameter"]
 
 _BEST_COLOR = "#d62728"
 _LINE_COLOR = "#ff7f0e"
@@ -170,6 +171,17 @@ def plot_experiment(docs: Sequence[Mapping[str, Any]], space: hi.SpaceInfo | Non
     (PNG, or any format matplotlib infers from the extension). Returns ``{"trials", "panels",
     "path"}``."""
     plt = require_matplotlib()
+    fig, n_panels = experiment_figure(docs, space, title=title, labels=labels, dpi=dpi, ncols=ncols)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return {"trials": len(docs), "panels": n_panels, "path": str(path)}
+
+
+def experiment_figure(docs: Sequence[Mapping[str, Any]], space: hi.SpaceInfo | None, *,
+                      title: str | None = None, labels: Sequence[str] | None = None, dpi: int = 110,
+                      ncols: int = 3) -> tuple[Any, int]:
+    """The figure of :func:`plot_experiment`, not saved: ``(matplotlib figure, number of panels)``."""
+    import matplotlib.pyplot as plt
     from matplotlib.gridspec import GridSpec
     space = space or hi.SpaceInfo()
     docs = sorted(docs, key=lambda d: d.get("tid", 0))
@@ -224,9 +236,7 @@ def plot_experiment(docs: Sequence[Mapping[str, Any]], space: hi.SpaceInfo | Non
     fig.suptitle(f"{title or 'hpo_mongo experiment'}\n{sub}", fontsize=11, y=0.995)
     fig.subplots_adjust(top=1 - 0.55 / fig.get_figheight(), bottom=0.35 / fig.get_figheight() + 0.02,
                         left=0.06, right=0.98)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return {"trials": len(docs), "panels": 1 + n_par, "path": str(path)}
+    return fig, 1 + n_par
 
 
 def plot_trials(trials: Any, path: Any, *, space: Any = None, title: str | None = None,

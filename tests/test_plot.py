@@ -64,3 +64,24 @@ def test_missing_matplotlib_message(exp, tmp_path, monkeypatch):
     assert r.exit_code == 2
     assert r.output.strip() == "Error: matplotlib is not installed: pip install 'hpo_mongo[plot]' to draw plots"
     assert not (tmp_path / "x.png").exists()
+
+
+def test_hyperopt_plotting_functions_return_figures():
+    import matplotlib
+    matplotlib.use("Agg", force=True)
+    import numpy as np
+
+    from hpo_mongo import Trials, fmin, hp, rand
+    from hpo_mongo.plotting import main_plot_histogram, main_plot_history, main_plot_vars
+    trials = Trials()
+    fmin(lambda d: d["x"] ** 2 if d["c"] == "a" else float("nan"),
+         {"x": hp.uniform("x", -1, 1), "c": hp.choice("c", ["a", "b"])}, algo=rand.suggest,
+         max_evals=20, trials=trials, rstate=np.random.default_rng(0), show_progressbar=False)
+    fig = main_plot_history(trials, do_show=False)
+    assert fig.axes[0].get_title(loc="left") == "Loss History"
+    fig = main_plot_histogram(trials, do_show=False)
+    assert "ok," in fig.axes[0].get_title(loc="left")
+    fig = main_plot_vars(trials, do_show=False, columns=2)
+    assert len(fig.axes) == 3  # convergence + one panel per parameter
+    ticks = [t.get_text() for t in fig.axes[2].get_xticklabels()] + [t.get_text() for t in fig.axes[1].get_xticklabels()]
+    assert "a" in ticks  # the choice panel shows option values, not indices
