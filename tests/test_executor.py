@@ -153,3 +153,17 @@ def test_worker_survives_many_crashes_and_overhead_is_small():
         assert ex.run(DOMAIN, vals("ok")).state == JOB_STATE_DONE
     per_trial = (time.monotonic() - t0) / n
     assert per_trial < 0.25, f"fork overhead {per_trial * 1000:.1f} ms per trial"
+
+
+def test_inprocess_timeout_interrupts_python_code_and_restores_the_alarm():
+    import signal as _signal
+    before = _signal.getsignal(_signal.SIGALRM)
+    t0 = time.monotonic()
+    out = run_trial(DOMAIN, vals("sleep", x=5.0), subprocess=False, timeout=0.3)
+    assert time.monotonic() - t0 < 3
+    assert out.state == JOB_STATE_ERROR and out.error["type"] == "Timeout"
+    assert out.error["message"] == "timeout: trial exceeded 0.3 s"
+    assert _signal.getsignal(_signal.SIGALRM) is before
+    assert _signal.getitimer(_signal.ITIMER_REAL) == (0.0, 0.0)
+    ok = run_trial(DOMAIN, vals("ok"), subprocess=False, timeout=5)  # a fast trial is unaffected
+    assert ok.state == JOB_STATE_DONE

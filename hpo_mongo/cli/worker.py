@@ -70,7 +70,7 @@ def build_config(exp_key, poll_interval, max_jobs, max_consecutive_failures, res
               help="A trial lost (lease expired) N times becomes ERROR 'lost N times'.")
 @click.option("--no-subprocess", "no_subprocess", is_flag=True, default=False,
               help="Evaluate in the worker process instead of a forked child per trial (a crash in the "
-                   "objective then kills the worker; --trial-timeout is not enforced).")
+                   "objective then kills the worker; --trial-timeout then interrupts Python code only).")
 @click.option("--trial-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
               help="Kill a trial's process after SECONDS and record ERROR 'timeout' (default: no limit).")
 @click.option("--grace-period", type=click.FloatRange(min=0), default=30.0, show_default=True, metavar="SECONDS",

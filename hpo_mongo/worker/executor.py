@@ -107,6 +107,46 @@ def working_dir(workdir: str | None):
         os.chdir(old)
 
 
+class _InProcessTimeout(BaseException):
+    """Raised into an in-process objective by SIGALRM (a BaseException: ``except Exception`` in the
+    objective does not swallow it)."""
+
+
+class _Fired:
+    """Truthy once the in-process alarm went off."""
+
+    def __init__(self) -> None:
+        self.value = False
+
+    def __bool__(self) -> bool:
+        return self.value
+
+
+@contextlib.contextmanager
+def _alarm(timeout: float | None):
+    """In-process ``--trial-timeout``: SIGALRM interrupts Python code after ``timeout`` seconds.
+
+    Only in the main thread on POSIX; native code that never returns to the interpreter cannot be
+    interrupted this way (use the default forked child for that).
+    """
+    fired = _Fired()
+    if not timeout or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield fired
+        return
+
+    def on_alarm(signum, frame):
+        fired.value = True
+        raise _InProcessTimeout()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        yield fired
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _evaluate(domain: Any, vals: Mapping, ctrl: Any) -> tuple[str, Any, Any]:
     try:
         result, attachments = domain.evaluate(vals, ctrl)
@@ -207,7 +247,7 @@ class Executor:
         self._reap()
         timeout = self.timeout if timeout is None else timeout
         if not self.subprocess:
-            return self._run_inprocess(domain, vals, ctrl, workdir, cancel_event)
+            return self._run_inprocess(domain, vals, ctrl, workdir, cancel_event, timeout)
         return self._run_forked(domain, vals, ctrl, workdir, cancel_event, timeout)
 
     def _reap(self) -> None:
@@ -227,11 +267,15 @@ class Executor:
     def _cancelled(self, cancel_event: threading.Event | None) -> bool:
         return self._cancel.is_set() or (cancel_event is not None and cancel_event.is_set())
 
-    def _run_inprocess(self, domain, vals, ctrl, workdir, cancel_event) -> Outcome:
+    def _run_inprocess(self, domain, vals, ctrl, workdir, cancel_event, timeout=None) -> Outcome:
         t0 = time.monotonic()
-        with working_dir(workdir):
+        with working_dir(workdir), _alarm(timeout) as fired:
             kind, a, b = _evaluate(domain, vals, ctrl)
         dt = time.monotonic() - t0
+        if fired:
+            msg = f"timeout: trial exceeded {timeout:g} s"
+            return _error_outcome({"type": "Timeout", "message": msg, "traceback": a.get("traceback", "")
+                                   if isinstance(a, dict) else ""}, dt)
         if kind == "error" and a["type"] == "KeyboardInterrupt":
             raise KeyboardInterrupt  # in-process: Ctrl-C is for the worker, not a trial failure
         if self._cancelled(cancel_event):

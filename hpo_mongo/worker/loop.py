@@ -456,8 +456,8 @@ class Worker:
                            "unsigned payload it finds in the database; anyone who can write to it can run code "
                            "here (see docs/security.md)")
         if c.trial_timeout and not c.subprocess:
-            logger.warning("--trial-timeout is not enforced with --no-subprocess (a running objective cannot be "
-                           "interrupted in-process)")
+            logger.warning("--trial-timeout with --no-subprocess interrupts Python code only (SIGALRM); an "
+                           "objective blocked in native code runs on until it returns to Python")
         self._heartbeat = Heartbeat(self.beat, c.heartbeat_interval, name="hpo-mongo-worker-heartbeat").start()
         code = EXIT_OK
         try:
