@@ -320,7 +320,6 @@ class _FMinLoop:
             for name, blob in attachments.items():
                 trials.trial_attachments(doc)[name] = blob
             trials._finish(doc, JOB_STATE_DONE, result)
-        trials.refresh()
 
     # --------------------------------------------------------------- the loop
     def run(self) -> None:
@@ -368,9 +367,6 @@ class _FMinLoop:
                 if trials.asynchronous:
                     hooks.wait()
                 else:
-                    if not any(t["state"] == JOB_STATE_NEW for t in trials.trials):
-                        if self.exhausted:
-                            continue
                     self._evaluate_new()
         finally:
             if hooks:

@@ -51,7 +51,8 @@ def normalize_result(raw: Any) -> tuple[dict, dict[str, bytes]]:
             result["failure"] = (f"unknown status {status!r} (expected one of {list(STATUS_STRINGS)})"
                                  if "status" in result else "result dict has no 'status'")
             result["status"] = STATUS_FAIL
-            result.pop("loss", None) if _as_loss(result.get("loss"))[1] else None
+            if _as_loss(result.get("loss"))[1]:
+                result.pop("loss", None)
         elif status == STATUS_OK:
             if "loss" not in result:
                 result["status"], result["failure"] = STATUS_FAIL, "status is 'ok' but the result has no 'loss'"
@@ -68,8 +69,8 @@ def normalize_result(raw: Any) -> tuple[dict, dict[str, bytes]]:
         return sonify(result), {str(k): v for k, v in attachments.items()}
     loss, why = _as_loss(raw)
     if why:
-        return {"status": STATUS_FAIL, "failure": f"objective returned an invalid result: {why}"
-                if "loss is NaN" != why else "objective returned NaN", "loss": None}, {}
+        failure = "objective returned NaN" if why == "loss is NaN" else f"objective returned an invalid result: {why}"
+        return {"status": STATUS_FAIL, "failure": failure, "loss": None}, {}
     return {"loss": loss, "status": STATUS_OK}, {}
 
 

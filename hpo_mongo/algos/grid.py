@@ -74,11 +74,6 @@ def iter_grid(space: CompiledSpace, n_points: int = DEFAULT_N_POINTS) -> Iterato
     return rec(0)
 
 
-def grid_size(space: CompiledSpace, n_points: int = DEFAULT_N_POINTS) -> int:
-    """Number of points on the grid (enumerates it; cheap for grids that fit in memory)."""
-    return sum(1 for _ in iter_grid(space, n_points))
-
-
 def suggest(new_ids: Sequence[int], domain: Any, trials: Any, seed: int,
             n_points: int = DEFAULT_N_POINTS) -> list[dict]:
     """The next grid points after the largest ``misc.grid_index`` already in ``trials``."""

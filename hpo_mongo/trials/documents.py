@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -101,9 +101,7 @@ def validate_trial_doc(doc: Mapping[str, Any], exp_key: Any = ...) -> None:
 
 def sonify(obj: Any) -> Any:
     """Convert numpy scalars/arrays and tuples to plain BSON/JSON-friendly Python values."""
-    if obj is None or isinstance(obj, (bool, str, bytes, int, _dt.datetime)):
-        return obj
-    if isinstance(obj, float):
+    if obj is None or isinstance(obj, (bool, str, bytes, int, float, _dt.datetime)):
         return obj
     if isinstance(obj, np.generic):
         return obj.item()
@@ -130,8 +128,3 @@ def loss_of(doc: Mapping[str, Any]) -> float | None:
         return None
     return None if math.isnan(loss) else loss
 
-
-def docs_by_state(docs: Iterable[Mapping[str, Any]], states: Iterable[int]) -> list:
-    """The documents whose state is in ``states``."""
-    states = frozenset(states)
-    return [d for d in docs if d["state"] in states]
