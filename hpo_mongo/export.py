@@ -12,12 +12,14 @@ turn choice indices into option values when the store does not know it.
 from __future__ import annotations
 
 import csv
+import datetime as _dt
 import io
 import json
 import os
 from typing import Any, Iterable, Mapping, Sequence
 
 from . import inspect as hi
+from ._json import dumps, iso
 from .exceptions import InvalidParameterError
 
 FORMATS = ("csv", "json", "jsonl")
@@ -32,8 +34,6 @@ def format_from_path(path: str | os.PathLike | None) -> str | None:
 
 
 def _csv_cell(v: Any) -> Any:
-    from .cli._output import iso
-    import datetime as _dt
     if v is None:
         return ""
     if isinstance(v, bool):
@@ -60,7 +60,6 @@ def write_csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], fp: Any
 
 def write_json(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], fp: Any) -> int:
     """A JSON array of objects with the keys in ``columns`` order."""
-    from .cli._output import dumps
     rows = [{c: r.get(c) for c in columns} for r in rows]
     fp.write(dumps(rows) + "\n")
     return len(rows)
@@ -68,7 +67,6 @@ def write_json(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], fp: An
 
 def write_jsonl(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], fp: Any) -> int:
     """One compact JSON object per line."""
-    from .cli._output import dumps
     n = 0
     for r in rows:
         fp.write(dumps({c: r.get(c) for c in columns}, indent=None) + "\n")
