@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import click
 
-from .._json import dumps, iso, jsonable  # noqa: F401 - re-exported for the commands
+from .._json import dumps, jsonable
 
 #: table cells longer than this are shortened with "…" (JSON and exports are never shortened)
 MAX_CELL = 48
