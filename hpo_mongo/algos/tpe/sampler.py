@@ -39,12 +39,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import rand
-from ...trials.documents import JOB_PENDING_STATES
 from ..base import docs_from_rows, history
 from .parzen import JointParzen, ParzenParameters, UnivariateParzen, param_table
 from .parzen import default_weights as _default_weights
 
-_PENDING = tuple(sorted(JOB_PENDING_STATES))
 
 # --------------------------------------------------------------------------- defaults
 DEFAULT_PRIOR_WEIGHT = 1.0
@@ -110,15 +108,6 @@ def _groups(space, multivariate: bool) -> tuple[list[int], list[list[int]]]:
     if multivariate not in per:
         per[multivariate] = _make_groups(space, multivariate)
     return per[multivariate]
-
-
-def _all_active(space) -> bool:
-    per = _GROUPS.get(space)
-    if per is None:
-        per = _GROUPS[space] = {}
-    if "all_active" not in per:
-        per["all_active"] = all(p.always_active for p in space.params)
-    return per["all_active"]
 
 
 def _make_groups(space, multivariate: bool) -> tuple[list[int], list[list[int]]]:
@@ -190,16 +179,12 @@ def suggest(new_ids: Sequence[int], domain: Any, trials: Any, seed: int,
     X_below = X_ok[below]
     X_above = X_ok[~below]
     if constant_liar:
-        st = h.state
-        pend = st == _PENDING[0]
-        for v in _PENDING[1:]:
-            pend |= st == v
-        pending = Z[pend]
+        pending = Z[h.pending]
     else:
         pending = np.empty((0, space.n_params))
 
     alone, joint = _groups(space, multivariate)
-    all_active = _all_active(space)
+    all_active = not space.is_conditional
     alone = np.asarray(alone, dtype=np.int64)
     rows = np.empty((len(new_ids), space.n_params))
     for i in range(len(new_ids)):
