@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import io
-import json
 import os
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -42,9 +41,7 @@ def _csv_cell(v: Any) -> Any:
         return repr(v)  # round-trips exactly
     if isinstance(v, _dt.datetime):
         return iso(v)
-    if isinstance(v, (dict, list, tuple)):
-        return json.dumps(v, sort_keys=True, separators=(",", ":"), default=str)
-    return v
+    return hi.flat_value(v)
 
 
 def write_csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], fp: Any) -> int:
@@ -146,7 +143,7 @@ def to_dataframe(trials: Any, space: Any = None) -> Any:
     inactive parameters as NaN/None). Needs the ``pandas`` extra."""
     pd = _pandas()
     columns, rows = trial_rows(trials, space)
-    rows = [{k: (hi.flat_value(v) if isinstance(v, (dict, list, tuple)) else v) for k, v in r.items()}
+    rows = [{k: hi.flat_value(v) for k, v in r.items()}
             for r in rows]  # nested options as JSON strings: hashable, groupable
     df = pd.DataFrame.from_records(rows, columns=columns)
     for c in ("book_time", "start_time", "end_time"):

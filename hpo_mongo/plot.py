@@ -51,7 +51,7 @@ def _short(v: Any, n: int = 14) -> str:
             if isinstance(v.get(k), (str, int, float)) and not isinstance(v.get(k), bool):
                 return _short(v[k], n)
     if isinstance(v, (dict, list, tuple)):
-        text = json.dumps(v, sort_keys=True, separators=(",", ":"), default=str)
+        text = hi.flat_value(v)
     elif isinstance(v, float):
         text = f"{v:.4g}"
     else:
@@ -189,11 +189,7 @@ def experiment_figure(docs: Sequence[Mapping[str, Any]], space: hi.SpaceInfo | N
     ok = [(d, r) for d, r in zip(docs, rows) if r["status"] == "ok" and _finite(r["loss"]) and r["state"] == "done"]
     failed = [d.get("tid") for d in docs if d.get("state") in (JOB_STATE_ERROR, JOB_STATE_CANCEL)
               or (d.get("result") or {}).get("status") == "fail"]
-    all_labels = list(space.labels)
-    for d in docs:
-        for k in ((d.get("misc") or {}).get("vals") or {}):
-            if k not in all_labels:
-                all_labels.append(k)
+    all_labels = list(hi.row_columns(space, docs)[1].values())
     if labels:
         unknown = [lab for lab in labels if lab not in all_labels]
         if unknown:

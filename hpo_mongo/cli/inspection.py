@@ -122,8 +122,13 @@ _LIST_COLUMNS_TAIL = ("duration", "owner", "error")
 _HEADERS = {"duration": "secs"}
 
 
-def _list_view(columns: list[str], param_cols: dict) -> list[str]:
-    return ["tid", "state", "loss", *param_cols, *_LIST_COLUMNS_TAIL]
+def _param_columns(columns: list[str]) -> list[str]:
+    """The parameter columns of ``hi.to_rows(...)`` columns (rows built without result columns)."""
+    return columns[len(hi.FIXED_COLUMNS):len(columns) - len(hi.TAIL_COLUMNS)]
+
+
+def _list_view(columns: list[str]) -> list[str]:
+    return ["tid", "state", "loss", *_param_columns(columns), *_LIST_COLUMNS_TAIL]
 
 
 @click.command(name="list", short_help="Trials, one column per parameter.")
@@ -148,8 +153,7 @@ def list_cmd(target: Any, as_json: bool, states: tuple, limit: int | None, sort:
     docs = hi.find_trials(target.db, target.jobs, exp.exp_key, state=states or None, sort=sort,
                           limit=limit, reverse=reverse)
     columns, rows = hi.to_rows(docs, exp.space)
-    _, param_cols = hi.row_columns(exp.space, docs)
-    emit(rows, as_json, lambda: echo_table(rows, _list_view(columns, param_cols), headers=_HEADERS,
+    emit(rows, as_json, lambda: echo_table(rows, _list_view(columns), headers=_HEADERS,
                                            empty=f"no trials in experiment {exp.label}"
                                            + (f" in state {', '.join(states)}" if states else "")))
 
@@ -170,7 +174,6 @@ def best_cmd(target: Any, as_json: bool, n: int) -> None:
     if not as_json and not docs:
         raise click.ClickException(f"experiment {exp.label} has no successful trial yet")
     columns, rows = hi.to_rows(docs, exp.space)
-    _, param_cols = hi.row_columns(exp.space, docs)
     if as_json:
         echo_json([{"rank": i + 1, "tid": r["tid"], "loss": r["loss"],
                     "params": hi.decode_vals((d.get("misc") or {}).get("vals"), exp.space)}
@@ -178,7 +181,7 @@ def best_cmd(target: Any, as_json: bool, n: int) -> None:
         return
     for i, r in enumerate(rows):
         r["rank"] = i + 1
-    echo_table(rows, ["rank", "tid", "loss", *param_cols, "duration"], headers=_HEADERS)
+    echo_table(rows, ["rank", "tid", "loss", *_param_columns(columns), "duration"], headers=_HEADERS)
 
 
 # ----------------------------------------------------------------------------- show
@@ -299,13 +302,12 @@ def watch_cmd(target: Any, interval: float, timeout: float | None, as_json: bool
     Example:
         hpo-mongo watch --exp-key mnist
     """
-    exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
     tty = sys.stdout.isatty() and not as_json
     start = time.monotonic()
     last = None
     try:
         while True:
-            exp = hi.get_experiment(target.db, target.jobs, exp.exp_key)
+            exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
             counts = hi.count_by_state(target.db, target.jobs, exp.exp_key)
             best = hi.best_trials(target.db, target.jobs, exp.exp_key, 1)
             tp = hi.throughput(target.db, target.jobs, exp.exp_key, minutes=hi.DEFAULT_WINDOW_MINUTES)

@@ -11,7 +11,7 @@ from ..exceptions import InvalidParameterError
 from ..trials.documents import JOB_STATE_CANCEL, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING, STATE_NAMES
 from ..trials.mongo import jobs as _jobs
 from .clock import server_now
-from .experiments import exp_label, get_experiment
+from .experiments import get_experiment
 from .liveness import stale_trials
 from .trials import _LIST_PROJECTION, _jobs_filter, get_trial
 
@@ -23,16 +23,8 @@ def _select(db: Any, jobs: str, exp_key: str | None, tids: Sequence[int]) -> tup
         if t in docs:
             found.append(docs[t])
         else:
-            skipped.append({"tid": t, "reason": f"no trial {t} in experiment {exp_label(exp_key)}"})
+            get_trial(db, jobs, exp_key, t)  # raises UnknownTrial with the most helpful message
     return found, skipped
-
-
-def _unknown_tids(db: Any, jobs: str, exp_key: str | None, tids: Sequence[int]) -> None:
-    present = {d["tid"] for d in db[jobs].find({"exp_key": exp_key, "tid": {"$in": list(tids)}}, {"tid": 1})}
-    missing = [t for t in dict.fromkeys(tids) if t not in present]
-    if missing:
-        for t in missing:
-            get_trial(db, jobs, exp_key, t)  # raises with the most helpful message
 
 
 def requeue_trials(db: Any, jobs: str, exp_key: str | None, *, tids: Sequence[int] = (),
@@ -51,8 +43,6 @@ def requeue_trials(db: Any, jobs: str, exp_key: str | None, *, tids: Sequence[in
     if not (tids or stale or errors):
         raise InvalidParameterError("nothing to requeue: name trial ids, or pass --stale or --errors")
     tids = [int(t) for t in tids]
-    if tids:
-        _unknown_tids(db, jobs, exp_key, tids)
     chosen: dict[int, dict] = {}
     skipped: list[dict] = []
     if tids:
@@ -93,7 +83,6 @@ def cancel_trials(db: Any, jobs: str, exp_key: str | None, tids: Sequence[int]) 
     if not tids:
         raise InvalidParameterError("name the trial ids to cancel")
     tids = [int(t) for t in tids]
-    _unknown_tids(db, jobs, exp_key, tids)
     found, skipped = _select(db, jobs, exp_key, tids)
     cancelled = []
     for d in found:
