@@ -21,7 +21,7 @@ import numpy as np
 from . import _validation as v
 from .domain import Domain
 from .exceptions import InvalidParameterError
-from .results import error_info
+from .results import error_info, error_result
 from .space import space_eval
 from .trials.base import BaseTrials
 from .trials.documents import (JOB_FINISHED_STATES, JOB_PENDING_STATES, JOB_STATE_DONE,
@@ -311,7 +311,7 @@ class _FMinLoop:
                 raise
             except Exception as e:
                 info = error_info(e)
-                trials._finish(doc, JOB_STATE_ERROR, {"status": "fail", "failure": f"{info['type']}: {info['message']}"}, info)
+                trials._finish(doc, JOB_STATE_ERROR, error_result(info), info)
                 logger.error("trial %s raised %s: %s", doc["tid"], info["type"], info["message"])
                 if not self.catch:
                     trials.refresh()

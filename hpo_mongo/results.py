@@ -81,3 +81,12 @@ def error_info(exc: BaseException) -> dict[str, str]:
         "message": str(exc),
         "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
     }
+
+
+def error_result(info: dict[str, str]) -> dict:
+    """The ``result`` recorded with an ERROR trial: status fail and a one-line ``failure``.
+
+    A ``Timeout`` message already says what happened; other errors read ``Type: message``.
+    """
+    failure = info["message"] if info.get("type") == "Timeout" else f"{info['type']}: {info['message']}"
+    return {"status": STATUS_FAIL, "failure": failure}

@@ -33,7 +33,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ..results import error_info
+from ..results import error_info, error_result
 from ..trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR
 
 logger = logging.getLogger("hpo_mongo.worker")
@@ -71,8 +71,7 @@ class Outcome:
 
 
 def _error_outcome(error: dict, duration: float = 0.0) -> Outcome:
-    failure = f"{error['type']}: {error['message']}" if error.get("type") not in ("Timeout",) else error["message"]
-    return Outcome(JOB_STATE_ERROR, {"status": "fail", "failure": failure}, {}, error, duration)
+    return Outcome(JOB_STATE_ERROR, error_result(error), {}, error, duration)
 
 
 def crash_message(exitcode: int | None) -> str:

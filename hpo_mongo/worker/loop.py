@@ -44,8 +44,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ..exceptions import ObjectiveLoadError, StoreUnavailable
-from ..results import error_info
-from ..trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR, STATUS_FAIL
+from ..results import error_info, error_result
+from ..trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR
 from ..trials.mongo import jobs as _jobs
 from ..trials.mongo.store import MongoJobs, MongoTrials
 from .executor import working_dir
@@ -96,8 +96,7 @@ class TrialOutcome:
     @classmethod
     def from_exception(cls, exc: BaseException) -> "TrialOutcome":
         info = error_info(exc)
-        return cls(JOB_STATE_ERROR, {"status": STATUS_FAIL, "failure": f"{info['type']}: {info['message']}"},
-                   info)
+        return cls(JOB_STATE_ERROR, error_result(info), info)
 
 
 class DomainCache:
@@ -164,6 +163,18 @@ def trial_workdir(doc: Mapping[str, Any], workdir: str | None) -> str | None:
     return workdir or (doc.get("misc") or {}).get("workdir") or None
 
 
+def load_domain(doc: Mapping[str, Any], get: Callable[[Mapping], Any]) -> tuple[Any, TrialOutcome | None]:
+    """``(domain, None)``, or ``(None, ERROR outcome)`` when the trial's domain cannot be loaded
+    (missing module, version mismatch, bad signature: nothing is executed)."""
+    try:
+        return get(doc), None
+    except Exception as e:  # noqa: BLE001 - ObjectiveLoadError, and anything unpickling raised
+        if not isinstance(e, ObjectiveLoadError):
+            e = ObjectiveLoadError(f"cannot load the objective: {type(e).__name__}: {e}")
+        logger.error("trial %s: %s", doc.get("tid"), e)
+        return None, TrialOutcome.from_exception(e)
+
+
 def evaluate_claimed_trial(doc: Mapping[str, Any], domains: DomainCache | Callable[[Mapping], Any], *,
                            ctrl: Any = None, workdir: str | None = None) -> TrialOutcome:
     """Evaluate one claimed trial document; never raises for the objective's (or the domain's) errors.
@@ -172,14 +183,9 @@ def evaluate_claimed_trial(doc: Mapping[str, Any], domains: DomainCache | Callab
     (missing module, version mismatch, bad signature) give an ERROR outcome whose message names
     the missing module and both sides' python / cloudpickle versions.
     """
-    get = domains.get if isinstance(domains, DomainCache) else domains
-    try:
-        domain = get(doc)
-    except Exception as e:  # noqa: BLE001 - ObjectiveLoadError, and anything unpickling raised
-        if not isinstance(e, ObjectiveLoadError):
-            e = ObjectiveLoadError(f"cannot load the objective: {type(e).__name__}: {e}")
-        logger.error("trial %s: %s", doc.get("tid"), e)
-        return TrialOutcome.from_exception(e)
+    domain, failed = load_domain(doc, domains.get if isinstance(domains, DomainCache) else domains)
+    if failed is not None:
+        return failed
     try:
         with working_dir(trial_workdir(doc, workdir)):
             result, attachments = domain.evaluate(doc["misc"]["vals"], ctrl)
@@ -210,7 +216,6 @@ class Worker:
         self.current: dict | None = None
         self.status = "idle"
         self._stop = threading.Event()
-        self._release_now = threading.Event()
         self._cancel = threading.Event()       # stops the running evaluation (grace expired, 2nd signal, lease lost)
         self._lease_lost = threading.Event()
         self._lease_lock = threading.Lock()
@@ -294,10 +299,8 @@ class Worker:
     # ---------------------------------------------------------------- steps
     def claim(self) -> dict | None:
         """Claim the oldest NEW trial of the served experiment(s); None if there is none."""
-        from ..trials.mongo.connection import translate_errors
-        with translate_errors():
-            return _jobs.claim(self.handle.coll, self.owner, exp_key=self.config.exp_key, worker=self.worker_info,
-                               lease_timeout=self.config.lease_timeout)
+        return self.handle.reserve(self.owner, exp_key=self.config.exp_key, worker=self.worker_info,
+                                   lease_timeout=self.config.lease_timeout)
 
     def requeue_stale(self) -> tuple[int, int]:
         """Apply the lease rules to the served experiment(s) (server clock)."""
@@ -322,13 +325,9 @@ class Worker:
     def run_trial(self, doc: dict) -> TrialOutcome | None:
         """Evaluate a claimed trial (in a forked child unless ``subprocess=False``); None if the
         evaluation was stopped (grace period expired, second signal, lease lost)."""
-        try:
-            domain = self.domains.get(doc)
-        except Exception as e:  # noqa: BLE001 - ObjectiveLoadError/PayloadSignatureError: nothing executed
-            if not isinstance(e, ObjectiveLoadError):
-                e = ObjectiveLoadError(f"cannot load the objective: {type(e).__name__}: {e}")
-            logger.error("trial %s: %s", doc.get("tid"), e)
-            return TrialOutcome.from_exception(e)
+        domain, failed = load_domain(doc, self.domains.get)
+        if failed is not None:
+            return failed
         out = self.executor.run(domain, doc["misc"]["vals"], ctrl=WorkerCtrl(self.handle, doc),
                                 workdir=trial_workdir(doc, self.config.workdir), cancel_event=self._cancel)
         if out.cancelled:
@@ -386,7 +385,6 @@ class Worker:
         of the running trial; 2nd → release it now."""
         self.stop()
         if count >= 2:
-            self._release_now.set()
             self._expire_grace("second signal")
             return
         if self.current is not None and self._grace_timer is None:

@@ -134,10 +134,10 @@ class MongoJobs:
 
     # ---------------------------------------------------------------- worker side
     def reserve(self, owner: str, exp_key: Any = _jobs.ANY_EXPERIMENT,
-                worker: Mapping[str, Any] | None = None) -> dict | None:
+                worker: Mapping[str, Any] | None = None, lease_timeout: float | None = None) -> dict | None:
         """Claim the oldest NEW trial (see :func:`jobs.claim`)."""
         with translate_errors():
-            return _jobs.claim(self.coll, owner, exp_key=exp_key, worker=worker)
+            return _jobs.claim(self.coll, owner, exp_key=exp_key, worker=worker, lease_timeout=lease_timeout)
 
     def finish(self, doc: Mapping[str, Any], state: int, result: Mapping[str, Any],
                error: Mapping[str, Any] | None = None) -> bool:
@@ -350,7 +350,7 @@ class MongoTrials(BaseTrials):
 
     def trial_attachments(self, trial: Mapping[str, Any]) -> MutableMapping[str, bytes]:
         """One trial's attachments in GridFS (``trial/<tid>/<name>``, listed in ``_attachments``)."""
-        return _att.TrialAttachments(self.db, self.jobs, trial)
+        return self.handle.trial_attachments(trial)
 
     def view(self, exp_key: str | None = None, refresh: bool = True) -> "MongoTrials":
         """Another MongoTrials on the same connection, for experiment ``exp_key``."""
