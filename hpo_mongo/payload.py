@@ -243,6 +243,12 @@ def _parse(blob: bytes) -> tuple[dict, int, int] | None:
     return header, body_start, body_end
 
 
+_UNSIGNED_REFUSED = (
+    "payload is not signed but this worker requires signatures (a shared secret is set via "
+    f"{SECRET_ENV} or --secret-file); the payload was refused and nothing was executed. Run the "
+    "driver with the same secret.")
+
+
 def unpack_payload(blob: bytes, secret: bytes | None) -> tuple[bytes, dict]:
     """Check and unwrap a packed payload: ``(pickled bytes, meta)``.
 
@@ -254,10 +260,7 @@ def unpack_payload(blob: bytes, secret: bytes | None) -> tuple[bytes, dict]:
     parsed = _parse(blob)
     if parsed is None:
         if secret:
-            raise PayloadSignatureError(
-                "payload is not signed but this worker requires signatures (a shared secret is set via "
-                f"{SECRET_ENV} or --secret-file); the payload was refused and nothing was executed. Run the "
-                "driver with the same secret.")
+            raise PayloadSignatureError(_UNSIGNED_REFUSED)
         return blob, {"format": 0, "signed": False}
     header, start, end = parsed
     if header.get("format", 0) > FORMAT_VERSION:
@@ -266,10 +269,7 @@ def unpack_payload(blob: bytes, secret: bytes | None) -> tuple[bytes, dict]:
             f"this worker (hpo_mongo {__version__}) reads format <= {FORMAT_VERSION}: upgrade the worker")
     if secret:
         if not header.get("signed"):
-            raise PayloadSignatureError(
-                "payload is not signed but this worker requires signatures (a shared secret is set via "
-                f"{SECRET_ENV} or --secret-file); the payload was refused and nothing was executed. Run the "
-                "driver with the same secret.")
+            raise PayloadSignatureError(_UNSIGNED_REFUSED)
         expected = hmac.new(_secret_bytes(secret), blob[:end], hashlib.sha256).digest()
         if not hmac.compare_digest(expected, blob[end:]):
             raise PayloadSignatureError(

@@ -235,10 +235,6 @@ class Executor:
         if proc is not None:
             _kill(proc)
 
-    @property
-    def busy(self) -> bool:
-        return self._proc is not None
-
     # ------------------------------------------------------------------ running
     def run(self, domain: Any, vals: Mapping, *, ctrl: Any = None, workdir: str | None = None,
             cancel_event: threading.Event | None = None, timeout: float | None = None) -> Outcome:

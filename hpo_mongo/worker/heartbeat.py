@@ -30,7 +30,6 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.beats = 0           # successful beats
         self.failures = 0        # consecutive failed beats
-        self.last_success: float | None = None  # time.monotonic() of the last successful beat
         self._last_error: str | None = None
 
     def start(self) -> "Heartbeat":
@@ -86,4 +85,3 @@ class Heartbeat:
             self.beats += 1
             self.failures = 0
             self._last_error = None
-            self.last_success = time.monotonic()

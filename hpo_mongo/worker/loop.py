@@ -45,7 +45,9 @@ from typing import Any, Callable, Mapping
 
 from ..exceptions import ObjectiveLoadError, StoreUnavailable
 from ..results import error_info, error_result
-from ..trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR
+from .._version import __version__
+from ..trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR, utcnow
+from ..trials.mongo.connection import server_time, translate_errors
 from ..trials.mongo import jobs as _jobs
 from ..trials.mongo.store import MongoJobs, MongoTrials
 from .executor import working_dir
@@ -224,7 +226,7 @@ class Worker:
         self._grace_timer: threading.Timer | None = None
         self._release_reason = "stop requested"
         self._started = time.monotonic()
-        self._started_at = _utcnow()
+        self._started_at = utcnow()
         self._last_activity = self._started
         self._down_since: float | None = None  # monotonic time the current outage began
         self._next_requeue = 0.0
@@ -270,7 +272,7 @@ class Worker:
         cur = self.current
         c = self.config
         return {"host": self.worker_info["host"], "pid": self.worker_info["pid"], "owner": self.owner,
-                "version": _version(), "started": self._started_at,
+                "version": __version__, "started": self._started_at,
                 "current": None if cur is None else {"tid": cur.get("tid"), "exp_key": cur.get("exp_key"),
                                                      "job_id": cur.get("_id")},
                 "exp_key": None if c.exp_key is _jobs.ANY_EXPERIMENT else c.exp_key,
@@ -280,7 +282,6 @@ class Worker:
 
     def beat(self) -> None:
         """Upsert this worker's document and renew the running trial's lease (one heartbeat)."""
-        from ..trials.mongo.connection import translate_errors
         with translate_errors():
             _jobs.upsert_worker(self.handle.workers, self.worker_id, self._worker_fields())
             with self._lease_lock:
@@ -304,7 +305,6 @@ class Worker:
 
     def requeue_stale(self) -> tuple[int, int]:
         """Apply the lease rules to the served experiment(s) (server clock)."""
-        from ..trials.mongo.connection import server_time, translate_errors
         c = self.config
         with translate_errors():
             now = server_time(self.handle.db)
@@ -348,7 +348,6 @@ class Worker:
             if outcome.attachments:
                 def put():
                     ta = self.handle.trial_attachments(doc)
-                    from ..trials.mongo.connection import translate_errors
                     with translate_errors():
                         for name, blob in outcome.attachments.items():
                             ta[name] = blob
@@ -537,16 +536,6 @@ class Worker:
             self.consecutive_failures = 0
         logger.info("trial %s %s", doc["tid"], "done" if outcome.state == JOB_STATE_DONE else "ERROR")
         return None
-
-
-def _utcnow():
-    from ..trials.documents import utcnow
-    return utcnow()
-
-
-def _version() -> str:
-    from .._version import __version__
-    return __version__
 
 
 def main_worker_helper(options: Mapping[str, Any], url: Any = None) -> int:

@@ -135,8 +135,7 @@ class TrialAttachments(MutableMapping):
                            {"kind": "trial", "exp_key": self._trial.get("exp_key"), "tid": self._tid,
                             "name": name})
         if "_id" in self._trial:
-            _jobs.remove_attachment_ref(self._jobs, self._trial, name)
-            _jobs.add_attachment_ref(self._jobs, self._trial, name, file_id)
+            _jobs.set_attachment_ref(self._jobs, self._trial, name, file_id)
 
     def __delitem__(self, name: str) -> None:
         found = list(self._fs.find({"filename": trial_filename(self._tid, name)}))
@@ -145,7 +144,7 @@ class TrialAttachments(MutableMapping):
         for f in found:
             self._fs.delete(f._id)
         if "_id" in self._trial:
-            _jobs.remove_attachment_ref(self._jobs, self._trial, name)
+            _jobs.set_attachment_ref(self._jobs, self._trial, name)
 
     def _names(self) -> list[str]:
         return sorted({f.metadata["name"] for f in self._fs.find({"metadata.kind": "trial",

@@ -19,7 +19,8 @@ from typing import Any, Iterable, Mapping
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
 
-from ..documents import JOB_STATE_CANCEL, JOB_STATE_NEW, JOB_STATE_RUNNING, sonify
+from ..documents import (JOB_STATE_CANCEL, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING, STATUS_FAIL,
+                         STATUS_NEW, sonify)
 
 #: ``exp_key`` filter meaning "every experiment" (a worker started without ``--exp-key``);
 #: ``None`` is a real key (the default experiment).
@@ -100,31 +101,28 @@ def checkpoint(jobs: Collection, doc: Mapping[str, Any], result: Mapping[str, An
     return jobs.update_one(owned_filter(doc), update).matched_count == 1
 
 
-def add_attachment_ref(jobs: Collection, doc: Mapping[str, Any], name: str, file_id: Any) -> bool:
-    """Append ``[name, file_id]`` to a trial's ``_attachments`` (any writer; not owner-conditioned)."""
-    res = jobs.update_one(
-        {"_id": doc["_id"]},
-        {"$push": {"_attachments": [name, file_id]},
-         "$currentDate": {"updated_at": True}, "$inc": {"version": 1}})
-    return res.matched_count == 1
-
-
-def remove_attachment_ref(jobs: Collection, doc: Mapping[str, Any], name: str) -> None:
-    """Remove every ``[name, …]`` pair from a trial's ``_attachments``."""
+def set_attachment_ref(jobs: Collection, doc: Mapping[str, Any], name: str, file_id: Any = None) -> None:
+    """Make ``[name, file_id]`` the only ``name`` pair in a trial's ``_attachments`` (``file_id``
+    None: remove it) with one write (any writer; not owner-conditioned)."""
     current = jobs.find_one({"_id": doc["_id"]}, {"_attachments": 1}) or {}
     keep = [pair for pair in current.get("_attachments") or [] if pair[0] != name]
+    if file_id is not None:
+        keep.append([name, file_id])
     jobs.update_one({"_id": doc["_id"]},
                     {"$set": {"_attachments": keep},
                      "$currentDate": {"updated_at": True}, "$inc": {"version": 1}})
 
 
+def _back_to_new(requeues: int) -> dict:
+    """The update returning a claimed trial to NEW (claim fields cleared; ``requeues`` + n)."""
+    return {"$set": {"state": JOB_STATE_NEW, **{f: None for f in CLAIM_FIELDS}},
+            "$currentDate": {"updated_at": True},
+            "$inc": {"version": 1, "requeues": requeues}}
+
+
 def release(jobs: Collection, doc: Mapping[str, Any], *, requeue: bool = True) -> bool:
     """Give a claimed trial back: to NEW (``requeue``) for another worker. False if already lost."""
-    res = jobs.update_one(
-        owned_filter(doc),
-        {"$set": {"state": JOB_STATE_NEW, **{f: None for f in CLAIM_FIELDS}},
-         "$currentDate": {"updated_at": True},
-         "$inc": {"version": 1, "requeues": 1 if requeue else 0}})
+    res = jobs.update_one(owned_filter(doc), _back_to_new(1 if requeue else 0))
     return res.matched_count == 1
 
 
@@ -146,9 +144,8 @@ def cancel_new(jobs: Collection, exp_key: Any, ids: Iterable[Any] | None = None)
 
 # ----------------------------------------------------------------------------- repairs by hand
 #: what ``hpo-mongo requeue`` resets: the claim (:data:`CLAIM_FIELDS`) and the outcome of the last run
-REQUEUE_RESET = {"state": JOB_STATE_NEW, "owner": None, "book_time": None, "refresh_time": None,
-                 "heartbeat": None, "worker": None, "start_time": None, "end_time": None,
-                 "error": None, "result": {"status": "new"}}
+REQUEUE_RESET = {"state": JOB_STATE_NEW, **{f: None for f in CLAIM_FIELDS}, "refresh_time": None,
+                 "end_time": None, "error": None, "result": {"status": STATUS_NEW}}
 
 
 def update_unchanged(jobs: Collection, doc: Mapping[str, Any], fields: dict, *,
@@ -178,7 +175,7 @@ def cancel_unchanged(jobs: Collection, doc: Mapping[str, Any], *, failure: str, 
     if unchanged since read (:func:`update_unchanged`). The owner is cleared, so a running worker's
     write-back no longer matches; ``end_time`` is recorded when given (a trial that was running)."""
     fields: dict[str, Any] = {"state": JOB_STATE_CANCEL, "owner": None, "heartbeat": None,
-                              "result": {"status": "fail", "failure": failure}}
+                              "result": {"status": STATUS_FAIL, "failure": failure}}
     if end_time is not None:
         fields["end_time"] = end_time
     return update_unchanged(jobs, doc, fields)
@@ -214,7 +211,6 @@ def requeue_stale(jobs: Collection, *, now: Any, stale_timeout: float = DEFAULT_
     Each update is conditioned on the stale heartbeat it saw, so a lease renewed meanwhile wins.
     """
     import datetime as _dt
-    from ..documents import JOB_STATE_ERROR  # local: keep the module's import list unchanged
     requeued = failed = 0
     flt = {"state": JOB_STATE_RUNNING, **exp_filter(exp_key)}
     proj = {"tid": 1, "attempt": 1, "requeues": 1, "heartbeat": 1, "book_time": 1, "owner": 1,
@@ -235,7 +231,7 @@ def requeue_stale(jobs: Collection, *, now: Any, stale_timeout: float = DEFAULT_
                    f"{idle:.1f} s (lease {timeout:g} s); max_attempts={max_attempts} reached")
             res = jobs.update_one(cond, {
                 "$set": {"state": JOB_STATE_ERROR,
-                         "result": {"status": "fail", "failure": msg},
+                         "result": {"status": STATUS_FAIL, "failure": msg},
                          "error": {"type": "LeaseExpired", "message": msg, "traceback": ""},
                          "misc.error": ["LeaseExpired", msg]},
                 "$currentDate": {"updated_at": True, "end_time": True},
@@ -245,10 +241,7 @@ def requeue_stale(jobs: Collection, *, now: Any, stale_timeout: float = DEFAULT_
                 if log is not None:
                     log.error("trial %s (exp_key %r) %s", doc.get("tid"), doc.get("exp_key"), msg)
         else:
-            res = jobs.update_one(cond, {
-                "$set": {"state": JOB_STATE_NEW, **{f: None for f in CLAIM_FIELDS}},
-                "$currentDate": {"updated_at": True},
-                "$inc": {"version": 1, "requeues": 1}})
+            res = jobs.update_one(cond, _back_to_new(1))
             if res.modified_count:
                 requeued += 1
                 if log is not None:

@@ -38,7 +38,7 @@ from pymongo.errors import DuplicateKeyError
 from ..._version import __version__
 from ...exceptions import DuplicateTrialError, InvalidParameterError, StoreError
 from ..base import BaseTrials
-from ..documents import JOB_STATE_NEW, JOB_STATE_RUNNING, sonify
+from ..documents import JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING, sonify, utcnow
 from . import attachments as _att
 from . import jobs as _jobs
 from .connection import MongoURL, connect, parse_url, retry, server_time, translate_errors
@@ -167,7 +167,6 @@ class MongoJobs:
         return list(self.coll.find({"state": JOB_STATE_RUNNING}))
 
     def delete_all_error_jobs(self) -> int:
-        from ..documents import JOB_STATE_ERROR
         return self.coll.delete_many({"state": JOB_STATE_ERROR}).deleted_count
 
 
@@ -297,7 +296,6 @@ class MongoTrials(BaseTrials):
             if body.get("domain_hash") is None:
                 body["domain_hash"] = self._domain_hash
             bodies.append(sonify(body))
-        ids = []
         with translate_errors():
             for body in bodies:
                 # an upsert on a fresh _id always inserts, and lets the server stamp the times;
@@ -311,7 +309,6 @@ class MongoTrials(BaseTrials):
                 except DuplicateKeyError as e:
                     raise DuplicateTrialError(f"a trial with tid {body['tid']} already exists in "
                                               f"{self.db.name}.{self.jobs.name}") from e
-                ids.append(oid)
                 self._queued_ids.append(oid)
         return [d["tid"] for d in docs]
 
@@ -404,7 +401,7 @@ class _DriverHooks:
                 "space": sonify(loop.domain.space.to_json()),
                 "signed": bool(secret),
             }
-            update = {"$set": fields, "$setOnInsert": {"created": _now()},
+            update = {"$set": fields, "$setOnInsert": {"created": utcnow()},
                       "$currentDate": {"updated_at": True, "driver.heartbeat": True}}
             try:
                 h.experiments.update_one({"exp_key": trials.exp_key}, update, upsert=True)
@@ -471,8 +468,3 @@ class _DriverHooks:
             logger.warning("could not record the end of fmin: %s", e)
         finally:
             t._retrying = False
-
-
-def _now():
-    from ..documents import utcnow
-    return utcnow()
