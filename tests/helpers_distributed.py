@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import pymongo
+
 REPO = Path(__file__).resolve().parents[1]
 WORKER_SCRIPT = REPO / "bin" / "hpo-mongo-worker"
 #: poll interval used by workers in tests (≤ 0.1 s keeps the suite fast)
@@ -151,7 +153,10 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, what: s
     """Poll ``predicate()`` until truthy (returned) or raise AssertionError after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
-        value = predicate()
+        try:
+            value = predicate()
+        except pymongo.errors.OperationFailure:  # mongo-java-server: a query racing an index build
+            value = None
         if value:
             return value
         if time.monotonic() > deadline:

@@ -310,8 +310,10 @@ def test_sigterm_grace_period(url, procs):
     w_long = procs.worker(url, "--grace-period", "0.5", exp_key="long")
     w_twice = procs.worker(url, "--grace-period", "30", exp_key="long2")
     w_short = procs.worker(url, "--grace-period", "10", exp_key="short")
-    for key in ("long", "long2", "short"):
+    for key, w in (("long", w_long), ("long2", w_twice), ("short", w_short)):
         wait_for(lambda: db.jobs.find_one({"exp_key": key, "state": JOB_STATE_RUNNING}), 20, f"{key} RUNNING")
+        # the worker has taken the trial on (a signal during the claim itself gives it back at once)
+        wait_for(lambda: "attempt 1) claimed" in procs.log(w), 20, f"{key} claimed in the worker's log")
     t0 = time.monotonic()
     for w in (w_long, w_twice, w_short):
         w.send_signal(signal.SIGTERM)
@@ -370,7 +372,9 @@ def test_outage_through_proxy(url, procs, server_url):
     client, db = _db(url)
     n = 16
     with TcpProxy(host, int(port)) as proxy:
-        purl = f"mongodb://127.0.0.1:{proxy.port}/{dbname}"
+        # a short server selection timeout: reads fail during the pause instead of waiting it out
+        # inside pymongo, so the clients' own retry (and its log line) is exercised
+        purl = f"mongodb://127.0.0.1:{proxy.port}/{dbname}?serverSelectionTimeoutMS=500"
         drv = start_driver(procs, purl, "out", n, 0.1)
         workers = [procs.worker(purl)]
         wait_for(lambda: db.jobs.count_documents({"exp_key": "out", "state": JOB_STATE_DONE}) >= 4, 30,

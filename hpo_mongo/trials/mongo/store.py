@@ -106,13 +106,17 @@ class MongoJobs:
     # ---------------------------------------------------------------- indexes (driver only)
     def ensure_indexes(self) -> None:
         """Create the indexes of docs/schema.md (idempotent). Called by the driver, never by workers."""
+        wanted = [
+            (self.coll, [("tid", ASCENDING)], "tid_unique", True),
+            (self.coll, [("exp_key", ASCENDING), ("state", ASCENDING), ("tid", ASCENDING)], "exp_key_state_tid", False),
+            (self.coll, [("exp_key", ASCENDING), ("updated_at", ASCENDING)], "exp_key_updated_at", False),
+            (self.experiments, [("exp_key", ASCENDING)], "exp_key_unique", True),
+        ]
         with translate_errors():
-            self.coll.create_index([("tid", ASCENDING)], unique=True, name="tid_unique")
-            self.coll.create_index([("exp_key", ASCENDING), ("state", ASCENDING), ("tid", ASCENDING)],
-                                   name="exp_key_state_tid")
-            self.coll.create_index([("exp_key", ASCENDING), ("updated_at", ASCENDING)],
-                                   name="exp_key_updated_at")
-            self.experiments.create_index([("exp_key", ASCENDING)], unique=True, name="exp_key_unique")
+            existing = {coll.name: set(coll.index_information()) for coll in (self.coll, self.experiments)}
+            for coll, keys, name, unique in wanted:
+                if name not in existing[coll.name]:  # a restarted driver changes nothing while workers run
+                    coll.create_index(keys, unique=unique, name=name)
 
     # ---------------------------------------------------------------- tids
     def new_trial_ids(self, n: int) -> list[int]:
