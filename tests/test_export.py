@@ -12,6 +12,7 @@ import pytest
 from hpo_mongo.space import compile_space
 
 from hpo_mongo.export import export_trials, to_dataframe
+from tests.extras import require
 from tests.test_cli import ACT_OPTIONS, LABELS, exp, jrun, objective, ok, run, space  # noqa: F401
 
 COLUMNS_HEAD = ["tid", "state", "status", "loss", *LABELS, "attempt", "owner", "book_time", "start_time",
@@ -98,6 +99,7 @@ def test_export_trials_in_memory(memory_trials, tmp_path):
 
 
 def test_to_dataframe_in_memory_and_mongo(memory_trials, exp):
+    require("pandas", "pandas")
     df = to_dataframe(memory_trials, space=space())
     assert list(df.columns[:len(COLUMNS_HEAD)]) == COLUMNS_HEAD
     assert len(df) == 15 and set(df["act"]) <= set(ACT_OPTIONS)

@@ -7,9 +7,11 @@ import sys
 import numpy as np
 import pytest
 
+from tests.extras import require
 from tests.test_cli import exp, objective, run, space  # noqa: F401
 
-Image = pytest.importorskip("PIL.Image")
+Image = require("PIL.Image", "plot")
+require("matplotlib", "plot")
 
 
 def _check_png(path, min_size=(1000, 700)):

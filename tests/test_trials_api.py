@@ -7,6 +7,7 @@ import pytest
 from hpo_mongo import JOB_STATE_DONE, JOB_STATE_NEW, Trials, fmin, hp, rand, trials_from_docs
 from hpo_mongo.exceptions import InvalidTrial
 from hpo_mongo.trials.documents import new_trial_doc, validate_trial_doc
+from tests.extras import require
 
 
 def small(n=6):
@@ -71,6 +72,7 @@ def test_export_and_dataframe_show_choice_values(tmp_path):
     assert t.export(str(path)) == 6
     lines = path.read_text().splitlines()
     assert lines[0].startswith("tid,state,status,loss") and len(lines) == 7
+    require("pandas", "pandas")
     df = t.to_dataframe()
     assert len(df) == 6
     # choice columns hold the chosen option (a sub-space, as JSON with its values), never an index
