@@ -1,0 +1,123 @@
+"""The lease rules: when a RUNNING trial counts as lost, when a worker counts as live.
+
+One place for every requeuer (idle workers, the driver, ``hpo-mongo requeue --stale``) and every
+liveness question (``hpo-mongo status``, fmin's queue length), for every queue backend.
+
+- A worker claiming a trial records on it its lease length (``lease_timeout``, seconds) and how
+  many times the trial may be lost (``max_attempts``); every requeuer applies the values recorded
+  on the trial, and the defaults here only to documents that carry none.
+- The lease starts at the claim (``book_time``) and is renewed by the worker's heartbeat
+  (``heartbeat``), both stamped by the queue's clock (the server's, for Mongo), so the clocks of
+  the machines running workers and drivers never matter.
+- A trial whose lease is older than its ``lease_timeout`` was lost: it goes back to NEW with
+  ``requeues`` + 1, or — the ``max_attempts``-th time — to ERROR "lost N times".
+- A worker is live when its document's status is not ``exited`` and its heartbeat is younger
+  than its own ``lease_timeout``; it serves an experiment when it serves every experiment or that
+  ``exp_key``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from typing import Any, Mapping
+
+#: seconds a RUNNING trial may go without a heartbeat when its document records no lease_timeout
+DEFAULT_LEASE_TIMEOUT = 30.0
+#: a trial lost this many times becomes ERROR, when its document records no max_attempts
+DEFAULT_MAX_ATTEMPTS = 3
+#: seconds between a worker's heartbeats (its ``--heartbeat-interval`` default)
+DEFAULT_HEARTBEAT_INTERVAL = 5.0
+#: a worker's default lease is this many heartbeat intervals
+LEASE_PER_HEARTBEAT = 6.0
+
+LOST_ERROR_TYPE = "LeaseExpired"
+
+
+def default_lease_timeout(heartbeat_interval: float) -> float:
+    """The lease a worker records when it is given none: :data:`LEASE_PER_HEARTBEAT` heartbeats."""
+    return LEASE_PER_HEARTBEAT * float(heartbeat_interval)
+
+
+def as_utc(value: Any) -> _dt.datetime | None:
+    """A stored date as tz-aware UTC (naive dates are UTC), None for anything else."""
+    if not isinstance(value, _dt.datetime):
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=_dt.timezone.utc)
+    return value.astimezone(_dt.timezone.utc)
+
+
+def age(now: _dt.datetime, then: Any) -> float | None:
+    """Seconds from ``then`` to ``now`` (never negative); None when ``then`` is not a date."""
+    t = as_utc(then)
+    return None if t is None else max(0.0, (now - t).total_seconds())
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def lease_timeout_of(doc: Mapping[str, Any], default: float = DEFAULT_LEASE_TIMEOUT) -> float:
+    """The lease length recorded on a trial (or a worker document), else ``default``.
+
+    Worker documents written by hpo_mongo 0.1 call it ``stale_timeout``; it is read too."""
+    for key in ("lease_timeout", "stale_timeout"):
+        v = doc.get(key)
+        if _positive(v):
+            return float(v)
+    return float(default)
+
+
+def max_attempts_of(doc: Mapping[str, Any], default: int = DEFAULT_MAX_ATTEMPTS) -> int:
+    """How many losses a trial may take, as recorded on it at its claim, else ``default``."""
+    v = doc.get("max_attempts")
+    return int(v) if _positive(v) else int(default)
+
+
+def lease_start(doc: Mapping[str, Any]) -> _dt.datetime | None:
+    """When the current lease of a RUNNING trial began: its last heartbeat, else its claim."""
+    return as_utc(doc.get("heartbeat")) or as_utc(doc.get("book_time"))
+
+
+def lease_cutoff(doc: Mapping[str, Any], now: _dt.datetime, default: float = DEFAULT_LEASE_TIMEOUT) -> _dt.datetime:
+    """A lease that started before this moment has expired."""
+    return now - _dt.timedelta(seconds=lease_timeout_of(doc, default))
+
+
+def lease_expired(doc: Mapping[str, Any], now: _dt.datetime, default: float = DEFAULT_LEASE_TIMEOUT) -> bool:
+    """Whether a RUNNING trial's lease is older than its ``lease_timeout`` (a trial with no lease
+    date at all counts as expired)."""
+    start = lease_start(doc)
+    return start is None or start < lease_cutoff(doc, now, default)
+
+
+def times_lost(doc: Mapping[str, Any]) -> int:
+    """How many times the trial will have been lost once the current loss is counted."""
+    return int(doc.get("requeues") or 0) + 1
+
+
+def fails_when_lost(doc: Mapping[str, Any], default_max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> bool:
+    """Whether losing this trial now makes it ERROR (its ``max_attempts``-th loss) instead of NEW."""
+    return times_lost(doc) >= max_attempts_of(doc, default_max_attempts)
+
+
+def lost_message(doc: Mapping[str, Any], now: _dt.datetime, default_lease: float = DEFAULT_LEASE_TIMEOUT,
+                 default_max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> str:
+    """The failure recorded on a trial lost for the last time."""
+    idle = age(now, lease_start(doc))
+    return (f"lost {times_lost(doc)} times: the worker holding it ({doc.get('owner')}) sent no heartbeat for "
+            f"{idle if idle is not None else float('nan'):.1f} s (lease {lease_timeout_of(doc, default_lease):g} s); "
+            f"max_attempts={max_attempts_of(doc, default_max_attempts)} reached")
+
+
+def worker_is_live(worker: Mapping[str, Any], now: _dt.datetime, default: float = DEFAULT_LEASE_TIMEOUT) -> bool:
+    """A worker document describes a live worker: not exited, heartbeat younger than its lease."""
+    if worker.get("status") == "exited":
+        return False
+    a = age(now, worker.get("heartbeat"))
+    return a is not None and a <= lease_timeout_of(worker, default)
+
+
+def worker_serves(worker: Mapping[str, Any], exp_key: Any) -> bool:
+    """A worker serves ``exp_key`` when it serves every experiment or that one."""
+    return bool(worker.get("serves_all")) or worker.get("exp_key") == exp_key

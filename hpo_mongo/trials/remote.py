@@ -1,0 +1,255 @@
+"""A :class:`~hpo_mongo.trials.queue.JobQueue` in another process: the queue's server and its proxy.
+
+The local parallel mode keeps its :class:`~hpo_mongo.trials.memory_queue.MemoryJobQueue` in the
+driver; worker processes reach it through a :class:`RemoteJobQueue` over a
+``multiprocessing`` connection (a pipe or a local socket), served by a :class:`QueueServer`
+thread in the driver. Every call is one request and one reply; the queue's invariants hold
+because each call runs as one step of the served queue. The protocol's methods take and return
+plain data, so the proxy adds nothing but transport: it passes the same contract suite.
+
+A lost connection (the driver exited) raises :class:`~hpo_mongo.exceptions.StoreUnavailable` in
+the caller, as an unreachable MongoDB would; exceptions raised by the served queue are re-raised
+in the caller with their type.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import threading
+from multiprocessing.connection import Connection, wait
+from typing import Any, Iterable, Mapping, Sequence
+
+from ..exceptions import StoreUnavailable
+from .queue import ANY_EXPERIMENT, JobQueue
+
+logger = logging.getLogger("hpo_mongo.queue")
+
+#: the methods a proxy may call: exactly those the protocol declares
+QUEUE_METHODS = frozenset(name for name, value in vars(JobQueue).items()
+                          if callable(value) and not name.startswith("_"))
+
+
+class QueueServer:
+    """Serves one queue to any number of connections from a background thread."""
+
+    def __init__(self, queue: JobQueue, *, name: str = "hpo-mongo-queue-server"):
+        self.queue = queue
+        self._conns: list[Connection] = []
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = _pipe()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+
+    def start(self) -> "QueueServer":
+        self._thread.start()
+        return self
+
+    def add(self, conn: Connection) -> None:
+        """Serve one more connection (the server end of a pipe or an accepted socket)."""
+        with self._lock:
+            self._conns.append(conn)
+        self._wake_w.send_bytes(b"x")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake_w.send_bytes(b"x")
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        with self._lock:
+            for c in self._conns:
+                c.close()
+            self._conns.clear()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                conns = list(self._conns)
+            for ready in wait([self._wake_r, *conns]):
+                if ready is self._wake_r:
+                    self._wake_r.recv_bytes()
+                    continue
+                self._answer(ready)  # type: ignore[arg-type]
+
+    def _answer(self, conn: Connection) -> None:
+        try:
+            name, args, kwargs = conn.recv()
+        except (EOFError, OSError):
+            with self._lock:
+                if conn in self._conns:
+                    self._conns.remove(conn)
+            conn.close()
+            return
+        try:
+            if name not in QUEUE_METHODS:
+                raise AttributeError(f"{name!r} is not a JobQueue method")
+            reply = ("ok", getattr(self.queue, name)(*args, **kwargs))
+        except Exception as e:  # noqa: BLE001 - sent back and re-raised in the caller
+            reply = ("error", e)
+        try:
+            conn.send(reply)
+        except Exception as e:  # noqa: BLE001 - e.g. an exception that does not pickle
+            try:
+                conn.send(("error", StoreUnavailable(f"the queue could not send its reply to {name}: {e}")))
+            except (OSError, EOFError):
+                pass
+
+
+def _pipe() -> tuple[Connection, Connection]:
+    from multiprocessing import Pipe
+    r, w = Pipe(duplex=False)
+    return r, w
+
+
+class RemoteJobQueue:
+    """A :class:`~hpo_mongo.trials.queue.JobQueue` proxy over one connection (thread-safe)."""
+
+    def __init__(self, conn: Connection):
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            try:
+                self._conn.send((name, args, kwargs))
+                kind, value = self._conn.recv()
+            except (EOFError, OSError, BrokenPipeError) as e:
+                raise StoreUnavailable(f"the process holding the trial queue is gone ({type(e).__name__}) "
+                                       f"during {name}") from e
+        if kind == "error":
+            raise value
+        return value
+
+    # the protocol, method by method (see hpo_mongo.trials.queue for each contract)
+    def now(self) -> _dt.datetime:
+        return self._call("now")
+
+    def experiment(self, exp_key: str | None) -> dict | None:
+        return self._call("experiment", exp_key)
+
+    def save_experiment(self, exp_key: str | None, fields: Mapping[str, Any]) -> None:
+        return self._call("save_experiment", exp_key, dict(fields))
+
+    def beat_driver(self, exp_key: str | None) -> bool:
+        return self._call("beat_driver", exp_key)
+
+    def experiment_keys(self) -> list[str | None]:
+        return self._call("experiment_keys")
+
+    def experiment_summaries(self) -> list[dict]:
+        return self._call("experiment_summaries")
+
+    def delete_experiment(self, exp_key: str | None) -> dict:
+        return self._call("delete_experiment", exp_key)
+
+    def put_domain(self, digest: str, blob: bytes, exp_key: str | None) -> None:
+        return self._call("put_domain", digest, blob, exp_key)
+
+    def domain(self, digest: str) -> bytes | None:
+        return self._call("domain", digest)
+
+    def attachment(self, exp_key: str | None, name: str) -> bytes | None:
+        return self._call("attachment", exp_key, name)
+
+    def set_attachment(self, exp_key: str | None, name: str, blob: bytes | None) -> None:
+        return self._call("set_attachment", exp_key, name, blob)
+
+    def attachment_names(self, exp_key: str | None) -> list[str]:
+        return self._call("attachment_names", exp_key)
+
+    def trial_attachment(self, job_id: Any, name: str) -> bytes | None:
+        return self._call("trial_attachment", job_id, name)
+
+    def trial_attachment_names(self, job_id: Any) -> list[str]:
+        return self._call("trial_attachment_names", job_id)
+
+    def set_trial_attachment(self, job: Mapping[str, Any], name: str, blob: bytes | None, *,
+                             claimed: bool = False) -> bool:
+        return self._call("set_trial_attachment", _claim(job), name, blob, claimed=claimed)
+
+    def new_tids(self, n: int) -> list[int]:
+        return self._call("new_tids", n)
+
+    def reserve_tids(self, above: int) -> None:
+        return self._call("reserve_tids", above)
+
+    def insert(self, docs: Sequence[Mapping[str, Any]]) -> list[Any]:
+        return self._call("insert", [dict(d) for d in docs])
+
+    def changed(self, exp_key: str | None, since: Any = None) -> tuple[list[dict], Any]:
+        return self._call("changed", exp_key, since)
+
+    def job_ids(self, exp_key: str | None) -> list[Any]:
+        return self._call("job_ids", exp_key)
+
+    def count(self, exp_key: Any, states: Iterable[int] | None = None) -> int:
+        return self._call("count", exp_key, None if states is None else list(states))
+
+    def cancel_new(self, exp_key: str | None, job_ids: Iterable[Any] | None = None) -> int:
+        return self._call("cancel_new", exp_key, None if job_ids is None else list(job_ids))
+
+    def delete_jobs(self, exp_key: str | None, job_ids: Iterable[Any] | None = None) -> int:
+        return self._call("delete_jobs", exp_key, None if job_ids is None else list(job_ids))
+
+    def claim(self, owner: str, *, exp_key: Any = ANY_EXPERIMENT, worker: Mapping[str, Any] | None = None,
+              lease_timeout: float, max_attempts: int) -> dict | None:
+        return self._call("claim", owner, exp_key=exp_key, worker=None if worker is None else dict(worker),
+                          lease_timeout=lease_timeout, max_attempts=max_attempts)
+
+    def renew_lease(self, claim: Mapping[str, Any]) -> bool:
+        return self._call("renew_lease", _claim(claim))
+
+    def checkpoint(self, claim: Mapping[str, Any], result: Mapping[str, Any] | None = None) -> bool:
+        return self._call("checkpoint", _claim(claim), None if result is None else dict(result))
+
+    def finish(self, claim: Mapping[str, Any], state: int, result: Mapping[str, Any],
+               error: Mapping[str, Any] | None = None,
+               attachments: Mapping[str, bytes] | None = None) -> bool:
+        return self._call("finish", _claim(claim), state, dict(result), None if error is None else dict(error),
+                          None if attachments is None else dict(attachments))
+
+    def release(self, claim: Mapping[str, Any], *, count_as_lost: bool = False) -> bool:
+        return self._call("release", _claim(claim), count_as_lost=count_as_lost)
+
+    def requeue_stale(self, exp_key: Any = ANY_EXPERIMENT, *, default_lease: float,
+                      default_max_attempts: int) -> list[dict]:
+        return self._call("requeue_stale", exp_key, default_lease=default_lease,
+                          default_max_attempts=default_max_attempts)
+
+    def beat_worker(self, worker_id: str, fields: Mapping[str, Any]) -> None:
+        return self._call("beat_worker", worker_id, dict(fields))
+
+    def workers(self) -> list[dict]:
+        return self._call("workers")
+
+    def find(self, exp_key: str | None, *, states: Iterable[int] | None = None, sort: str = "tid",
+             limit: int | None = None, reverse: bool = False, full: bool = False) -> list[dict]:
+        return self._call("find", exp_key, states=None if states is None else list(states), sort=sort,
+                          limit=limit, reverse=reverse, full=full)
+
+    def trial(self, tid: int, exp_key: Any = ANY_EXPERIMENT) -> dict | None:
+        return self._call("trial", tid, exp_key)
+
+    def count_by_state(self, exp_key: Any = ANY_EXPERIMENT) -> dict[str, int]:
+        return self._call("count_by_state", exp_key)
+
+    def finished_since(self, exp_key: str | None, since: _dt.datetime) -> int:
+        return self._call("finished_since", exp_key, since)
+
+    def first_claim(self, exp_key: str | None) -> _dt.datetime | None:
+        return self._call("first_claim", exp_key)
+
+    def requeue_unchanged(self, doc: Mapping[str, Any], *, lost_lease: bool = False) -> bool:
+        return self._call("requeue_unchanged", {k: doc.get(k) for k in ("_id", "state", "version")},
+                          lost_lease=lost_lease)
+
+    def cancel_unchanged(self, doc: Mapping[str, Any], *, failure: str, end_time: _dt.datetime | None = None) -> bool:
+        return self._call("cancel_unchanged", {k: doc.get(k) for k in ("_id", "state", "version")},
+                          failure=failure, end_time=end_time)
+
+
+def _claim(job: Mapping[str, Any]) -> dict:
+    """The part of a claim the queue reads: ``{_id, owner, attempt}`` (documents can be large)."""
+    return {k: job.get(k) for k in ("_id", "owner", "attempt")}

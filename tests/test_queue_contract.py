@@ -1,0 +1,470 @@
+"""The JobQueue contract (hpo_mongo/trials/queue.py), run against every implementation.
+
+``queue`` is parametrized over the in-memory queue, the same queue behind the remote proxy (a
+pipe to a server thread, as the local parallel mode's workers use it) and MongoJobQueue on the
+real test server. ``later(seconds)`` moves the queue's clock: by hand for the in-memory ones,
+by sleeping for MongoDB (whose clock is the server's).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import pickle
+import threading
+import time
+
+import pytest
+
+from hpo_mongo.exceptions import DuplicateTrialError
+from hpo_mongo.trials import leases
+from hpo_mongo.trials.documents import (JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW,
+                                        JOB_STATE_RUNNING, new_trial_doc)
+from hpo_mongo.trials.memory_queue import MemoryJobQueue
+from hpo_mongo.trials.queue import ANY_EXPERIMENT, LIST_FIELDS, JobQueue
+from hpo_mongo.trials.remote import QueueServer, RemoteJobQueue
+
+LEASE = 0.6  # seconds: short enough for the real server, where time passes for real
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = _dt.datetime(2026, 1, 1, tzinfo=_dt.timezone.utc)
+
+    def __call__(self):
+        return self.t
+
+    def advance(self, seconds):
+        self.t += _dt.timedelta(seconds=seconds)
+
+
+class Harness:
+    def __init__(self, queue, later):
+        self.queue, self.later = queue, later
+
+
+def _memory():
+    clock = FakeClock()
+    return Harness(MemoryJobQueue(clock=clock), clock.advance), None
+
+
+def _remote():
+    from multiprocessing import Pipe
+    clock = FakeClock()
+    server = QueueServer(MemoryJobQueue(clock=clock)).start()
+    here, there = Pipe()
+    server.add(there)
+    return Harness(RemoteJobQueue(here), clock.advance), server.stop
+
+
+def _mongo(request):
+    from hpo_mongo.trials.mongo.queue import MongoJobQueue
+    url = request.getfixturevalue("mongo_url")
+    q = MongoJobQueue.connect(url)
+    q.ensure_indexes()
+    return Harness(q, lambda s: time.sleep(s)), q.close
+
+
+@pytest.fixture(params=["memory", "remote"])
+def h(request):
+    if request.param == "memory":
+        harness, stop = _memory()
+    elif request.param == "remote":
+        harness, stop = _remote()
+    else:
+        harness, stop = _mongo(request)
+    yield harness
+    if stop is not None:
+        stop()
+
+
+def queue_docs(q, tids, exp_key="e"):
+    return q.insert([new_trial_doc(t, {"x": [float(t)]}, exp_key=exp_key) for t in tids])
+
+
+def claim(q, owner="w:1", exp_key=ANY_EXPERIMENT, lease=LEASE, max_attempts=3):
+    return q.claim(owner, exp_key=exp_key, worker={"host": "w", "pid": 1}, lease_timeout=lease,
+                   max_attempts=max_attempts)
+
+
+# ----------------------------------------------------------------------------- protocol
+def test_implements_the_protocol(h):
+    assert isinstance(h.queue, JobQueue)
+    assert pickle.loads(pickle.dumps(ANY_EXPERIMENT)) is ANY_EXPERIMENT
+
+
+# ----------------------------------------------------------------------------- tids and insert
+def test_tids_are_fresh_and_reserve_moves_past(h):
+    q = h.queue
+    a = q.new_tids(3)
+    assert a == list(range(a[0], a[0] + 3))
+    b = q.new_tids(2)
+    assert b[0] > a[-1]
+    q.reserve_tids(b[-1] + 100)
+    assert q.new_tids(1)[0] > b[-1] + 100
+
+
+def test_insert_then_changed_gives_each_job_once_with_versions(h):
+    q = h.queue
+    ids = queue_docs(q, [0, 1, 2])
+    assert len(set(ids)) == 3
+    docs, cursor = q.changed("e")
+    assert sorted(d["tid"] for d in docs) == [0, 1, 2]
+    d0 = next(d for d in docs if d["tid"] == 0)
+    assert d0["state"] == JOB_STATE_NEW and d0["attempt"] == 0 and d0["requeues"] == 0
+    assert d0["_attachments"] == [] and d0["version"] >= 0 and d0["updated_at"] is not None
+    d0["state"] = 99  # a copy: the queue is unchanged
+    assert q.trial(0)["state"] == JOB_STATE_NEW
+    assert queue_docs(q, [3], exp_key="other")
+    c = claim(q, exp_key="e")
+    more, _ = q.changed("e", cursor)
+    latest = {d["_id"]: d for d in more}
+    assert c["_id"] in latest and latest[c["_id"]]["state"] == JOB_STATE_RUNNING
+    assert latest[c["_id"]]["version"] > d0["version"]
+    assert all(d["exp_key"] == "e" for d in more)
+
+
+def test_a_reused_tid_is_refused(h):
+    q = h.queue
+    queue_docs(q, [5])
+    with pytest.raises(DuplicateTrialError):
+        queue_docs(q, [5], exp_key="other")
+    assert q.count(ANY_EXPERIMENT) == 1
+
+
+def test_count_job_ids_cancel_new_and_delete_jobs(h):
+    q = h.queue
+    ids = queue_docs(q, [0, 1, 2, 3])
+    claim(q)
+    assert q.count("e") == 4 and q.count("e", [JOB_STATE_NEW]) == 3
+    assert sorted(map(str, q.job_ids("e"))) == sorted(map(str, ids))
+    assert q.cancel_new("e", [ids[1]]) == 1
+    assert q.count("e", [JOB_STATE_CANCEL]) == 1
+    assert q.cancel_new("e") == 2
+    assert q.count("e", [JOB_STATE_NEW]) == 0
+    assert q.delete_jobs("e", [ids[3]]) == 1
+    assert q.count("e") == 3 and q.trial(3) is None
+    assert q.delete_jobs("e") == 3 and q.count(ANY_EXPERIMENT) == 0
+
+
+# ----------------------------------------------------------------------------- claims
+def test_claim_takes_the_oldest_tid_of_the_served_experiment(h):
+    q = h.queue
+    q.insert([new_trial_doc(t, {}, exp_key=k) for t, k in [(4, "a"), (2, "b"), (3, None), (1, "a")]])
+    assert claim(q, exp_key="a")["tid"] == 1
+    assert claim(q, exp_key=None)["tid"] == 3
+    c = claim(q)
+    assert c["tid"] == 2 and c["owner"] == "w:1" and c["state"] == JOB_STATE_RUNNING
+    assert c["attempt"] == 1 and c["lease_timeout"] == LEASE and c["max_attempts"] == 3
+    assert c["worker"] == {"host": "w", "pid": 1}
+    assert c["heartbeat"] is not None and c["book_time"] is not None
+    assert claim(q, exp_key="b") is None
+    assert claim(q)["tid"] == 4
+    assert claim(q) is None
+
+
+def test_concurrent_claims_never_share_a_job(h):
+    q = h.queue
+    queue_docs(q, range(30))
+    got, lock = [], threading.Lock()
+
+    def grab(i):
+        while True:
+            c = claim(q, owner=f"w:{i}")
+            if c is None:
+                return
+            with lock:
+                got.append(c["tid"])
+
+    threads = [threading.Thread(target=grab, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(got) == list(range(30))
+
+
+def test_writes_of_a_lost_claim_match_nothing(h):
+    q = h.queue
+    queue_docs(q, [0])
+    c = claim(q)
+    assert q.renew_lease(c) and q.checkpoint(c, {"status": "running", "step": 1})
+    assert q.trial(0)["result"] == {"status": "running", "step": 1}
+    # the job is requeued by hand (a running worker loses it), then claimed by another worker
+    assert q.requeue_unchanged(q.trial(0))
+    c2 = claim(q, owner="w:2")
+    assert c2["attempt"] == 2
+    assert not q.renew_lease(c) and not q.checkpoint(c, {"status": "x"})
+    assert not q.finish(c, JOB_STATE_DONE, {"status": "ok", "loss": 1.0}, attachments={"a": b"stale"})
+    assert not q.release(c)
+    assert not q.set_trial_attachment(c, "b", b"stale", claimed=True)
+    assert q.trial_attachment_names(c2["_id"]) == []
+    assert q.finish(c2, JOB_STATE_DONE, {"status": "ok", "loss": 2.0})
+    done = q.trial(0)
+    assert done["state"] == JOB_STATE_DONE and done["result"]["loss"] == 2.0 and done["owner"] == "w:2"
+    assert done["end_time"] is not None
+
+
+def test_finish_stores_attachments_with_the_result_and_is_safe_to_retry(h):
+    q = h.queue
+    queue_docs(q, [0])
+    c = claim(q)
+    assert q.set_trial_attachment(c, "during", b"from the trial", claimed=True)
+    assert q.finish(c, JOB_STATE_DONE, {"status": "ok", "loss": 0.5}, attachments={"model": b"m1"})
+    assert q.finish(c, JOB_STATE_DONE, {"status": "ok", "loss": 0.5}, attachments={"model": b"m1"})  # retried
+    assert q.trial_attachment_names(c["_id"]) == ["during", "model"]
+    assert q.trial_attachment(c["_id"], "model") == b"m1"
+    assert q.trial_attachment(c["_id"], "during") == b"from the trial"
+    assert q.trial_attachment(c["_id"], "nope") is None
+
+
+def test_a_finished_jobs_attachments_come_from_the_attempt_of_its_result(h):
+    q = h.queue
+    queue_docs(q, [0])
+    first = claim(q)
+    assert q.set_trial_attachment(first, "log", b"attempt 1", claimed=True)
+    assert q.release(first, count_as_lost=True)
+    second = claim(q, owner="w:2")
+    assert q.finish(second, JOB_STATE_DONE, {"status": "ok", "loss": 1.0}, attachments={"model": b"attempt 2"})
+    assert q.trial_attachment_names(second["_id"]) == ["model"]
+    assert q.trial_attachment(second["_id"], "model") == b"attempt 2"
+
+
+def test_user_attachments_outside_a_worker(h):
+    q = h.queue
+    (job_id,) = queue_docs(q, [0])
+    job = q.trial(0)
+    assert q.set_trial_attachment(job, "note", b"by hand")
+    assert q.trial_attachment(job_id, "note") == b"by hand"
+    assert q.set_trial_attachment(job, "note", b"again")
+    assert q.trial_attachment(job_id, "note") == b"again"
+    assert q.set_trial_attachment(job, "note", None)
+    assert q.trial_attachment_names(job_id) == []
+
+
+def test_release_returns_the_job_to_new(h):
+    q = h.queue
+    queue_docs(q, [0])
+    c = claim(q)
+    assert q.release(c)
+    d = q.trial(0)
+    assert d["state"] == JOB_STATE_NEW and d["owner"] is None and d["heartbeat"] is None and d["requeues"] == 0
+    c = claim(q)
+    assert c["attempt"] == 2
+    assert q.release(c, count_as_lost=True)
+    assert q.trial(0)["requeues"] == 1
+
+
+def test_error_outcome_keeps_hyperopts_misc_error(h):
+    q = h.queue
+    queue_docs(q, [0])
+    c = claim(q)
+    err = {"type": "ValueError", "message": "bad", "traceback": "tb"}
+    assert q.finish(c, JOB_STATE_ERROR, {"status": "fail", "failure": "ValueError: bad"}, err)
+    d = q.trial(0)
+    assert d["state"] == JOB_STATE_ERROR and d["error"] == err and d["misc"]["error"] == ["ValueError", "bad"]
+
+
+# ----------------------------------------------------------------------------- lease rules
+def test_requeue_stale_applies_the_lease_recorded_on_each_job(h):
+    q = h.queue
+    queue_docs(q, [0, 1])
+    short = claim(q, owner="w:1", lease=LEASE)
+    long_ = claim(q, owner="w:2", lease=60.0)
+    h.later(LEASE * 1.5)
+    events = q.requeue_stale(default_lease=30.0, default_max_attempts=3)
+    assert [(e["tid"], e["outcome"]) for e in events] == [(short["tid"], "requeued")]
+    assert events[0]["owner"] == "w:1" and events[0]["exp_key"] == "e"
+    d = q.trial(short["tid"])
+    assert d["state"] == JOB_STATE_NEW and d["requeues"] == 1 and d["owner"] is None
+    assert q.trial(long_["tid"])["state"] == JOB_STATE_RUNNING
+    assert not q.finish(short, JOB_STATE_DONE, {"status": "ok", "loss": 1.0})
+
+
+def test_a_renewed_lease_is_not_requeued(h):
+    q = h.queue
+    queue_docs(q, [0])
+    c = claim(q)
+    h.later(LEASE * 0.6)
+    assert q.renew_lease(c)
+    h.later(LEASE * 0.6)
+    assert q.requeue_stale(default_lease=30.0, default_max_attempts=3) == []
+    assert q.trial(0)["state"] == JOB_STATE_RUNNING
+
+
+def test_the_max_attempts_recorded_by_the_claiming_worker_decides(h):
+    q = h.queue
+    queue_docs(q, [0])
+    for attempt in range(1, 5):
+        c = claim(q, owner=f"w:{attempt}", max_attempts=4)
+        assert c["attempt"] == attempt
+        h.later(LEASE * 1.5)
+        # the requeuer's own default (2) does not override what the job records (4)
+        events = q.requeue_stale(exp_key="e", default_lease=30.0, default_max_attempts=2)
+        assert len(events) == 1
+        if attempt < 4:
+            assert events[0]["outcome"] == "requeued"
+    assert events[0]["outcome"] == "failed" and "lost 4 times" in events[0]["message"]
+    d = q.trial(0)
+    assert d["state"] == JOB_STATE_ERROR and d["error"]["type"] == leases.LOST_ERROR_TYPE
+    assert d["result"]["status"] == "fail" and "lost 4 times" in d["result"]["failure"]
+    assert d["misc"]["error"][0] == leases.LOST_ERROR_TYPE
+
+
+def test_requeue_stale_is_limited_to_the_experiment(h):
+    q = h.queue
+    q.insert([new_trial_doc(0, {}, exp_key="a"), new_trial_doc(1, {}, exp_key="b")])
+    claim(q, exp_key="a")
+    claim(q, exp_key="b")
+    h.later(LEASE * 1.5)
+    assert [e["tid"] for e in q.requeue_stale("b", default_lease=30.0, default_max_attempts=3)] == [1]
+    assert q.trial(0)["state"] == JOB_STATE_RUNNING
+
+
+# ----------------------------------------------------------------------------- experiments and blobs
+def test_experiment_documents_and_driver_heartbeat(h):
+    q = h.queue
+    assert q.experiment("e") is None and not q.beat_driver("e")
+    q.save_experiment("e", {"status": "running", "max_evals": 10, "driver": {"host": "d", "pid": 7}})
+    assert q.beat_driver("e")
+    q.save_experiment("e", {"status": "done", "driver": {"pid": 8}})
+    doc = q.experiment("e")
+    assert doc["exp_key"] == "e" and doc["status"] == "done" and doc["max_evals"] == 10
+    assert doc["driver"]["host"] == "d" and doc["driver"]["pid"] == 8 and doc["driver"]["heartbeat"] is not None
+    assert doc["created"] is not None and doc["updated_at"] is not None
+    q.save_experiment(None, {"status": "running"})
+    assert q.experiment(None)["exp_key"] is None
+
+
+def test_blobs_domain_and_experiment_attachments(h):
+    q = h.queue
+    q.put_domain("abc", b"payload", "e")
+    q.put_domain("abc", b"other", "f")  # content-addressed: the first one stays
+    assert q.domain("abc") == b"payload" and q.domain("nope") is None
+    q.set_attachment("e", "notes", b"1")
+    q.set_attachment("e", "notes", b"2")
+    q.set_attachment("e", "data", b"3")
+    q.set_attachment("f", "notes", b"other experiment")
+    assert q.attachment("e", "notes") == b"2" and q.attachment_names("e") == ["data", "notes"]
+    q.set_attachment("e", "data", None)
+    assert q.attachment("e", "data") is None and q.attachment_names("e") == ["notes"]
+
+
+def test_delete_experiment_removes_everything_it_owns(h):
+    q = h.queue
+    q.save_experiment("e", {"domain_hash": "d1"})
+    q.save_experiment("f", {"domain_hash": "d2"})
+    q.save_experiment("g", {"domain_hash": "d2"})
+    q.put_domain("d1", b"1", "e")
+    q.put_domain("d2", b"2", "f")
+    q.set_attachment("e", "a", b"x")
+    queue_docs(q, [0, 1])
+    queue_docs(q, [2], exp_key="f")
+    c = claim(q, exp_key="e")
+    q.finish(c, JOB_STATE_DONE, {"status": "ok", "loss": 1.0}, attachments={"m": b"model"})
+    out = q.delete_experiment("e")
+    assert out["exp_key"] == "e" and out["trials"] == 2 and out["experiment"] is True and out["files"] >= 3
+    assert q.experiment("e") is None and q.count("e") == 0 and q.domain("d1") is None
+    assert q.attachment("e", "a") is None
+    assert q.count("f") == 1 and q.experiment("f") is not None
+    q.delete_experiment("f")
+    assert q.domain("d2") == b"2"  # still used by g
+
+
+def test_experiment_keys_and_summaries(h):
+    q = h.queue
+    q.save_experiment("b", {"status": "running", "max_evals": 5, "algorithm": "tpe"})
+    q.insert([new_trial_doc(0, {}, exp_key=None), new_trial_doc(1, {}, exp_key="b"),
+              new_trial_doc(2, {}, exp_key="b")])
+    c = claim(q, exp_key="b")
+    q.finish(c, JOB_STATE_DONE, {"status": "ok", "loss": 0.25})
+    assert q.experiment_keys() == [None, "b"]
+    by_key = {s["exp_key"]: s for s in q.experiment_summaries()}
+    b = by_key["b"]
+    assert b["status"] == "running" and b["max_evals"] == 5 and b["algorithm"] == "tpe"
+    assert b["counts"]["done"] == 1 and b["counts"]["new"] == 1 and b["counts"]["total"] == 2
+    assert b["best_loss"] == 0.25 and b["created"] is not None and b["last_activity"] is not None
+    assert by_key[None]["counts"]["total"] == 1 and by_key[None]["best_loss"] is None
+
+
+# ----------------------------------------------------------------------------- workers
+def test_worker_documents(h):
+    q = h.queue
+    started = q.now()
+    q.beat_worker("w:1:aa", {"host": "w", "pid": 1, "status": "idle", "started": started, "lease_timeout": 30.0})
+    q.beat_worker("w:1:aa", {"status": "busy", "started": started + _dt.timedelta(days=1)})
+    q.beat_worker("w:2:bb", {"host": "w", "pid": 2, "status": "exited"})
+    (w,) = q.workers()
+    assert w["_id"] == "w:1:aa" and w["status"] == "busy" and w["host"] == "w"
+    assert abs((leases.as_utc(w["started"]) - started).total_seconds()) < 0.01  # set only on creation
+    assert leases.worker_is_live(w, q.now())
+    h.later(31)
+    assert not leases.worker_is_live(w, q.now())
+
+
+# ----------------------------------------------------------------------------- inspection and repairs
+def test_find_sorts_filters_limits_and_projects(h):
+    q = h.queue
+    queue_docs(q, range(5))
+    losses = {0: 3.0, 1: 1.0, 2: None, 3: 2.0}
+    for _ in range(4):
+        c = claim(q)
+        loss = losses[c["tid"]]
+        result = {"status": "ok", "loss": loss} if loss is not None else {"status": "fail", "failure": "x"}
+        q.finish(c, JOB_STATE_DONE, result)
+    assert [d["tid"] for d in q.find("e")] == [0, 1, 2, 3, 4]
+    assert [d["tid"] for d in q.find("e", reverse=True, limit=2)] == [4, 3]
+    assert [d["tid"] for d in q.find("e", sort="loss")] == [1, 3, 0, 2, 4]
+    assert [d["tid"] for d in q.find("e", sort="loss", reverse=True)][:3] == [0, 3, 1]
+    assert [d["tid"] for d in q.find("e", sort="loss", limit=2)] == [1, 3]
+    assert [d["tid"] for d in q.find("e", states=[JOB_STATE_NEW])] == [4]
+    assert [d["tid"] for d in q.find("e", sort="time")][-1] == 4  # unclaimed last
+    assert q.find("e", limit=0) == []
+    listed = q.find("e", limit=1)[0]
+    assert set(listed) <= set(LIST_FIELDS) and "misc" in listed
+    assert "created_at" in q.find("e", limit=1, full=True)[0]
+    assert q.trial(3)["result"]["loss"] == 2.0 and q.trial(3, exp_key="e")["tid"] == 3
+    assert q.trial(3, exp_key="other") is None and q.trial(99) is None
+
+
+def test_counts_throughput_and_first_claim(h):
+    q = h.queue
+    queue_docs(q, range(4))
+    before = q.now() - _dt.timedelta(seconds=1)
+    assert q.first_claim("e") is None
+    c = claim(q)
+    q.finish(c, JOB_STATE_DONE, {"status": "ok", "loss": 1.0})
+    claim(q)
+    assert q.count_by_state("e") == {"new": 2, "running": 1, "done": 1, "error": 0, "cancel": 0, "total": 4}
+    assert q.count_by_state()["total"] == 4
+    assert q.finished_since("e", before) == 1
+    assert q.finished_since("e", q.now() + _dt.timedelta(seconds=5)) == 0
+    assert leases.as_utc(q.first_claim("e")) >= before
+
+
+def test_repairs_are_conditioned_on_the_version_read(h):
+    q = h.queue
+    queue_docs(q, [0, 1])
+    c = claim(q)
+    q.finish(c, JOB_STATE_ERROR, {"status": "fail", "failure": "E: x"}, {"type": "E", "message": "x", "traceback": ""})
+    read = q.trial(0)
+    stale_read = dict(read, version=read["version"] - 1)
+    assert not q.requeue_unchanged(stale_read)
+    assert q.requeue_unchanged(read)
+    d = q.trial(0)
+    assert d["state"] == JOB_STATE_NEW and d["error"] is None and d["result"] == {"status": "new"}
+    assert "error" not in d["misc"] and d["attempt"] == 1
+    assert not q.requeue_unchanged(read)  # its version moved on
+    new = q.trial(1)
+    assert q.cancel_unchanged(new, failure="cancelled by hand")
+    d = q.trial(1)
+    assert d["state"] == JOB_STATE_CANCEL and d["result"] == {"status": "fail", "failure": "cancelled by hand"}
+    assert not q.cancel_unchanged(new, failure="again")
+
+
+def test_cancel_unchanged_takes_a_running_job_from_its_worker(h):
+    q = h.queue
+    queue_docs(q, [0])
+    c = claim(q)
+    assert q.cancel_unchanged(q.trial(0), failure="cancelled", end_time=q.now())
+    assert not q.finish(c, JOB_STATE_DONE, {"status": "ok", "loss": 1.0})
+    d = q.trial(0)
+    assert d["state"] == JOB_STATE_CANCEL and d["owner"] is None and d["end_time"] is not None
