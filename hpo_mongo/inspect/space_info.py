@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -110,3 +112,72 @@ def flat_value(v: Any) -> Any:
     if isinstance(v, (dict, list, tuple)):
         return json.dumps(v, sort_keys=True, separators=(",", ":"), default=str)
     return v
+
+
+#: keys whose value names a nested option (``{"type": "svm", "C": 1.0}`` is shown as ``svm(C=1)``)
+NAME_KEYS = ("name", "type", "kind", "model", "algo", "algorithm", "method", "optimizer", "classifier",
+             "estimator", "preprocessing")
+_EXPR_CALL_RE = re.compile(r"^\s*(?:scope\.|hp\.)?([A-Za-z_][\w.]*)\s*\(")
+
+
+def _name_of(option: Mapping[str, Any]) -> str | None:
+    for k in NAME_KEYS:
+        v = option.get(k)
+        if isinstance(v, (str, int, float)) and not isinstance(v, bool):
+            return str(v)
+    return None
+
+
+def _expr_name(expr: Any) -> str:
+    """``scope.sklearn_SVC(C=...)`` → ``sklearn_SVC``; any other description → ``expr``."""
+    m = _EXPR_CALL_RE.match(str(expr))
+    return m.group(1).rsplit(".", 1)[-1] if m else "expr"
+
+
+def _scalar_text(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}" if math.isfinite(v) else str(v)
+    return str(v)
+
+
+def compact_value(v: Any, depth: int = 0) -> str:
+    """A decoded value as short text for a table cell or a label.
+
+    A nested option becomes its name with its parameters, ``sgd(momentum=0.92)``; an option
+    without a name-like key (see :data:`NAME_KEYS`) ``{momentum=0.92}``; an expression the
+    space could not describe as values ``{"$expr": "scope.mul(…)"}`` its function, ``mul(…)``;
+    a reference to a parameter ``{"$param": "x"}`` the label ``x``; floats keep 4 digits.
+    """
+    if isinstance(v, Mapping):
+        if set(v) == {"$param"}:
+            return str(v["$param"])
+        if set(v) == {"$expr"}:
+            return _expr_name(v["$expr"]) + "(…)"
+        if depth > 6:
+            return "…"
+        name = _name_of(v)
+        items = [f"{k}={compact_value(x, depth + 1)}" for k, x in v.items()
+                 if name is None or k not in NAME_KEYS or str(x) != name]
+        if name is None:
+            return "{" + ", ".join(items) + "}"
+        return f"{name}({', '.join(items)})" if items else name
+    if isinstance(v, (list, tuple)):
+        if depth > 6:
+            return "…"
+        return "[" + ", ".join(compact_value(x, depth + 1) for x in v) + "]"
+    return _scalar_text(v)
+
+
+def option_label(option: Any) -> str:
+    """The name of one choice option for an axis tick or a legend: its name-like entry
+    (``{"type": "svm", ...}`` → ``svm``), its expression's function (``sklearn_SVC``), the
+    parameter it stands for, or the value itself."""
+    if isinstance(option, Mapping):
+        if set(option) == {"$param"}:
+            return str(option["$param"])
+        if set(option) == {"$expr"}:
+            return _expr_name(option["$expr"])
+        name = _name_of(option)
+        if name is not None:
+            return name
+    return compact_value(option)
