@@ -16,6 +16,9 @@ Environment (all optional except the URL):
 ``HPO_MAX_EVALS``     number of trials (default 100)
 ``HPO_MAX_QUEUE_LEN`` trials kept queued for the workers (default 8)
 ``HPO_NOISE``         standard deviation of the noise added to the loss (default 0.1)
+``HPO_TRIAL_SLEEP``   seconds each trial sleeps, standing in for an expensive training run (default
+                      0.5, so that a handful of workers visibly share the work; 0 measures the
+                      pure overhead, as a throughput test would)
 
 The objective is defined in ``__main__``, so cloudpickle ships it *by value*: workers need
 hpo_mongo and numpy, not this file. Everything it uses is imported inside the function.

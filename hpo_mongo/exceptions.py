@@ -3,6 +3,7 @@
 - fix the call or the space: :class:`InvalidParameterError`, :class:`InvalidSpaceError`,
   :class:`InvalidResultError`, :class:`InvalidURLError`;
 - retry later: :class:`StoreUnavailable` (the server is unreachable; only idempotent calls are retried);
+- fix the URL or the database user: :class:`StoreConfigurationError` (retrying does not help);
 - treat as "someone else got there first": :class:`DuplicateTrialError`, :class:`TrialNotOwned`;
 - give up on the trial: :class:`ObjectiveLoadError`, :class:`PayloadSignatureError`;
 - nothing to report: :class:`AllTrialsFailed`.
@@ -61,6 +62,11 @@ class StoreError(HpoMongoError):
 
 class StoreUnavailable(StoreError):
     """The database could not be reached (after retries). Retrying later may succeed."""
+
+
+class StoreConfigurationError(StoreError):
+    """The server refuses this configuration: failed authentication, a user without the needed
+    privileges, a ``mongodb+srv://`` name that does not resolve. Retrying does not help."""
 
 
 class DuplicateTrialError(StoreError):

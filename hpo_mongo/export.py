@@ -1,9 +1,11 @@
-"""Trials as flat rows: CSV / JSON / JSON Lines files and pandas DataFrames.
+"""Trials as CSV / JSON / JSON Lines files and pandas DataFrames.
 
-One row per trial; columns ``tid, state, status, loss``, one column per parameter holding its
-value (the choice option, not its index; empty when the parameter was inactive), then
-``attempt, owner, book_time, start_time, end_time, duration, error`` and ``result.<key>`` for
-scalar result entries (see :func:`hpo_mongo.inspect.to_rows`).
+CSV and DataFrames have one flat row per trial: columns ``tid, state, status, loss``, one column
+per parameter holding its value (the choice option, not its index; empty when the parameter was
+inactive), then ``attempt, owner, book_time, start_time, end_time, duration, error`` and
+``result.<key>`` for scalar result entries (see :func:`hpo_mongo.inspect.to_rows`). JSON and JSON
+Lines hold one trial record per trial, the shape ``hpo-mongo list --json`` prints (parameters
+under ``params``, see :func:`hpo_mongo.inspect.trial_record`).
 
 Works for in-memory ``Trials``, ``MongoTrials`` (whose experiment document supplies the space)
 and plain lists of trial documents. Pass ``space`` (the hp space, or its JSON description) to
@@ -32,6 +34,26 @@ def format_from_path(path: str | os.PathLike | None) -> str | None:
     return _EXT.get(os.path.splitext(str(path))[1].lower())
 
 
+def choose_format(path: str | os.PathLike, fmt: str | None = None, *, default: str | None = None) -> str:
+    """The export format: ``fmt`` when given, else the one the extension of ``path`` names; a
+    path without an extension (or ``-``) gets ``default``. An unknown extension, or no extension
+    and no default, raises :class:`InvalidParameterError` (nothing is written)."""
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise InvalidParameterError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+        return fmt
+    found = format_from_path(path)
+    if found is not None:
+        return found
+    ext = "" if str(path) == "-" else os.path.splitext(str(path))[1]
+    if not ext and default is not None:
+        return default
+    what = f"extension {ext!r}" if ext else "no extension"
+    raise InvalidParameterError(
+        f"cannot tell the format of {str(path)!r} ({what}): choose csv, json or jsonl (--format / format=) "
+        f"or name the file .csv, .json or .jsonl")
+
+
 def _csv_cell(v: Any) -> Any:
     if v is None:
         return ""
@@ -55,38 +77,49 @@ def write_csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], fp: Any
     return n
 
 
-def write_json(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], fp: Any) -> int:
-    """A JSON array of objects with the keys in ``columns`` order."""
-    rows = [{c: r.get(c) for c in columns} for r in rows]
-    fp.write(dumps(rows) + "\n")
-    return len(rows)
+def write_json(records: Sequence[Mapping[str, Any]], fp: Any) -> int:
+    """A JSON array of trial records."""
+    fp.write(dumps(list(records)) + "\n")
+    return len(records)
 
 
-def write_jsonl(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], fp: Any) -> int:
-    """One compact JSON object per line."""
+def write_jsonl(records: Iterable[Mapping[str, Any]], fp: Any) -> int:
+    """One compact JSON trial record per line."""
     n = 0
-    for r in rows:
-        fp.write(dumps({c: r.get(c) for c in columns}, indent=None) + "\n")
+    for r in records:
+        fp.write(dumps(r, indent=None) + "\n")
         n += 1
     return n
 
 
-_WRITERS = {"csv": write_csv, "json": write_json, "jsonl": write_jsonl}
-
-
-def write_rows(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], path: str | os.PathLike,
-               fmt: str) -> int:
-    """Write rows to ``path`` (``-`` = standard output) in ``fmt``; returns the number of rows."""
-    if fmt not in _WRITERS:
-        raise InvalidParameterError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+def _write(path: str | os.PathLike, write: Any) -> int:
+    """``write(fp)`` into ``path`` (``-`` = standard output); an OSError names the file."""
     if str(path) == "-":
         import click
         buf = io.StringIO()
-        n = _WRITERS[fmt](rows, columns, buf)
+        n = write(buf)
         click.echo(buf.getvalue(), nl=False)
         return n
-    with open(path, "w", newline="", encoding="utf-8") as fp:
-        return _WRITERS[fmt](rows, columns, fp)
+    try:
+        with open(path, "w", newline="", encoding="utf-8") as fp:
+            return write(fp)
+    except OSError as e:  # e.g. a full disk: raised by write or close, without the file name
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
+
+
+def write_trials(docs: Sequence[Mapping[str, Any]], space: hi.SpaceInfo | None, path: str | os.PathLike,
+                 fmt: str) -> int:
+    """Write trial documents to ``path`` (``-`` = standard output) as ``fmt`` (``csv``: flat rows,
+    ``json``/``jsonl``: trial records); returns the number of trials."""
+    fmt = choose_format(path, fmt)
+    space = space or hi.SpaceInfo()
+    if fmt == "csv":
+        columns, rows = hi.to_rows(docs, space, result_columns=True)
+        return _write(path, lambda fp: write_csv(rows, columns, fp))
+    records = [hi.trial_record(d, space) for d in docs]
+    return _write(path, lambda fp: (write_json if fmt == "json" else write_jsonl)(records, fp))
 
 
 # ----------------------------------------------------------------------------- Trials objects
@@ -114,18 +147,14 @@ def trial_rows(trials: Any, space: Any = None) -> tuple[list[str], list[dict]]:
 
 def export_trials(trials: Any, path: str | os.PathLike, *, format: str | None = None,
                   space: Any = None) -> int:
-    """Write one row per trial to ``path``; the format comes from ``format`` or the extension
-    (``.csv``, ``.json``, ``.jsonl``). Returns the number of trials written.
+    """Write every trial to ``path`` (CSV rows, or JSON / JSON Lines trial records); the format
+    comes from ``format`` or the extension (``.csv``, ``.json``, ``.jsonl``). Returns the number
+    of trials written.
 
     Example: ``export_trials(trials, "trials.csv", space=space)``.
     """
-    fmt = format or format_from_path(path)
-    if fmt is None:
-        raise InvalidParameterError(
-            f"cannot tell the format of {str(path)!r}: pass format='csv', 'json' or 'jsonl' "
-            "or use one of the extensions .csv, .json, .jsonl")
-    columns, rows = trial_rows(trials, space)
-    return write_rows(rows, columns, path, fmt)
+    fmt = choose_format(path, format)
+    return write_trials(list(getattr(trials, "trials", trials)), _space_of(trials, space), path, fmt)
 
 
 def _pandas() -> Any:

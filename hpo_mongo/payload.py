@@ -30,6 +30,8 @@ from typing import Any, Iterator
 from ._version import __version__
 from .exceptions import InvalidParameterError, ObjectiveLoadError, PayloadSignatureError, PicklingError
 
+#: a domain payload larger than this (objective plus the data it captures) is reported at fmin start
+PAYLOAD_WARN_BYTES = 16 * 1024 * 1024
 MAGIC = b"HPOMPAY\x01"
 FORMAT_VERSION = 1
 MAC_SIZE = 32
@@ -46,6 +48,17 @@ def local_versions() -> dict[str, str]:
     """This process's python / cloudpickle / hpo_mongo versions (as recorded in a header)."""
     return {"python": platform.python_version(), "cloudpickle": _cloudpickle().__version__,
             "hpo_mongo": __version__}
+
+
+def size_warning(n_bytes: int) -> str | None:
+    """The message fmin logs for a domain payload of ``n_bytes`` above :data:`PAYLOAD_WARN_BYTES`
+    (None below): its size and what to do about it."""
+    if n_bytes <= PAYLOAD_WARN_BYTES:
+        return None
+    return (f"the pickled objective is {n_bytes / 2**20:.1f} MB (over {PAYLOAD_WARN_BYTES / 2**20:.0f} MB), "
+            "mostly data it captures: it is stored in GridFS and every worker downloads and unpickles it "
+            "before its first trial. Load large data inside the objective instead (from a path or URL every "
+            "worker can reach, or a module installed on the workers), and capture only its location")
 
 
 # ----------------------------------------------------------------------------- pickling

@@ -22,15 +22,17 @@ def _pyplot() -> Any:
 
 
 def _ok_and_failed(trials: Any) -> tuple[list[int], list[float], list[int]]:
-    tids, losses, failed = [], [], []
-    for t in trials.trials:
+    """Trial numbers (1 = the first trial, in tid order) and losses of the successful trials,
+    and the numbers of the failed ones."""
+    numbers, losses, failed = [], [], []
+    for number, t in enumerate(sorted(trials.trials, key=lambda t: t["tid"]), start=1):
         loss = loss_of(t) if t["state"] == JOB_STATE_DONE else None
         if loss is not None and np.isfinite(loss):
-            tids.append(t["tid"])
+            numbers.append(number)
             losses.append(loss)
         elif t["state"] in (JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_CANCEL):
-            failed.append(t["tid"])
-    return tids, losses, failed
+            failed.append(number)
+    return numbers, losses, failed
 
 
 def main_plot_history(trials: Any, do_show: bool = True, status_colors: Any = None,
@@ -39,8 +41,8 @@ def main_plot_history(trials: Any, do_show: bool = True, status_colors: Any = No
     from .plot import plot_convergence
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(10, 4))
-    tids, losses, failed = _ok_and_failed(trials)
-    plot_convergence(ax, tids, losses, failed)
+    numbers, losses, failed = _ok_and_failed(trials)
+    plot_convergence(ax, numbers, losses, failed, n_total=len(trials.trials))
     ax.set_title(title, loc="left", fontweight="bold")
     if do_show:
         plt.show()

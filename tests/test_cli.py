@@ -25,6 +25,7 @@ import pytest
 from click.testing import CliRunner
 
 from hpo_mongo.cli.main import cli
+from hpo_mongo.inspect import RECORD_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["lr", "layers", "dropout", "opt", "momentum", "act"]
@@ -204,24 +205,30 @@ def test_list_one_column_per_parameter_with_values(exp):
     assert [r["tid"] for r in data] == sorted(r["tid"] for r in data)
     assert len(data) >= MAX_EVALS
     for r in data:
-        assert r["act"] in ACT_OPTIONS and _option_of(r) in OPT_OPTIONS
-        is_sgd = isinstance(r["opt"], dict) and r["opt"]["name"] == "sgd"
-        assert (r["momentum"] is not None) == is_sgd  # blank when inactive
+        p = r["params"]
+        assert list(p) == LABELS
+        assert p["act"] in ACT_OPTIONS and _option_of(p) in OPT_OPTIONS
+        is_sgd = isinstance(p["opt"], dict) and p["opt"]["name"] == "sgd"
+        assert (p["momentum"] is not None) == is_sgd  # None when inactive
         if is_sgd:  # the nested option shows the value the objective received
-            assert r["opt"] == {"name": "sgd", "momentum": r["momentum"]}
-        assert isinstance(r["layers"], int) and 1 <= r["layers"] <= 6
+            assert p["opt"] == {"name": "sgd", "momentum": p["momentum"]}
+        assert isinstance(p["layers"], int) and 1 <= p["layers"] <= 6
         assert (r["loss"] is None) == (r["state"] != "done")
     # blank cell in the table for an inactive parameter: the momentum column of an adam trial
-    adam = next(r for r in data if r["opt"] == {"name": "adam"})
+    adam = next(r for r in data if r["params"]["opt"] == {"name": "adam"})
     line = next(ln for ln in out.splitlines()[2:] if ln.split()[0] == str(adam["tid"]))
     start = out.splitlines()[0].index("momentum")
     assert line[start:start + len("momentum")].strip() == ""
-    assert '{"name":"adam"}' in line  # nested option shown as compact JSON
+    assert " adam " in line  # a nested option shown by its name
+    sgd = next(r for r in data if isinstance(r["params"]["opt"], dict) and r["params"]["opt"]["name"] == "sgd")
+    line = next(ln for ln in out.splitlines()[2:] if ln.split()[0] == str(sgd["tid"]))
+    assert f"sgd(momentum={sgd['params']['momentum']:.4g})" in line
 
 
 def test_list_filters_and_sorts(exp):
     errors = jrun("list", "--mongo", exp["url"], "--state", "error")
-    assert errors and all(r["state"] == "error" and r["error"].startswith("ValueError: diverged") for r in errors)
+    assert errors and all(r["state"] == "error" and r["error"]["type"] == "ValueError"
+                          and r["error"]["message"].startswith("diverged") for r in errors)
     by_loss = jrun("list", "--mongo", exp["url"], "--sort", "loss", "--limit", "5")
     assert len(by_loss) == 5
     assert [r["loss"] for r in by_loss] == sorted(r["loss"] for r in by_loss)
@@ -236,6 +243,16 @@ def test_list_filters_and_sorts(exp):
     assert r.exit_code == 2 and "bogus" in r.output
 
 
+def test_show_finds_a_tid_in_any_experiment(exp):
+    """Tids are unique in the database: show needs no --exp-key, and names the experiment."""
+    rec = jrun("list", "--mongo", exp["url"], "--exp-key", "other", "--limit", "1")[0]
+    out = ok("show", str(rec["tid"]), "--mongo", exp["url"])
+    assert out.splitlines()[0].split() == ["trial", str(rec["tid"]), "(experiment", "other)"]
+    shown = jrun("show", str(rec["tid"]), "--mongo", exp["url"])
+    assert shown["exp_key"] == "other" and shown["params"] == rec["params"]  # decoded with other's space
+    assert jrun("show", str(rec["tid"]), "--mongo", exp["url"], "--exp-key", "other")["tid"] == rec["tid"]
+
+
 def test_show_has_the_traceback(exp):
     err = jrun("list", "--mongo", exp["url"], "--state", "error", "--limit", "1")[0]
     out = ok("show", str(err["tid"]), "--mongo", exp["url"])
@@ -243,18 +260,18 @@ def test_show_has_the_traceback(exp):
     assert "state        error" in out
     assert "Traceback (most recent call last)" in out and "ValueError: diverged" in out
     data = jrun("show", str(err["tid"]), "--mongo", exp["url"])
-    assert data["state_name"] == "error" and data["error"]["type"] == "ValueError"
+    assert data["state"] == "error" and data["error"]["type"] == "ValueError"
     assert "Traceback" in data["error"]["traceback"]
     assert list(data["params"]) == LABELS and data["params"]["act"] in ACT_OPTIONS
-    assert data["misc"]["vals"]["act"][0] in (0, 1, 2)  # the raw document is there too
-    assert isinstance(data["_id"], str)
+    doc = data["document"]  # the stored document is there too
+    assert doc["misc"]["vals"]["act"][0] in (0, 1, 2) and isinstance(doc["_id"], str) and doc["state"] == 3
 
 
 def test_best(exp):
     data = jrun("best", "--mongo", exp["url"], "-n", "3")
-    assert [d["rank"] for d in data] == [1, 2, 3]
+    assert len(data) == 3
     assert [d["loss"] for d in data] == sorted(d["loss"] for d in data)
-    assert set(data[0]) == {"rank", "tid", "loss", "params"}
+    assert list(data[0]) == list(RECORD_KEYS)
     assert data[0]["params"]["act"] in ACT_OPTIONS
     status = jrun("status", "--mongo", exp["url"])
     assert data[0]["tid"] == status["best"]["tid"]
@@ -266,7 +283,7 @@ def test_other_experiment_and_exp_key(exp):
     data = jrun("status", "--mongo", exp["url"], "--exp-key", "other")
     assert data["exp_key"] == "other" and data["max_evals"] == 4
     rows = jrun("list", "--mongo", exp["url"], "--exp-key", "other")
-    assert 4 <= len(rows) and all(isinstance(r["act"], str) for r in rows)
+    assert 4 <= len(rows) and all(isinstance(r["params"]["act"], str) and r["exp_key"] == "other" for r in rows)
 
 
 def test_env_var_url(exp):
@@ -304,12 +321,14 @@ def test_unknown_exp_key_and_tid(exp):
     assert r.output.strip() == ("Error: no experiment nope in database "
                                 f"'{exp['db_name']}' (experiments: (default), other)")
     r = run("show", "999999", "--mongo", exp["url"])
-    assert r.exit_code == 1 and r.output.strip() == "Error: no trial 999999 in experiment (default)"
-    tid = jrun("list", "--mongo", exp["url"], "--exp-key", "other", "--limit", "1")[0]["tid"]
-    r = run("show", str(tid), "--mongo", exp["url"])
+    assert r.exit_code == 1 and r.output.strip() == f"Error: no trial 999999 in database '{exp['db_name']}'"
+    r = run("show", "999999", "--mongo", exp["url"], "--exp-key", "other")
+    assert r.exit_code == 1 and r.output.strip() == "Error: no trial 999999 in experiment other"
+    default_tid = jrun("list", "--mongo", exp["url"], "--limit", "1")[0]["tid"]
+    r = run("show", str(default_tid), "--mongo", exp["url"], "--exp-key", "other")
     assert r.exit_code == 1
-    assert r.output.strip() == (f"Error: no trial {tid} in experiment (default): it belongs to experiment "
-                                "other (pass --exp-key other)")
+    assert r.output.strip() == (f"Error: no trial {default_tid} in experiment other: it belongs to experiment "
+                                "(default) (omit --exp-key)")
     r = run("show", "abc", "--mongo", exp["url"])
     assert r.exit_code == 2 and "'abc' is not a valid integer" in r.output
 

@@ -14,6 +14,7 @@ from pymongo.errors import (AutoReconnect, BulkWriteError, ConfigurationError, C
                             OperationFailure, PyMongoError, ServerSelectionTimeoutError, WriteError)
 
 from hpo_mongo.exceptions import (DuplicateTrialError, HpoMongoError, InvalidParameterError, InvalidURLError,
+                                  StoreConfigurationError,
                                   StoreError, StoreUnavailable)
 from hpo_mongo.trials.mongo.connection import MongoURL, connect, parse_url, retry, server_time, translate_errors
 
@@ -307,7 +308,11 @@ MAPPING = [
     (_bulk_error(11000, 2), StoreError),
     (OperationFailure("bad query", 2), StoreError),
     (WriteError("doc too big", 10334), StoreError),
-    (ConfigurationError("bad config"), StoreError),
+    (ConfigurationError("bad config"), StoreConfigurationError),
+    (OperationFailure("Authentication failed.", 18), StoreConfigurationError),
+    (OperationFailure("not authorized on hpo to execute command", 13), StoreConfigurationError),
+    (OperationFailure("no such command: 'saslStart'", 59), StoreConfigurationError),
+    (OperationFailure("no such command: 'frobnicate'", 59), StoreError),
     (InvalidOperation("client closed"), StoreError),
     (PyMongoError("something"), StoreError),
 ]
@@ -321,7 +326,21 @@ def test_translate_errors_mapping(err, expected):
             raise err
     assert type(info.value) is expected
     assert info.value.__cause__ is err
-    assert "claiming a trial" in str(info.value)
+    if expected is StoreConfigurationError:  # says what to fix, not which operation met it
+        assert any(w in str(info.value) for w in ("check", "remove", "needs"))
+    else:
+        assert "claiming a trial" in str(info.value)
+
+
+def test_configuration_messages_say_what_to_fix():
+    with pytest.raises(StoreConfigurationError, match=r"^MongoDB authentication failed \(Authentication failed\.\); "
+                                                      r"check the user name, password and authSource in the URL$"):
+        with translate_errors("reading the server time"):
+            raise OperationFailure("Authentication failed.", 18, {"errmsg": "Authentication failed.", "code": 18})
+    srv = ConfigurationError("The DNS query name does not exist: _mongodb._tcp.nonexistent.invalid.")
+    with pytest.raises(StoreConfigurationError, match=r"^cannot resolve the mongodb\+srv:// host name"):
+        with translate_errors("x"):
+            raise srv
 
 
 def test_translate_errors_leaves_other_errors_alone():

@@ -234,7 +234,10 @@ def test_dockerfile_image_and_entrypoint():
     base = [a for k, a in instrs if k == "FROM"]
     assert len(base) == 1 and re.fullmatch(r"python:3\.\d+-slim(-\w+)?", base[0].split()[0]), base
     runs = " && ".join(a for k, a in instrs if k == "RUN")
-    assert re.search(r"pip install (--\S+ )*\.(\s|$)", runs), "the package is not installed with `pip install .`"
+    assert re.search(r"""pip install (--\S+ )*(\.|(["']?)\.\[[\w,]*\]\3)(\s|$)""", runs), \
+        "the package is not installed with `pip install .`"
+    assert re.search(r"""pip install (--\S+ )*(["']?)\.\[([\w,]*,)?plot(,[\w,]*)?\]\2""", runs), \
+        "the image ships `hpo-mongo plot`: it needs the plot extra"
     # non-root: the last USER is neither root nor uid 0, and it comes after the installation
     users = [(i, a) for i, (k, a) in enumerate(instrs) if k == "USER"]
     assert users, "the image runs as root"

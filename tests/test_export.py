@@ -12,6 +12,7 @@ import pytest
 from hpo_mongo.space import compile_space
 
 from hpo_mongo.export import export_trials, to_dataframe
+from hpo_mongo.inspect import RECORD_KEYS
 from tests.extras import require
 from tests.test_cli import ACT_OPTIONS, LABELS, exp, jrun, objective, ok, run, space  # noqa: F401
 
@@ -33,17 +34,18 @@ def test_csv_round_trip(exp, tmp_path):
     assert sorted(int(r["tid"]) for r in rows) == sorted(listed)
     for row in rows:
         ref = listed[int(row["tid"])]
+        params = ref["params"]
         assert row["state"] == ref["state"]
-        assert float(row["lr"]) == ref["lr"]  # full precision survives
-        assert int(row["layers"]) == ref["layers"]
-        assert row["act"] == ref["act"] and row["act"] in ACT_OPTIONS
+        assert float(row["lr"]) == params["lr"]  # full precision survives
+        assert int(row["layers"]) == params["layers"]
+        assert row["act"] == params["act"] and row["act"] in ACT_OPTIONS
         opt = json.loads(row["opt"]) if row["opt"].startswith("{") else row["opt"]
-        assert opt == ref["opt"]
-        assert (row["momentum"] == "") == (ref["momentum"] is None)
+        assert opt == params["opt"]
+        assert (row["momentum"] == "") == (params["momentum"] is None)
         assert (row["loss"] == "") == (ref["loss"] is None)
         if ref["loss"] is not None:
             assert float(row["loss"]) == ref["loss"]
-            assert int(row["result.n_layers"]) == ref["layers"]
+            assert int(row["result.n_layers"]) == params["layers"] == ref["result"]["n_layers"]
         if row["state"] == "error":
             assert row["error"].startswith("ValueError: diverged")
         assert row["start_time"].endswith("Z")
@@ -52,8 +54,8 @@ def test_csv_round_trip(exp, tmp_path):
 def test_json_and_jsonl(exp, tmp_path):
     out = ok("export", "--mongo", exp["url"], "--format", "json")  # to stdout
     data = json.loads(out)
-    assert list(data[0])[:len(COLUMNS_HEAD)] == COLUMNS_HEAD
-    assert all(r["act"] in ACT_OPTIONS for r in data)
+    assert all(list(r) == list(RECORD_KEYS) for r in data)  # the trial records of list --json
+    assert all(r["params"]["act"] in ACT_OPTIONS for r in data)
     path = tmp_path / "t.jsonl"
     ok("export", "--mongo", exp["url"], "-o", str(path), "--state", "done")
     lines = path.read_text().splitlines()
@@ -85,14 +87,14 @@ def test_export_trials_in_memory(memory_trials, tmp_path):
     assert all(r["act"] in ACT_OPTIONS for r in rows)  # values thanks to space=
     export_trials(memory_trials, tmp_path / "raw.json")  # fmin remembered the space: values too
     raw = json.loads((tmp_path / "raw.json").read_text())
-    assert all(r["act"] in ACT_OPTIONS for r in raw)
+    assert all(r["params"]["act"] in ACT_OPTIONS for r in raw)
     memory_trials.space_json = None  # a Trials that never went through fmin: stored indices
     try:
         export_trials(memory_trials, tmp_path / "raw2.json")
     finally:
         memory_trials.space_json = compile_space(space()).to_json()
     raw = json.loads((tmp_path / "raw2.json").read_text())
-    assert all(r["act"] in (0, 1, 2) for r in raw)
+    assert all(r["params"]["act"] in (0, 1, 2) for r in raw)
     from hpo_mongo.exceptions import InvalidParameterError
     with pytest.raises(InvalidParameterError, match="cannot tell the format"):
         export_trials(memory_trials, tmp_path / "x.txt")

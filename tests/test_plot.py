@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import numpy as np
@@ -84,6 +85,143 @@ def test_hyperopt_plotting_functions_return_figures():
     fig = main_plot_histogram(trials, do_show=False)
     assert "ok," in fig.axes[0].get_title(loc="left")
     fig = main_plot_vars(trials, do_show=False, columns=2)
-    assert len(fig.axes) == 3  # convergence + one panel per parameter
-    ticks = [t.get_text() for t in fig.axes[2].get_xticklabels()] + [t.get_text() for t in fig.axes[1].get_xticklabels()]
+    axes = panels(fig)
+    assert len(axes) == 3  # convergence + one panel per parameter
+    ticks = [t.get_text() for t in axes[2].get_xticklabels()] + [t.get_text() for t in axes[1].get_xticklabels()]
     assert "a" in ticks  # the choice panel shows option values, not indices
+
+
+# ----------------------------------------------------------------------------- a nested sklearn-style space
+def panels(fig):
+    """The figure's plotting axes (not its colour bar)."""
+    return [a for a in fig.axes if a.get_label() != "<colorbar>"]
+
+
+def texts(ax) -> list[str]:
+    out = [ax.get_title(loc="left"), ax.get_title(loc="right"), ax.get_xlabel(), ax.get_ylabel()]
+    out += [t.get_text() for t in ax.get_xticklabels() + ax.get_yticklabels()]
+    legend = ax.get_legend()
+    if legend is not None:
+        out += [t.get_text() for t in legend.get_texts()]
+    return [t for t in out if t]
+
+
+def classifier_space():
+    """hyperopt's classic example: a choice of classifiers, each with its own (nested) parameters."""
+    from hpo_mongo import hp
+    return {
+        "classifier": hp.choice("classifier", [
+            {"type": "naive_bayes", "alpha": hp.loguniform("nb_alpha", math.log(1e-3), math.log(10))},
+            {"type": "svm", "C": hp.loguniform("svm_C", math.log(1e-3), math.log(1e3)),
+             "kernel": hp.choice("svm_kernel", [
+                 {"ktype": "linear"},
+                 {"ktype": "rbf", "gamma": hp.loguniform("svm_rbf_gamma", math.log(1e-4), 0)}])},
+            {"type": "random_forest", "n_estimators": hp.uniformint("rf_n_estimators", 10, 500),
+             "max_depth": hp.choice("rf_max_depth", [None, hp.uniformint("rf_max_depth_value", 2, 30)]),
+             "criterion": hp.choice("rf_criterion", ["gini", "entropy"])},
+            {"type": "knn", "n_neighbors": hp.uniformint("knn_n_neighbors", 1, 50)},
+        ]),
+        "scale": hp.choice("scale", [True, False]),
+    }
+
+
+def classifier_loss(p):
+    c = p["classifier"]
+    if c["type"] == "knn" and c["n_neighbors"] > 40:
+        raise ValueError("too many neighbours")
+    loss = {"naive_bayes": 0.30, "svm": 0.12, "random_forest": 0.15, "knn": 0.22}[c["type"]]
+    if c["type"] == "svm":
+        loss += 0.02 * (math.log10(c["C"]) - 1) ** 2
+    return loss + (0.0 if p["scale"] else 0.03)
+
+
+@pytest.fixture(scope="module")
+def classifier_figure():
+    import matplotlib.pyplot as plt
+
+    from hpo_mongo import Trials, fmin, rand
+    from hpo_mongo.export import _space_of
+    from hpo_mongo.plot import experiment_figure
+    require_matplotlib_agg()
+    trials = Trials()
+    fmin(classifier_loss, classifier_space(), algo=rand.suggest, max_evals=30, trials=trials,
+         rstate=np.random.default_rng(1), show_progressbar=False, catch_eval_exceptions=True)
+    fig, n = experiment_figure(trials.trials, _space_of(trials, None), title="classifiers")
+    yield trials, fig, n
+    plt.close(fig)
+
+
+def require_matplotlib_agg():
+    from hpo_mongo.plot import require_matplotlib
+    require_matplotlib()
+
+
+def test_nested_choice_labels_are_readable(classifier_figure):
+    trials, fig, _ = classifier_figure
+    every = [t for ax in fig.axes for t in texts(ax)] + [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    every = [t for t in every if not t.startswith("$\\mathdefault")]  # log-axis ticks are mathtext
+    assert not [t for t in every if any(c in t for c in '${"')]  # no JSON of options anywhere
+    by_title = {ax.get_title(loc="left"): ax for ax in panels(fig)}
+    ticks = [t.get_text() for t in by_title["classifier  [choice]"].get_xticklabels()]
+    assert ticks == ["naive_bayes", "svm", "random_forest", "knn"]
+    legends = [t for ax in panels(fig) for t in texts(ax)]
+    assert any(t == "linear" for t in legends) or any("linear | rbf" in t for t in legends)  # svm_kernel's options
+    assert any("None | rf_max_depth_value" in t for t in legends) or "rf_max_depth  [choice]" in by_title
+
+
+def test_x_axis_is_the_trial_number_with_integer_ticks(classifier_figure):
+    trials, fig, _ = classifier_figure
+    conv = panels(fig)[0]
+    assert conv.get_title(loc="left") == "convergence"
+    assert conv.get_xlabel() == "trial number within the experiment"
+    assert conv.get_xlim() == (0.5, len(trials.trials) + 0.5)
+    shown = [float(t) for t in conv.get_xticks() if 0.5 <= t <= len(trials.trials) + 0.5]
+    assert shown and all(t.is_integer() for t in shown)
+    for ax in panels(fig):
+        title = ax.get_title(loc="left")
+        if "[uniformint]" in title:  # integer parameters: integer ticks
+            assert all(float(t).is_integer() for t in ax.get_xticks()), title
+
+
+def test_every_mark_has_a_legend_and_sparse_parameters_are_grouped(classifier_figure):
+    from hpo_mongo.plot import sparse_limit
+    trials, fig, n_panels = classifier_figure
+    conv = panels(fig)[0]
+    legend = [t.get_text() for t in conv.get_legend().get_texts()]
+    assert legend[:2] == ["successful trial", "best loss so far"] and legend[2].startswith("best trial: loss ")
+    n_failed = sum(t["state"] == 3 for t in trials.trials)
+    assert n_failed and legend[3] == f"failed trial ({n_failed})"
+    assert [a for a in fig.axes if a.get_label() == "<colorbar>"][0].get_ylabel() == "trial number"
+    marks = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    marks += [t.get_text() for ax in fig.axes if not ax.axison and ax.get_legend() for t in ax.get_legend().get_texts()]
+    assert {"successful trial (colour: trial number)", "best trial", "median loss of an option"} <= set(marks)
+    # parameters active in few trials share a panel per branch; no panel is mostly empty
+    n_ok = sum(t["state"] == 2 for t in trials.trials)
+    grouped = [ax for ax in panels(fig) if ax.get_title(loc="left").startswith(("when ", "parameters active"))]
+    assert grouped
+    for ax in grouped:
+        assert len(ax.get_legend().get_texts()) >= 2  # one entry (marker) per parameter, with its range
+    singles = [ax for ax in panels(fig)[1:] if ax not in grouped and ax.axison]
+    counts = {ax.get_title(loc="left"): int(ax.get_xlabel().split()[0]) for ax in singles}
+    assert sum(c < sparse_limit(n_ok) for c in counts.values()) <= 1, counts  # at most one lone sparse one
+    assert n_panels == 1 + len(singles) + len(grouped) < 1 + len(classifier_space_labels())
+
+
+def classifier_space_labels():
+    from hpo_mongo.space import compile_space
+    return [p["label"] for p in compile_space(classifier_space()).to_json()]
+
+
+def test_plot_numbers_trials_within_the_experiment(exp):
+    """The "other" experiment's tids follow the default experiment's: its x-axis still starts at 1."""
+    import pymongo
+
+    from hpo_mongo import inspect as hi
+    from hpo_mongo.plot import experiment_figure
+    require_matplotlib_agg()
+    db = pymongo.MongoClient(exp["url"], tz_aware=True)[exp["db_name"]]
+    other = hi.get_experiment(db, "jobs", "other")
+    docs = hi.find_trials(db, "jobs", "other")
+    assert min(d["tid"] for d in docs) >= 16
+    fig, _ = experiment_figure(docs, other.space)
+    assert panels(fig)[0].get_xlim() == (0.5, len(docs) + 0.5)

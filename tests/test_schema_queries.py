@@ -1,4 +1,5 @@
-"""The pymongo example queries of docs/schema.md return what the document says (real server).
+"""The pymongo example queries of docs/schema.md and docs/inspecting.md return what the documents
+say (real server).
 
 The blocks tagged ``# example: <name>`` are extracted from the document and run as written,
 with ``db`` (a pymongo Database) and ``exp_key`` defined, against an experiment produced by a
@@ -20,14 +21,15 @@ from hpo_mongo.trials.mongo.store import MongoJobs, MongoTrials
 from hpo_mongo.worker.loop import Worker, WorkerConfig
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "schema.md"
+INSPECTING = DOC.parent / "inspecting.md"
 EXAMPLE_RE = re.compile(r"```python\n(# example: (\w+).*?)```", re.S)
 EXP_KEY = "my-exp"
 KINDS = ["linear", "tree", "forest"]
 SPACE = {"kind": hp.choice("kind", KINDS), "x": hp.uniform("x", -1, 1)}
 
 
-def examples() -> dict[str, str]:
-    return {name: code for code, name in EXAMPLE_RE.findall(DOC.read_text())}
+def examples(doc: Path = DOC) -> dict[str, str]:
+    return {name: code for code, name in EXAMPLE_RE.findall(doc.read_text())}
 
 
 def objective(p):
@@ -61,10 +63,10 @@ def experiment(mongo_url):
     return handle.db, trials, busy
 
 
-def _run(name: str, db) -> object:
-    code = examples()[name]
+def _run(name: str, db, doc: Path = DOC) -> object:
+    code = examples(doc)[name]
     ns = {"db": db, "exp_key": EXP_KEY}
-    exec(compile(code, f"docs/schema.md:{name}", "exec"), ns)  # noqa: S102 - the documented example
+    exec(compile(code, f"docs/{doc.name}:{name}", "exec"), ns)  # noqa: S102 - the documented example
     return ns["result"]
 
 
@@ -109,3 +111,26 @@ def test_schema_examples(experiment):
     doc = next(d for d in docs if d["tid"] == tid)
     assert name == "note" and blob == trials.trial_attachments(doc)["note"]
     assert blob == f"kind={KINDS[doc['misc']['vals']['kind'][0]]}".encode()
+
+
+def test_inspecting_live_workers_example(experiment):
+    """The documented query lists live workers only: not an exited one, not a silent one."""
+    import datetime as dt
+
+    from hpo_mongo.trials.mongo.connection import server_time
+    db, trials, busy = experiment
+    now = server_time(db)
+    db.workers.insert_one({"_id": "silent", "host": "gone", "pid": 1, "status": "idle", "serves_all": True,
+                           "heartbeat": now - dt.timedelta(minutes=10)})
+    db.workers.insert_one({"_id": "elsewhere", "host": "h", "pid": 2, "status": "idle", "serves_all": False,
+                           "exp_key": "other-exp", "heartbeat": now})
+    exited = db.workers.count_documents({"status": "exited"})
+    assert exited >= 1  # the fixture's first worker stopped cleanly
+    live = _run("live_workers", db, INSPECTING)
+    assert [w["_id"] for w in live] == [busy.worker_id]
+
+
+def test_inspecting_sample_algorithm_name_is_what_fmin_records():
+    from hpo_mongo import tpe
+    from hpo_mongo.trials.mongo.store import _algo_name
+    assert f"algorithm   {_algo_name(tpe.suggest)}\n" in INSPECTING.read_text()

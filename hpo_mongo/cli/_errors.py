@@ -1,9 +1,11 @@
 """The one place where errors become a one-line ``Error: …`` and an exit code (never a traceback).
 
-Exit codes (the same meaning as ``hpo-mongo-worker``'s):
+Exit codes (the same meaning as ``hpo-mongo-worker``'s; :func:`exit_code` is the mapping both use):
 
 - 1: the request cannot be served: unknown experiment or trial, a store error, an unwritable file;
-- 2: usage: bad options or arguments, a malformed URL, a missing optional extra;
+- 2: usage or configuration: bad options or arguments, a malformed URL, a missing optional extra,
+  a configuration the server refuses (failed authentication, missing privileges, a
+  ``mongodb+srv://`` name that does not resolve);
 - 3: the MongoDB server cannot be reached.
 """
 from __future__ import annotations
@@ -13,11 +15,23 @@ from typing import Any, Callable
 
 import click
 
-from ..exceptions import MissingExtra, HpoMongoError, InvalidParameterError, InvalidURLError, StoreError, StoreUnavailable
+from ..exceptions import (HpoMongoError, InvalidParameterError, InvalidURLError, MissingExtra, StoreConfigurationError,
+                          StoreUnavailable)
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+
+
+def exit_code(exc: BaseException) -> int | None:
+    """The exit code of ``hpo-mongo`` and ``hpo-mongo-worker`` for ``exc``: :data:`EXIT_UNREACHABLE`
+    (the server cannot be reached), :data:`EXIT_USAGE` (usage, URL, missing extra, a configuration
+    the server refuses), None for other errors (each program has its own code for those)."""
+    if isinstance(exc, StoreUnavailable):
+        return EXIT_UNREACHABLE
+    if isinstance(exc, (InvalidParameterError, MissingExtra, StoreConfigurationError)):
+        return EXIT_USAGE
+    return None
 
 
 class CliError(click.ClickException):
@@ -35,27 +49,15 @@ def _one_line(text: str, limit: int = 300) -> str:
 
 def _pymongo_error(exc: BaseException) -> HpoMongoError | None:
     """pymongo's errors, mapped by connection.translate_errors (the project's single mapping)."""
-    try:
-        import pymongo.errors as pe
-    except ImportError:  # pragma: no cover
-        return None
+    import pymongo.errors as pe
     if not isinstance(exc, pe.PyMongoError):
         return None
+    from ..trials.mongo.connection import translate_errors
     try:
-        from ..trials.mongo.connection import translate_errors
-    except ImportError:  # pragma: no cover - connection.py ships with the package
-        translate_errors = None
-    if translate_errors is not None:
-        try:
-            with translate_errors():
-                raise exc
-        except HpoMongoError as mapped:
-            return mapped
-        except BaseException:  # noqa: BLE001 - not mapped: fall through to ours
-            pass
-    if isinstance(exc, (pe.ConnectionFailure, pe.ServerSelectionTimeoutError)):
-        return StoreUnavailable(str(exc))
-    return StoreError(str(exc))
+        with translate_errors():
+            raise exc
+    except HpoMongoError as mapped:
+        return mapped
 
 
 def to_click_error(exc: BaseException, *, url_display: str | None = None,
@@ -73,14 +75,11 @@ def to_click_error(exc: BaseException, *, url_display: str | None = None,
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid MongoDB URL"
         return CliError(_one_line(first.rstrip(" :;") + "; expected mongodb://host[:port][/db[/collection]], "
                                   "mongodb+srv://… or mongo://host:port/db/jobs"), EXIT_USAGE)
-    if isinstance(exc, MissingExtra):
-        return CliError(_one_line(str(exc)), EXIT_USAGE)
-    if isinstance(exc, InvalidParameterError):
-        return CliError(_one_line(str(exc)), EXIT_USAGE)
     if isinstance(exc, HpoMongoError):
-        return CliError(_one_line(str(exc)), EXIT_FAILURE)
-    if isinstance(exc, OSError) and getattr(exc, "filename", None):
-        return CliError(_one_line(f"{exc.filename}: {exc.strerror or exc}"), EXIT_FAILURE)
+        return CliError(_one_line(str(exc)), exit_code(exc) or EXIT_FAILURE)
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return CliError(_one_line(f"{where}{exc.strerror or exc}"), EXIT_FAILURE)
     return None
 
 

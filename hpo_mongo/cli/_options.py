@@ -5,7 +5,11 @@
 - :func:`exp_options`: the above plus ``--exp-key`` — omitted means the default experiment
   (``exp_key`` None, displayed ``(default)``); ``--exp-key ''`` is the experiment whose key is
   the empty string, a different one;
-- :func:`json_option`: ``--json``.
+- :func:`json_option`: ``--json``; :func:`wide_option`: ``--wide``;
+- :func:`group_options`: ``--mongo``, ``--exp-key`` and ``--connect-timeout`` before the
+  subcommand (``hpo-mongo --mongo URL status``). The subcommand's own option wins when both are
+  given; either wins over ``$HPO_MONGO_URL``. ``--exp-key`` given to the group applies to the
+  commands that take one.
 
 The command receives one ``target`` (a :class:`Target`) instead of the separate options.
 """
@@ -16,8 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import click
+from click.core import ParameterSource
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
+#: where the group's options wait for the subcommand (``ctx.meta`` is shared by nested contexts)
+_GROUP_META = "hpo_mongo.group_options"
 
 
 @dataclass
@@ -26,6 +33,8 @@ class Target:
 
     url: str | None
     exp_key: str | None = None
+    #: whether --exp-key was given (before or after the subcommand), not just the default experiment
+    exp_key_given: bool = False
     timeout: float = DEFAULT_CONNECT_TIMEOUT
     secret_file: str | None = None
     _parsed: Any = field(default=None, repr=False)
@@ -65,14 +74,52 @@ class Target:
             self._client = None
 
 
+def _pick(ctx: click.Context, kwargs: dict, name: str) -> tuple[Any, bool]:
+    """``(value, given)`` of option ``name``: the subcommand's when typed there, else the group's,
+    else the subcommand's environment variable or default (``given`` False for the default)."""
+    value = kwargs.pop(name)
+    source = ctx.get_parameter_source(name)
+    if source is ParameterSource.COMMANDLINE:
+        return value, True
+    group = ctx.meta.get(_GROUP_META, {})
+    if name in group:
+        return group[name], True
+    return value, source is ParameterSource.ENVIRONMENT
+
+
 def _make_target(ctx: click.Context, kwargs: dict, with_exp: bool) -> Target:
-    target = Target(url=kwargs.pop("mongo"), timeout=kwargs.pop("connect_timeout"),
-                    secret_file=kwargs.pop("secret_file"),
-                    exp_key=kwargs.pop("exp_key") if with_exp else None)
+    url, _ = _pick(ctx, kwargs, "mongo")
+    timeout, _ = _pick(ctx, kwargs, "connect_timeout")
+    exp_key, exp_given = _pick(ctx, kwargs, "exp_key") if with_exp else (None, False)
+    target = Target(url=url, timeout=timeout, secret_file=kwargs.pop("secret_file"),
+                    exp_key=exp_key, exp_key_given=exp_given)
     ctx.meta["hpo_mongo.target"] = target
     ctx.call_on_close(target.close)
     target.parsed  # noqa: B018 - parse now: a bad URL fails before anything else
     return target
+
+
+_MONGO_HELP = "mongodb://host[:port]/db[/collection] (default db 'hpo', collection 'jobs')."
+_TIMEOUT_HELP = "Give up on an unreachable server after this."
+_EXP_HELP = "Experiment key; omit for the default experiment (exp_key None)."
+
+
+def group_options(fn: Callable) -> Callable:
+    """``--mongo``, ``--exp-key``, ``--connect-timeout`` on the ``hpo-mongo`` group itself."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, mongo: str | None, exp_key: str | None, connect_timeout: float | None,
+                **kwargs: Any) -> Any:
+        given = {"mongo": mongo, "exp_key": exp_key, "connect_timeout": connect_timeout}
+        click.get_current_context().meta[_GROUP_META] = {k: v for k, v in given.items() if v is not None}
+        return fn(*args, **kwargs)
+
+    wrapper = click.option("--connect-timeout", type=click.FloatRange(min=0.01), default=None,
+                           metavar="SECONDS", help=_TIMEOUT_HELP + f" [default: {DEFAULT_CONNECT_TIMEOUT:g}]")(wrapper)
+    wrapper = click.option("--exp-key", default=None, metavar="KEY",
+                           help=_EXP_HELP + " For the commands that take one.")(wrapper)
+    wrapper = click.option("--mongo", "mongo", metavar="URL", default=None,
+                           help=_MONGO_HELP + " [env var: HPO_MONGO_URL]")(wrapper)
+    return wrapper
 
 
 def _bundle(with_exp: bool) -> Callable:
@@ -85,15 +132,14 @@ def _bundle(with_exp: bool) -> Callable:
 
         opts = [
             click.option("--mongo", "mongo", metavar="URL", envvar="HPO_MONGO_URL", show_envvar=True,
-                         help="mongodb://host[:port]/db[/collection] (default db 'hpo', collection 'jobs')."),
+                         help=_MONGO_HELP),
             click.option("--connect-timeout", type=click.FloatRange(min=0.01), default=DEFAULT_CONNECT_TIMEOUT,
-                         show_default=True, metavar="SECONDS", help="Give up on an unreachable server after this."),
+                         show_default=True, metavar="SECONDS", help=_TIMEOUT_HELP),
             click.option("--secret-file", type=click.Path(dir_okay=False), default=None,
                          help="Accepted for parity with hpo-mongo-worker; the CLI never unpickles."),
         ]
         if with_exp:
-            opts.append(click.option("--exp-key", default=None, metavar="KEY",
-                                     help="Experiment key; omit for the default experiment (exp_key None)."))
+            opts.append(click.option("--exp-key", default=None, metavar="KEY", help=_EXP_HELP))
         for opt in reversed(opts):
             wrapper = opt(wrapper)
         return wrapper
@@ -106,3 +152,5 @@ mongo_options = _bundle(with_exp=False)
 exp_options = _bundle(with_exp=True)
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print stable JSON instead of a table.")
+wide_option = click.option("--wide", is_flag=True,
+                           help="Do not fit tables to the terminal width (COLUMNS): whole cells, every column.")

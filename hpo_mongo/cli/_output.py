@@ -4,20 +4,51 @@ Stable JSON means: keys in a fixed order chosen by the command (never the order 
 happen to come back in), datetimes as ISO 8601 UTC strings ending in ``Z`` (millisecond
 precision, as BSON stores them), ObjectIds as their hex string, non-finite floats as ``null``,
 two-space indentation and UTF-8 output.
+
+Tables fit the output width (:func:`output_width`: ``$COLUMNS``, else the terminal's width, no
+limit when the output is not a terminal): long text cells are shortened with "…", and columns
+that still do not fit are left out from the right and named on a last line. ``wide=True``
+(the commands' ``--wide``) prints every column and whole cells.
 """
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
+import os
+import shutil
+import sys
 from typing import Any, Iterable, Mapping, Sequence
 
 import click
 
-from .._json import dumps, jsonable
+from .._json import dumps
+from ..inspect import compact_value
 
-#: table cells longer than this are shortened with "…" (JSON and exports are never shortened)
+#: table cells longer than this are shortened with "…" unless --wide (JSON and exports never are)
 MAX_CELL = 48
+#: a text column is never shortened below this many characters (numbers are never shortened)
+MIN_CELL = 6
+_GAP = 2
+
+
+def output_width() -> int | None:
+    """Characters per line: ``$COLUMNS``, else the terminal's width; None when the standard
+    output is not a terminal (piped output is not cut)."""
+    env = os.environ.get("COLUMNS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        tty = sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    return shutil.get_terminal_size().columns if tty else None
+
+
+def ellipsize(text: str, width: int | None) -> str:
+    """``text`` cut to ``width`` characters, the last one "…" when something was cut."""
+    if width is None or len(text) <= width:
+        return text
+    return text[: max(0, width - 1)] + "…" if width > 0 else ""
 
 
 def echo_json(obj: Any) -> None:
@@ -46,8 +77,10 @@ def fmt_age(seconds: float | None) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
-def cell(v: Any) -> str:
-    """One table cell: blank for None, compact numbers, UTC times without the date noise."""
+def cell(v: Any, limit: int | None = MAX_CELL) -> str:
+    """One table cell: blank for None, compact numbers, UTC times without the date noise, nested
+    options as ``sgd(momentum=0.92)`` (:func:`hpo_mongo.inspect.compact_value`), at most ``limit``
+    characters."""
     if v is None:
         return ""
     if isinstance(v, bool):
@@ -58,52 +91,83 @@ def cell(v: Any) -> str:
         if v.tzinfo is not None:
             v = v.astimezone(_dt.timezone.utc)
         return v.strftime("%Y-%m-%d %H:%M:%S")
-    if isinstance(v, (dict, list, tuple)):
-        return json.dumps(_compact(jsonable(v)), sort_keys=True, separators=(",", ":"))
-    text = str(v).replace("\n", " ")
-    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
-
-
-def _compact(v: Any) -> Any:
-    """Floats inside JSON cells rounded to 6 significant digits (tables only)."""
-    if isinstance(v, float):
-        return float(f"{v:.6g}")
-    if isinstance(v, dict):
-        return {k: _compact(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_compact(x) for x in v]
-    return v
+    text = compact_value(v) if isinstance(v, (dict, list, tuple)) else str(v)
+    return ellipsize(" ".join(text.split()), limit)
 
 
 def _is_numeric(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _fit(natural: list[int], fixed: list[bool], width: int) -> tuple[list[int], int]:
+    """Column widths that fit ``width`` and how many columns (from the left) are kept.
+
+    Text columns are narrowed together, the widest first (never below :data:`MIN_CELL`);
+    fixed columns (numbers, the first column) keep their width. Columns are dropped from the right only when
+    even the narrowest text columns do not fit."""
+    for keep in range(len(natural), 0, -1):
+        nat, fix = natural[:keep], fixed[:keep]
+        room = width - _GAP * (keep - 1)
+        floor = [w if f else min(w, MIN_CELL) for w, f in zip(nat, fix)]
+        if sum(floor) > room:
+            continue
+        if sum(nat) <= room:
+            return nat, keep
+        cap = max(nat)  # the largest cap on text columns that fits
+        lo, hi = 0, cap
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            used = sum(w if f else max(fl, min(w, mid)) for w, f, fl in zip(nat, fix, floor))
+            lo, hi = (mid, hi) if used <= room else (lo, mid - 1)
+        return [w if f else max(fl, min(w, lo)) for w, f, fl in zip(nat, fix, floor)], keep
+    return natural[:1], 1
+
+
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
-          headers: Mapping[str, str] | None = None) -> str:
-    """An aligned text table: header, a dashed rule, one line per row; numbers right-aligned."""
+          headers: Mapping[str, str] | None = None, *, width: int | None = None, wide: bool = False) -> str:
+    """An aligned text table: header, a dashed rule, one line per row; numbers right-aligned.
+
+    Without ``wide``, cells hold at most :data:`MAX_CELL` characters and the table fits ``width``
+    (None: no limit), see the module docstring."""
     headers = dict(headers or {})
     head = [headers.get(c, c) for c in columns]
-    cells = [[cell(r.get(c)) for c in columns] for r in rows]
+    limit = None if wide else MAX_CELL
+    cells = [[cell(r.get(c), limit) for c in columns] for r in rows]
     numeric = [all(_is_numeric(r.get(c)) or r.get(c) is None for r in rows) and any(_is_numeric(r.get(c)) for r in rows)
                for c in columns]
     widths = [max([len(h)] + [len(line[i]) for line in cells]) for i, h in enumerate(head)]
+    keep = len(columns)
+    if not wide and width is not None and columns:
+        fixed = [num or i == 0 for i, num in enumerate(numeric)]  # the first column names the row
+        widths, keep = _fit(widths, fixed, width)
 
     def fmt(values: Sequence[str]) -> str:
-        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
-        return "  ".join(parts).rstrip()
+        parts = [ellipsize(v, w).rjust(w) if num else ellipsize(v, w).ljust(w)
+                 for v, w, num in zip(values[:keep], widths, numeric)]
+        return ellipsize("  ".join(parts).rstrip(), width if not wide else None)
 
-    out = [fmt(head), "  ".join("-" * w for w in widths)]
+    out = [fmt(head), ellipsize("  ".join("-" * w for w in widths), width if not wide else None)]
     out.extend(fmt(line) for line in cells)
+    if keep < len(columns):
+        hidden = head[keep:]
+        out.append(ellipsize(f"… {len(hidden)} more column{'s' if len(hidden) != 1 else ''} (--wide): "
+                             + ", ".join(hidden), width))
     return "\n".join(out)
 
 
 def echo_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
-               headers: Mapping[str, str] | None = None, empty: str | None = None) -> None:
+               headers: Mapping[str, str] | None = None, empty: str | None = None, *, wide: bool = False) -> None:
+    """Print :func:`table` fitted to :func:`output_width` (``wide``: whole), or ``empty`` when no rows."""
     if not rows and empty is not None:
         click.echo(empty)
         return
-    click.echo(table(rows, columns, headers))
+    click.echo(table(rows, columns, headers, width=None if wide else output_width(), wide=wide))
+
+
+def echo_lines(text: str, *, wide: bool = False) -> None:
+    """Print ``text`` with each line cut to :func:`output_width` (``wide``: as is)."""
+    width = None if wide else output_width()
+    click.echo("\n".join(ellipsize(line, width) for line in text.splitlines()))
 
 
 def key_values(pairs: Iterable[tuple[str, Any]], indent: int = 0, width: int | None = None) -> str:

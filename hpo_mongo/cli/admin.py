@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from .. import inspect as hi
-from ._output import emit
+from ._output import emit, fmt_age
 from ._options import exp_options, json_option
 
 
@@ -71,18 +71,28 @@ def cancel_cmd(target: Any, as_json: bool, tids: tuple) -> None:
 @click.command(name="delete", short_help="Delete an experiment with its GridFS files.")
 @exp_options
 @json_option
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def delete_cmd(target: Any, as_json: bool, yes: bool) -> None:
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (unless the experiment's driver is running).")
+@click.option("--force", is_flag=True, help="Do not ask even when the experiment's driver is running.")
+def delete_cmd(target: Any, as_json: bool, yes: bool, force: bool) -> None:
     """Delete the experiment: its trials, its experiments document and its GridFS files.
+
+    When its driver is running (a recent driver heartbeat on the experiments document), the
+    command warns and asks again, even with --yes; --force deletes without asking.
 
     \b
     Example:
         hpo-mongo delete --exp-key old-run --yes
     """
     exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
-    if not yes:
+    if not (yes or force):
         n = hi.count_by_state(target.db, target.jobs, exp.exp_key)["total"]
         click.confirm(f"Delete experiment {exp.label} and its {n} trials from {target.display}?", abort=True)
+    driver = None if force else hi.live_driver(target.db, exp)
+    if driver is not None:
+        click.echo(f"Warning: the driver of experiment {exp.label} is running ({driver['host']}:{driver['pid']}, "
+                   f"heartbeat {fmt_age(driver['heartbeat_age'])} ago): its fmin would find its trials gone. "
+                   "Stop it first, or pass --force.", err=True)
+        click.confirm("Delete it while its driver runs?", abort=True)
     out = hi.delete_experiment(target.db, target.jobs, exp.exp_key)
     text = (f"deleted experiment {exp.label}: {out['trials']} trials, "
             f"{'its experiments document, ' if out['experiment'] else ''}{out['files']} GridFS files")

@@ -12,14 +12,16 @@ from typing import Any
 import click
 
 from .. import inspect as hi
-from ._output import cell, dumps, echo_json, echo_table, emit, fmt_age, fmt_number, key_values, table
-from ._options import exp_options, json_option, mongo_options
+from ..export import FORMATS
+from ._output import (cell, dumps, echo_json, echo_lines, echo_table, ellipsize, emit, fmt_age, fmt_number,
+                      key_values, output_width, table)
+from ._options import exp_options, json_option, mongo_options, wide_option
 
 STATE_CHOICE = click.Choice(list(hi.known_states()))
 
 
 def _params_text(params: dict, indent: int = 2) -> str:
-    shown = [(k, "" if v is None else cell(v)) for k, v in params.items()]
+    shown = [(k, "" if v is None else cell(v, None)) for k, v in params.items()]
     return key_values([(k, v if v != "" else "(inactive)") for k, v in shown], indent=indent)
 
 
@@ -27,7 +29,8 @@ def _params_text(params: dict, indent: int = 2) -> str:
 @click.command(name="experiments", short_help="Every experiment: counts, best loss, activity.")
 @mongo_options
 @json_option
-def experiments_cmd(target: Any, as_json: bool) -> None:
+@wide_option
+def experiments_cmd(target: Any, as_json: bool, wide: bool) -> None:
     """Every experiment in the database: counts by state, best loss, created, last activity.
 
     The experiment whose exp_key is None is shown as (default).
@@ -44,19 +47,20 @@ def experiments_cmd(target: Any, as_json: bool) -> None:
     emit(exps, as_json, lambda: echo_table(
         rows, ["exp_key", "status", "max_evals", "total", "new", "running", "done", "error", "cancel",
                "best_loss", "created", "last_activity"],
-        empty=f"no experiments in database {target.parsed.database!r}"))
+        empty=f"no experiments in database {target.parsed.database!r}", wide=wide))
 
 
 # ----------------------------------------------------------------------------- status
 @click.command(name="status", short_help="Counts, best trial, throughput, workers, stale trials.")
 @exp_options
 @json_option
+@wide_option
 @click.option("--minutes", type=click.FloatRange(min=0.01), default=hi.DEFAULT_WINDOW_MINUTES, show_default=True,
               help="Window for the throughput.")
 @click.option("--stale-after", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="A running trial or worker whose heartbeat is older than this is stale "
                    "(default: each one's lease, i.e. the worker's --stale-timeout, else 30).")
-def status_cmd(target: Any, as_json: bool, minutes: float, stale_after: float | None) -> None:
+def status_cmd(target: Any, as_json: bool, wide: bool, minutes: float, stale_after: float | None) -> None:
     """Counts by state, the best loss with its parameter values, throughput, live workers and
     stale trials of one experiment.
 
@@ -66,10 +70,11 @@ def status_cmd(target: Any, as_json: bool, minutes: float, stale_after: float | 
     """
     exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
     st = hi.experiment_status(target.db, target.jobs, exp, minutes=minutes, stale_after=stale_after)
-    emit(st, as_json, lambda: click.echo(_status_text(st)))
+    emit(st, as_json, lambda: echo_lines(_status_text(st, None if wide else output_width()), wide=wide))
 
 
-def _status_text(st: dict) -> str:
+def _status_text(st: dict, width: int | None = None) -> str:
+    """The human form of ``status``; its tables fit ``width`` (the other lines are cut by the caller)."""
     c = st["counts"]
     pairs: list[tuple[str, str]] = [("experiment", hi.exp_label(st["exp_key"]))]
     if st["status"]:
@@ -86,7 +91,7 @@ def _status_text(st: dict) -> str:
     if st["best"]:
         pairs.append(("best", f"loss {fmt_number(st['best']['loss'])} (trial {st['best']['tid']})"))
         for k, v in st["best"]["params"].items():
-            pairs.append(("", f"{k} = {'(inactive)' if v is None else cell(v)}"))
+            pairs.append(("", f"{k} = {'(inactive)' if v is None else cell(v, None)}"))
     else:
         pairs.append(("best", "no successful trial yet"))
     tp = st["throughput"]
@@ -94,23 +99,28 @@ def _status_text(st: dict) -> str:
                                 f"{tp['minutes']:g} min)"))
     if st["driver"]:
         d = st["driver"]
-        pairs.append(("driver", f"{d['host']}:{d['pid']}, heartbeat {fmt_age(d['heartbeat_age'])} ago"))
+        pairs.append(("driver", f"{d['host']}:{d['pid']}, heartbeat {fmt_age(d['heartbeat_age'])} ago"
+                                + ("" if d["live"] else " (not running)")))
     src = "" if st["workers_source"] == "workers" else " (from running trials: no workers collection)"
     pairs.append(("workers", f"{len(st['workers'])} live{src}"))
     lines = [key_values(pairs)]
     if st["workers"]:
         rows = [{"host": w["host"], "pid": w["pid"], "status": w["status"], "trial": w["current_tid"],
                  "heartbeat": fmt_age(w["heartbeat_age"]) + " ago"} for w in st["workers"]]
-        lines.append(_indent(table(rows, ["host", "pid", "status", "trial", "heartbeat"]), 2))
+        lines.append(_indent(table(rows, ["host", "pid", "status", "trial", "heartbeat"], width=_less(width, 2)), 2))
     if st["stale"]:
         lease = f"{st['stale_after']:g}s" if st["stale_after"] is not None else "their lease"
         lines.append(key_values([("stale", f"{len(st['stale'])} running trial(s) silent for longer than {lease} "
                                            "(hpo-mongo requeue --stale)")], width=10))
         rows = [{"tid": s["tid"], "owner": s["owner"], "silent": fmt_age(s["heartbeat_age"])} for s in st["stale"]]
-        lines.append(_indent(table(rows, ["tid", "owner", "silent"]), 2))
+        lines.append(_indent(table(rows, ["tid", "owner", "silent"], width=_less(width, 2)), 2))
     else:
         lines.append(key_values([("stale", "none")], width=10))
     return "\n".join(lines)
+
+
+def _less(width: int | None, n: int) -> int | None:
+    return None if width is None else max(1, width - n)
 
 
 def _indent(text: str, n: int) -> str:
@@ -134,15 +144,18 @@ def _list_view(columns: list[str]) -> list[str]:
 @click.command(name="list", short_help="Trials, one column per parameter.")
 @exp_options
 @json_option
+@wide_option
 @click.option("--state", "states", type=STATE_CHOICE, multiple=True,
               help="Only trials in this state (repeatable).")
 @click.option("--limit", type=click.IntRange(min=0), default=None, help="At most N trials.")
 @click.option("--sort", type=click.Choice(["tid", "loss", "time"]), default="tid", show_default=True,
               help="tid, loss (trials without a loss last) or time (claim time).")
 @click.option("--reverse", is_flag=True, help="Descending order (e.g. the latest trials first).")
-def list_cmd(target: Any, as_json: bool, states: tuple, limit: int | None, sort: str, reverse: bool) -> None:
+def list_cmd(target: Any, as_json: bool, wide: bool, states: tuple, limit: int | None, sort: str,
+             reverse: bool) -> None:
     """A table of trials with one column per parameter (values, not indices; blank when the
-    parameter was inactive in that trial).
+    parameter was inactive in that trial). --json gives one trial record per trial (the shape
+    of show, best and export --format json).
 
     \b
     Example:
@@ -152,18 +165,22 @@ def list_cmd(target: Any, as_json: bool, states: tuple, limit: int | None, sort:
     exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
     docs = hi.find_trials(target.db, target.jobs, exp.exp_key, state=states or None, sort=sort,
                           limit=limit, reverse=reverse)
+    if as_json:
+        echo_json([hi.trial_record(d, exp.space) for d in docs])
+        return
     columns, rows = hi.to_rows(docs, exp.space)
-    emit(rows, as_json, lambda: echo_table(rows, _list_view(columns), headers=_HEADERS,
-                                           empty=f"no trials in experiment {exp.label}"
-                                           + (f" in state {', '.join(states)}" if states else "")))
+    echo_table(rows, _list_view(columns), headers=_HEADERS, wide=wide,
+               empty=f"no trials in experiment {exp.label}" + (f" in state {', '.join(states)}" if states else ""))
 
 
 @click.command(name="best", short_help="The best trials with their parameter values.")
 @exp_options
 @json_option
+@wide_option
 @click.option("-n", "n", type=click.IntRange(min=1), default=1, show_default=True, help="How many trials.")
-def best_cmd(target: Any, as_json: bool, n: int) -> None:
-    """The best trials (lowest loss among done trials with status ok) with their parameter values.
+def best_cmd(target: Any, as_json: bool, wide: bool, n: int) -> None:
+    """The best trials (lowest loss among done trials with status ok) with their parameter values,
+    best first (--json: their trial records, as list --json gives them).
 
     \b
     Example:
@@ -173,15 +190,13 @@ def best_cmd(target: Any, as_json: bool, n: int) -> None:
     docs = hi.best_trials(target.db, target.jobs, exp.exp_key, n)
     if not as_json and not docs:
         raise click.ClickException(f"experiment {exp.label} has no successful trial yet")
-    columns, rows = hi.to_rows(docs, exp.space)
     if as_json:
-        echo_json([{"rank": i + 1, "tid": r["tid"], "loss": r["loss"],
-                    "params": hi.decode_vals((d.get("misc") or {}).get("vals"), exp.space)}
-                   for i, (r, d) in enumerate(zip(rows, docs))])
+        echo_json([hi.trial_record(d, exp.space) for d in docs])
         return
+    columns, rows = hi.to_rows(docs, exp.space)
     for i, r in enumerate(rows):
         r["rank"] = i + 1
-    echo_table(rows, ["rank", "tid", "loss", *_param_columns(columns), "duration"], headers=_HEADERS)
+    echo_table(rows, ["rank", "tid", "loss", *_param_columns(columns), "duration"], headers=_HEADERS, wide=wide)
 
 
 # ----------------------------------------------------------------------------- show
@@ -191,28 +206,34 @@ def best_cmd(target: Any, as_json: bool, n: int) -> None:
 @click.argument("tid", type=int)
 def show_cmd(target: Any, as_json: bool, tid: int) -> None:
     """The whole trial TID: state, result, parameter values, times, worker, error traceback.
+    Tids are unique in the database: without --exp-key the trial is found in any experiment.
+    --json gives its trial record (as list --json does) plus "document", the stored document.
 
     \b
     Example:
         hpo-mongo show 17
     """
-    exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
-    doc = hi.get_trial(target.db, target.jobs, exp.exp_key, tid)
+    if target.exp_key_given:
+        exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
+        doc = hi.get_trial(target.db, target.jobs, exp.exp_key, tid)
+    else:
+        doc = hi.get_trial(target.db, target.jobs, ..., tid)
+        exp = hi.get_experiment(target.db, target.jobs, doc.get("exp_key"))
     rec = hi.trial_record(doc, exp.space)
-    emit(rec, as_json, lambda: click.echo(_show_text(rec)))
+    emit(dict(rec, document=doc), as_json, lambda: click.echo(_show_text(rec, doc)))
 
 
-def _show_text(rec: dict) -> str:
-    res = rec.get("result") or {}
+def _show_text(rec: dict, doc: dict) -> str:
+    res = rec["result"]
     pairs = [("trial", f"{rec['tid']} (experiment {hi.exp_label(rec['exp_key'])})"),
-             ("state", rec["state_name"]), ("status", res.get("status")),
+             ("state", rec["state"]), ("status", res.get("status")),
              ("loss", rec["loss"] if rec["loss"] is not None else res.get("loss")),
-             ("attempt", rec.get("attempt")), ("requeues", rec.get("requeues")),
-             ("owner", rec.get("owner")), ("booked", rec.get("book_time")),
-             ("started", rec.get("start_time")), ("ended", rec.get("end_time")),
-             ("duration", None if rec.get("duration") is None else f"{rec['duration']:.3f}s"),
-             ("heartbeat", rec.get("heartbeat")), ("updated", rec.get("updated_at")),
-             ("version", rec.get("version"))]
+             ("attempt", rec["attempt"]), ("requeues", rec["requeues"]),
+             ("owner", rec["owner"]), ("booked", rec["book_time"]),
+             ("started", rec["start_time"]), ("ended", rec["end_time"]),
+             ("duration", None if rec["duration"] is None else f"{rec['duration']:.3f}s"),
+             ("heartbeat", doc.get("heartbeat")), ("updated", doc.get("updated_at")),
+             ("version", doc.get("version"))]
     w = 11
     out = [key_values([(k, v) for k, v in pairs if v is not None], width=w)]
     out.append("params")
@@ -220,12 +241,13 @@ def _show_text(rec: dict) -> str:
     extra = {k: v for k, v in res.items() if k not in ("status", "loss")}
     if extra:
         out.append("result")
-        out.append(key_values([(k, v if isinstance(v, str) else cell(v)) for k, v in extra.items()], indent=2))
-    if rec.get("attachments"):
+        out.append(key_values([(k, v if isinstance(v, str) else cell(v, None)) for k, v in extra.items()], indent=2))
+    if rec["attachments"]:
         out.append(key_values([("attachments", ", ".join(rec["attachments"]))], width=w))
-    err = rec.get("error")
-    if isinstance(err, dict) and (err.get("type") or err.get("message")):
-        out.append(key_values([("error", f"{err.get('type')}: {err.get('message')}")], width=w))
+    err = rec["error"]
+    if err:
+        line = f"{err['type']}: {err['message']}" if err.get("type") else str(err.get("message"))
+        out.append(key_values([("error", line)], width=w))
         if err.get("traceback"):
             out.append("traceback")
             out.append(_indent(str(err["traceback"]).rstrip(), 2))
@@ -235,25 +257,25 @@ def _show_text(rec: dict) -> str:
 # ----------------------------------------------------------------------------- export
 @click.command(name="export", short_help="Trials as CSV, JSON or JSON Lines.")
 @exp_options
-@click.option("--format", "fmt", type=click.Choice(["csv", "json", "jsonl"]), default=None,
-              help="Default: from the -o extension, else csv.")
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default=None,
+              help="Default: from the -o extension (.csv, .json, .jsonl), else csv.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True, allow_dash=True), default="-",
               show_default=True, help="File to write ('-' = standard output).")
 @click.option("--state", "states", type=STATE_CHOICE, multiple=True, help="Only trials in this state (repeatable).")
 def export_cmd(target: Any, fmt: str | None, output: str, states: tuple) -> None:
-    """Every trial as one row, parameters flattened to their values (choice options, not
-    indices), plus scalar result entries as result.<key> columns.
+    """Every trial: CSV has one row per trial, parameters flattened to their values (choice
+    options, not indices) and scalar result entries as result.<key> columns; JSON and JSON
+    Lines hold one trial record per trial (the shape of list --json).
 
     \b
     Example:
         hpo-mongo export --format csv -o trials.csv
     """
     from .. import export as ex
+    fmt = ex.choose_format(output, fmt, default="csv")
     exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
     docs = hi.find_trials(target.db, target.jobs, exp.exp_key, state=states or None, full=True)
-    columns, rows = hi.to_rows(docs, exp.space, result_columns=True)
-    fmt = fmt or ex.format_from_path(output) or "csv"
-    n = ex.write_rows(rows, columns, output, fmt)
+    n = ex.write_trials(docs, exp.space, output, fmt)
     if output != "-":
         click.echo(f"wrote {n} trials of experiment {exp.label} to {output} ({fmt})", err=True)
 
@@ -311,7 +333,9 @@ def watch_cmd(target: Any, interval: float, timeout: float | None, as_json: bool
             counts = hi.count_by_state(target.db, target.jobs, exp.exp_key)
             best = hi.best_trials(target.db, target.jobs, exp.exp_key, 1)
             tp = hi.throughput(target.db, target.jobs, exp.exp_key, minutes=hi.DEFAULT_WINDOW_MINUTES)
-            line, finished = _watch_line(exp, counts, best, tp, tty)
+            width = output_width()
+            line, finished = _watch_line(exp, counts, best, tp, tty,
+                                         width=None if width is None else width - (1 if tty else 0))
             if as_json:
                 state = {"exp_key": exp.exp_key, "max_evals": exp.max_evals, "finished": finished,
                          "counts": counts, "best_loss": float(best[0]["result"]["loss"]) if best else None,
@@ -340,14 +364,14 @@ def watch_cmd(target: Any, interval: float, timeout: float | None, as_json: bool
         click.echo()
 
 
-def _watch_line(exp: hi.Experiment, counts: dict, best: list, tp: dict, unicode_ok: bool) -> tuple[str, int]:
+def _watch_line(exp: hi.Experiment, counts: dict, best: list, tp: dict, unicode_ok: bool,
+                width: int | None = None) -> tuple[str, int]:
+    """The status line of ``watch`` and the number of finished trials. Within ``width``, the bar
+    narrows first (24 down to 8 characters), then the last parts are left out."""
     finished = counts["done"] + counts["error"] + counts["cancel"]
     total = exp.max_evals or max(counts["total"], 1)
-    width = 24
-    filled = min(width, int(round(width * finished / total))) if total else 0
     full, empty = ("█", "░") if unicode_ok and (sys.stdout.encoding or "").lower().startswith("utf") else ("#", "-")
-    bar = full * filled + empty * (width - filled)
-    parts = [f"[{bar}] {finished}/{exp.max_evals if exp.max_evals else '?'}",
+    parts = [f"{finished}/{exp.max_evals if exp.max_evals else '?'}",
              f"done {counts['done']} error {counts['error']} running {counts['running']} new {counts['new']}"]
     if best:
         parts.append(f"best {fmt_number(float(best[0]['result']['loss']))} (trial {best[0]['tid']})")
@@ -355,7 +379,22 @@ def _watch_line(exp: hi.Experiment, counts: dict, best: list, tp: dict, unicode_
     parts.append(f"{rate:.3g}/min")
     if exp.max_evals and rate > 0 and finished < exp.max_evals:
         parts.append(f"eta {fmt_age((exp.max_evals - finished) / rate * 60)}")
-    return "  ".join(parts), finished
+
+    def render(bar_width: int, n_parts: int) -> str:
+        filled = min(bar_width, int(round(bar_width * finished / total))) if total else 0
+        bar = full * filled + empty * (bar_width - filled)
+        return f"[{bar}] " + "  ".join(parts[:n_parts])
+
+    line = render(24, len(parts))
+    if width is not None and len(line) > width:
+        for n_parts in range(len(parts), 0, -1):
+            bar_width = min(24, width - len(render(0, n_parts)))
+            if bar_width >= 8:
+                line = render(bar_width, n_parts)
+                break
+        else:
+            line = ellipsize(render(8, 1), width)
+    return line, finished
 
 
 COMMANDS = [experiments_cmd, status_cmd, list_cmd, show_cmd, best_cmd, export_cmd, plot_cmd, watch_cmd]

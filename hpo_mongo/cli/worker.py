@@ -16,8 +16,9 @@ import sys
 
 import click
 
-from ..exceptions import HpoMongoError, InvalidParameterError, StoreUnavailable
+from ..exceptions import HpoMongoError, InvalidParameterError
 from ..worker import loop as _loop
+from ._errors import exit_code
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -105,21 +106,17 @@ def main(mongo, exp_key, poll_interval, max_jobs, max_consecutive_failures, rese
                               max_attempts=max_attempts, subprocess=not no_subprocess,
                               trial_timeout=trial_timeout, grace_period=grace_period)
         handle = MongoJobs.new_from_connection_str(mongo, **_client_options(mongo, max_disconnect))
-    except InvalidParameterError as e:
+    except HpoMongoError as e:
         click.echo(f"Error: {e}", err=True)
-        sys.exit(_loop.EXIT_USAGE)
-    except StoreUnavailable as e:
-        click.echo(f"Error: {e}", err=True)
-        sys.exit(_loop.EXIT_UNREACHABLE)
+        sys.exit(exit_code(e) or _loop.EXIT_USAGE)
     worker = _loop.Worker(handle, config)
     signals = _install_stop_signals(worker)
     try:
         code = worker.run()
     except HpoMongoError as e:
         click.echo(f"Error: {e}", err=True)
-        # anything else the server refuses (authentication, a mongodb+srv name without SRV
-        # records, missing privileges) is a configuration problem: exit 2, not 1 (failures)
-        code = _loop.EXIT_UNREACHABLE if isinstance(e, StoreUnavailable) else _loop.EXIT_USAGE
+        # the CLI's mapping; any other store error is a configuration problem too: 2, not 1 (failures)
+        code = exit_code(e) or _loop.EXIT_USAGE
     finally:
         if signals is not None:
             signals.uninstall()

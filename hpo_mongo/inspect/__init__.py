@@ -23,22 +23,23 @@ from . import liveness, rows
 from .clock import server_now
 from .experiments import (DEFAULT_LABEL, Experiment, count_by_state, exp_label, get_experiment,
                           list_experiments)
-from .liveness import experiment_status, live_workers, stale_trials, throughput
+from .liveness import driver_info, experiment_status, live_driver, live_workers, stale_trials, throughput
 from .repairs import cancel_trials, delete_experiment, requeue_trials
-from .rows import row_columns, to_rows, trial_record
-from .space_info import SpaceInfo, decode_vals, flat_value
+from .rows import RECORD_KEYS, row_columns, to_rows, trial_record
+from .space_info import SpaceInfo, compact_value, decode_vals, flat_value, option_label, option_labels
 from .trials import best_trials, find_trials, get_trial, known_states
 
 __all__ = [
     "DEFAULT_LABEL", "SpaceInfo", "Experiment", "exp_label", "server_now", "list_experiments",
     "get_experiment", "count_by_state", "best_trials", "find_trials", "get_trial", "to_rows",
-    "row_columns", "experiment_status", "stale_trials", "live_workers", "throughput",
+    "row_columns", "experiment_status", "driver_info", "live_driver", "stale_trials", "live_workers", "throughput",
     "requeue_trials", "cancel_trials", "delete_experiment", "decode_vals", "trial_record",
-    "flat_value", "known_states",
+    "flat_value", "compact_value", "option_label", "option_labels", "known_states", "RECORD_KEYS",
 ]
 
-# public constants that stay outside __all__, as before the split
+# public constants, outside __all__
 DEFAULT_STALE_AFTER = liveness.DEFAULT_STALE_AFTER
 DEFAULT_WINDOW_MINUTES = liveness.DEFAULT_WINDOW_MINUTES
+DRIVER_LIVE_WITHIN = liveness.DRIVER_LIVE_WITHIN
 FIXED_COLUMNS = rows.FIXED_COLUMNS
 TAIL_COLUMNS = rows.TAIL_COLUMNS

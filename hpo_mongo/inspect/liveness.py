@@ -5,17 +5,19 @@ import datetime as _dt
 from typing import Any, Mapping
 
 from ..exceptions import InvalidParameterError
-from ..trials.documents import JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_RUNNING, loss_of
+from ..trials.documents import JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_RUNNING
 from .clock import _age, _utc, server_now
 from .experiments import Experiment, count_by_state
-from .rows import _owner
-from .space_info import decode_vals
+from .rows import _owner, trial_record
 from .trials import _LIST_PROJECTION, _jobs_filter, best_trials
 
 #: a RUNNING trial whose heartbeat is older than this is stale (the workers' default: 6 × 5 s)
 DEFAULT_STALE_AFTER = 30.0
 #: the window (minutes) over which throughput is measured
 DEFAULT_WINDOW_MINUTES = 5.0
+#: a driver is live while the experiment is running and its heartbeat (renewed about once a
+#: second while fmin runs) is younger than this many seconds
+DRIVER_LIVE_WITHIN = 30.0
 
 
 def _last_sign_of_life(doc: Mapping[str, Any]) -> _dt.datetime | None:
@@ -121,31 +123,42 @@ def throughput(db: Any, jobs: str, exp_key: str | None, *, minutes: float = DEFA
     return {"minutes": minutes, "finished": n, "per_minute": n / span}
 
 
+def driver_info(exp: Experiment, now: _dt.datetime) -> dict | None:
+    """``{host, pid, heartbeat_age, live}`` of the experiment's last driver (None if it never had
+    one); ``live`` follows :data:`DRIVER_LIVE_WITHIN`."""
+    driver = (exp.doc or {}).get("driver") or {}
+    if not driver:
+        return None
+    age = _age(now, driver.get("heartbeat"))
+    live = exp.status == "running" and age is not None and age < DRIVER_LIVE_WITHIN
+    return {"host": driver.get("host"), "pid": driver.get("pid"), "heartbeat_age": age, "live": live}
+
+
+def live_driver(db: Any, exp: Experiment) -> dict | None:
+    """The experiment's driver when it is live now (see :func:`driver_info`), else None."""
+    info = driver_info(exp, server_now(db))
+    return info if info is not None and info["live"] else None
+
+
 def experiment_status(db: Any, jobs: str, exp: Experiment, *, minutes: float = DEFAULT_WINDOW_MINUTES,
                       stale_after: float | None = None) -> dict:
     """Everything ``hpo-mongo status`` shows, as one JSON-able dict."""
     now = server_now(db)
     counts = count_by_state(db, jobs, exp.exp_key)
     best = best_trials(db, jobs, exp.exp_key, 1)
-    best_info = None
-    if best:
-        b = best[0]
-        best_info = {"tid": b.get("tid"), "loss": loss_of(b),
-                     "params": decode_vals((b.get("misc") or {}).get("vals"), exp.space)}
+    best_info = trial_record(best[0], exp.space) if best else None
     source, workers = live_workers(db, jobs, exp.exp_key, stale_after=stale_after, now=now)
     stale = [{k: v for k, v in s.items() if k in ("tid", "owner", "heartbeat_age")}
              for s in stale_trials(db, jobs, exp.exp_key, stale_after=stale_after, now=now)]
     finished = counts["done"] + counts["error"] + counts["cancel"]
     doc = exp.doc or {}
-    driver = doc.get("driver") or {}
     return {
         "exp_key": exp.exp_key,
         "status": exp.status,
         "algorithm": doc.get("algorithm"),
         "max_evals": exp.max_evals,
         "created": _utc(doc.get("created")),
-        "driver": ({"host": driver.get("host"), "pid": driver.get("pid"),
-                    "heartbeat_age": _age(now, driver.get("heartbeat"))} if driver else None),
+        "driver": driver_info(exp, now),
         "counts": counts,
         "finished": finished,
         "best": best_info,

@@ -1,4 +1,4 @@
-"""Trial documents flattened: table/CSV rows with decoded parameters, and the ``show`` record."""
+"""Trial documents flattened (table/CSV rows with decoded parameters) and as JSON records (one shape for every command)."""
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
@@ -13,11 +13,30 @@ FIXED_COLUMNS = ("tid", "state", "status", "loss")
 TAIL_COLUMNS = ("attempt", "owner", "book_time", "start_time", "end_time", "duration", "error")
 
 
-def _duration(doc: Mapping[str, Any]) -> float | None:
-    start = _utc(doc.get("start_time")) or _utc(doc.get("book_time"))
+def _start(doc: Mapping[str, Any]) -> Any:
+    return _utc(doc.get("start_time")) or _utc(doc.get("book_time"))
+
+
+def _end(doc: Mapping[str, Any]) -> Any:
     end = _utc(doc.get("end_time"))
     if end is None and doc.get("state") in (JOB_STATE_DONE, JOB_STATE_ERROR):
         end = _utc(doc.get("refresh_time"))
+    return end
+
+
+def _row_head(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """``tid, state`` (name), ``status, loss``: the loss of an ok trial, or a failed trial's numeric loss."""
+    res = doc.get("result") or {}
+    if res.get("status") == STATUS_OK:
+        loss = loss_of(doc)
+    else:
+        loss = res.get("loss") if isinstance(res.get("loss"), (int, float)) and not isinstance(res.get("loss"), bool) else None
+    return {"tid": doc.get("tid"), "state": STATE_NAMES.get(doc.get("state"), str(doc.get("state"))),
+            "status": res.get("status"), "loss": loss}
+
+
+def _duration(doc: Mapping[str, Any]) -> float | None:
+    start, end = _start(doc), _end(doc)
     if start is None or end is None:
         return None
     return max(0.0, (end - start).total_seconds())
@@ -97,35 +116,44 @@ def to_rows(docs: Sequence[Mapping[str, Any]], space: SpaceInfo | None = None, *
     for d in docs:
         values = decode_vals((d.get("misc") or {}).get("vals"), space)
         res = d.get("result") or {}
-        row: dict[str, Any] = {
-            "tid": d.get("tid"),
-            "state": STATE_NAMES.get(d.get("state"), str(d.get("state"))),
-            "status": res.get("status"),
-            "loss": loss_of(d) if res.get("status") == STATUS_OK else (res.get("loss") if isinstance(res.get("loss"), (int, float)) else None),
-        }
+        row: dict[str, Any] = _row_head(d)
         for col, lab in param_cols.items():
             row[col] = values.get(lab)
         row.update(attempt=d.get("attempt"), owner=_owner(d), book_time=_utc(d.get("book_time")),
-                   start_time=_utc(d.get("start_time")) or _utc(d.get("book_time")),
-                   end_time=_utc(d.get("end_time")) or (_utc(d.get("refresh_time")) if d.get("state") in (JOB_STATE_DONE, JOB_STATE_ERROR) else None),
-                   duration=_duration(d), error=_error_text(d))
+                   start_time=_start(d), end_time=_end(d), duration=_duration(d), error=_error_text(d))
         for col in extras:
             row[col] = res.get(col[len("result."):])
         rows.append(row)
     return columns, rows
 
 
+#: the keys of a trial's JSON record, in this order (see :func:`trial_record`)
+RECORD_KEYS = ("tid", "exp_key", "state", "status", "loss", "params", "result", "attempt", "requeues", "owner",
+               "book_time", "start_time", "end_time", "duration", "error", "attachments")
+
+
+def _error_record(doc: Mapping[str, Any]) -> dict | None:
+    err = doc.get("error")
+    if isinstance(err, Mapping) and (err.get("type") or err.get("message")):
+        return {"type": err.get("type"), "message": err.get("message"), "traceback": err.get("traceback")}
+    text = _error_text(doc)
+    return None if text is None else {"type": None, "message": text, "traceback": None}
+
+
 def trial_record(doc: Mapping[str, Any], space: SpaceInfo) -> dict:
-    """The whole trial for ``show``: every stored field, plus ``state_name``, decoded
-    ``params`` and the attachment names."""
-    out: dict[str, Any] = {"tid": doc.get("tid"), "exp_key": doc.get("exp_key"),
-                           "state": doc.get("state"),
-                           "state_name": STATE_NAMES.get(doc.get("state"), str(doc.get("state"))),
-                           "params": decode_vals((doc.get("misc") or {}).get("vals"), space),
-                           "loss": loss_of(doc), "duration": _duration(doc)}
-    for k, v in doc.items():
-        if k not in out:
-            out[k] = v
-    out["attachments"] = [a[0] for a in (doc.get("_attachments") or []) if isinstance(a, (list, tuple)) and a]
-    out.pop("_attachments", None)
-    return out
+    """One trial as JSON: the shape ``list``, ``best``, ``show`` and ``export --format json``
+    share (keys :data:`RECORD_KEYS`).
+
+    ``state`` is the state's name, ``loss`` the usable loss (as in the flat rows), ``params`` the
+    decoded values (None when inactive), ``result`` the stored result as is, ``error``
+    ``{type, message, traceback}`` or None, ``attachments`` the attachment names.
+    """
+    row = _row_head(doc)
+    return {
+        "tid": doc.get("tid"), "exp_key": doc.get("exp_key"), "state": row["state"], "status": row["status"],
+        "loss": row["loss"], "params": decode_vals((doc.get("misc") or {}).get("vals"), space),
+        "result": dict(doc.get("result") or {}), "attempt": doc.get("attempt"), "requeues": doc.get("requeues"),
+        "owner": _owner(doc), "book_time": _utc(doc.get("book_time")), "start_time": _start(doc),
+        "end_time": _end(doc), "duration": _duration(doc), "error": _error_record(doc),
+        "attachments": [a[0] for a in (doc.get("_attachments") or []) if isinstance(a, (list, tuple)) and a],
+    }

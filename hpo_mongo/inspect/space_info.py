@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -47,6 +49,22 @@ class SpaceInfo:
 
     def is_log(self, label: str) -> bool:
         return self.kind(label) in ("loguniform", "qloguniform", "lognormal", "qlognormal")
+
+    def is_integer(self, label: str) -> bool:
+        """Whether the parameter only takes integers (randint, uniformint, a q-kind with integer q)."""
+        p = self.param(label) or {}
+        if p.get("kind") in ("randint", "uniformint"):
+            return True
+        q = p.get("q")
+        return (p.get("kind") in ("quniform", "qnormal") and isinstance(q, (int, float)) and q >= 1
+                and float(q).is_integer() and all(float(p.get(k, 0)).is_integer() for k in ("low", "high", "mu")
+                                                  if isinstance(p.get(k), (int, float))))
+
+    def conditions(self, label: str) -> list[list[tuple[str, int]]]:
+        """When the parameter is active: a list of paths, each a list of ``(choice label, branch)``
+        from the outermost choice in; ``[[]]`` for a parameter that is always active."""
+        p = self.param(label) or {}
+        return [[(c["label"], int(c["branch"])) for c in path] for path in p.get("conditions") or [[]]]
 
     def options(self, label: str) -> list | None:
         p = self.param(label)
@@ -110,3 +128,102 @@ def flat_value(v: Any) -> Any:
     if isinstance(v, (dict, list, tuple)):
         return json.dumps(v, sort_keys=True, separators=(",", ":"), default=str)
     return v
+
+
+#: keys whose value names a nested option (``{"type": "svm", "C": 1.0}`` is shown as ``svm(C=1)``)
+NAME_KEYS = ("name", "type", "kind", "model", "algo", "algorithm", "method", "optimizer", "classifier",
+             "estimator", "preprocessing")
+_EXPR_CALL_RE = re.compile(r"^\s*(?:scope\.|hp\.)?([A-Za-z_][\w.]*)\s*\(")
+
+
+def _name_key(option: Mapping[str, Any]) -> str | None:
+    """The key naming a nested option: the first of :data:`NAME_KEYS` it has, else its only
+    string-valued entry (``{"ktype": "rbf", "gamma": 0.1}`` is named by ``ktype``)."""
+    for k in NAME_KEYS:
+        v = option.get(k)
+        if isinstance(v, (str, int, float)) and not isinstance(v, bool):
+            return k
+    strings = [k for k, v in option.items() if isinstance(v, str) and not str(k).startswith("$")]
+    return strings[0] if len(strings) == 1 else None
+
+
+def _name_of(option: Mapping[str, Any]) -> str | None:
+    k = _name_key(option)
+    return None if k is None else str(option[k])
+
+
+def _expr_name(expr: Any) -> str:
+    """``scope.sklearn_SVC(C=...)`` → ``sklearn_SVC``; any other description → ``expr``."""
+    m = _EXPR_CALL_RE.match(str(expr))
+    return m.group(1).rsplit(".", 1)[-1] if m else "expr"
+
+
+def _scalar_text(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}" if math.isfinite(v) else str(v)
+    return str(v)
+
+
+def compact_value(v: Any, depth: int = 0) -> str:
+    """A decoded value as short text for a table cell or a label.
+
+    A nested option becomes its name with its parameters, ``sgd(momentum=0.92)``; an option
+    without a name (see :func:`_name_key`) ``{momentum=0.92}``; an expression the
+    space could not describe as values ``{"$expr": "scope.mul(…)"}`` its function, ``mul(…)``;
+    a reference to a parameter ``{"$param": "x"}`` the label ``x``; floats keep 4 digits.
+    """
+    if isinstance(v, Mapping):
+        if set(v) == {"$param"}:
+            return str(v["$param"])
+        if set(v) == {"$expr"}:
+            return _expr_name(v["$expr"]) + "(…)"
+        if depth > 6:
+            return "…"
+        key = _name_key(v)
+        name = None if key is None else str(v[key])
+        items = [f"{k}={compact_value(x, depth + 1)}" for k, x in v.items() if k != key]
+        if name is None:
+            return "{" + ", ".join(items) + "}"
+        return f"{name}({', '.join(items)})" if items else name
+    if isinstance(v, (list, tuple)):
+        if depth > 6:
+            return "…"
+        return "[" + ", ".join(compact_value(x, depth + 1) for x in v) + "]"
+    return _scalar_text(v)
+
+
+def option_label(option: Any) -> str:
+    """The name of one choice option for an axis tick or a legend: its name-like entry
+    (``{"type": "svm", ...}`` → ``svm``), its expression's function (``sklearn_SVC``), the
+    parameter it stands for, or the value itself."""
+    if isinstance(option, Mapping):
+        if set(option) == {"$param"}:
+            return str(option["$param"])
+        if set(option) == {"$expr"}:
+            return _expr_name(option["$expr"])
+        name = _name_of(option)
+        if name is not None:
+            return name
+    return compact_value(option)
+
+
+def option_labels(options: Sequence[Any]) -> list[str]:
+    """Distinct labels for the options of one choice (axis ticks, legends): :func:`option_label`
+    of each, except that nameless dict options are told apart by an entry whose scalar values
+    differ between them (``[{"k": "linear"}, {"k": "rbf", "g": ...}]`` → ``linear``, ``rbf``);
+    labels that still collide get ``#index``."""
+    labels = [option_label(o) for o in options]
+    dicts = [o for o in options if isinstance(o, Mapping) and _name_key(o) is None and not set(o) & {"$param", "$expr"}]
+    if len(dicts) > 1:
+        common = [k for k in dicts[0] if all(k in d for d in dicts)]
+        for k in common:
+            vals = [d[k] for d in dicts]
+            if all(isinstance(x, (str, int, float)) and not isinstance(x, bool) for x in vals) \
+                    and len({str(x) for x in vals}) == len(vals):
+                labels = [(o[k] if isinstance(o[k], str) else f"{k}={_scalar_text(o[k])}")
+                          if any(o is d for d in dicts) else lab for o, lab in zip(options, labels)]
+                break
+    seen: dict[str, int] = {}
+    for lab in labels:
+        seen[lab] = seen.get(lab, 0) + 1
+    return [f"{lab} #{i}" if seen[lab] > 1 else lab for i, lab in enumerate(labels)]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+from types import EllipsisType
 from typing import Any, Iterable
 
 from ..exceptions import InvalidParameterError, UnknownTrial
@@ -14,7 +15,7 @@ from .experiments import exp_label
 _LIST_PROJECTION = {"_id": 1, "tid": 1, "exp_key": 1, "state": 1, "result": 1, "misc.vals": 1,
                     "owner": 1, "worker": 1, "attempt": 1, "book_time": 1, "refresh_time": 1,
                     "start_time": 1, "end_time": 1, "heartbeat": 1, "error": 1, "updated_at": 1,
-                    "version": 1, "lease_timeout": 1, "requeues": 1}
+                    "version": 1, "lease_timeout": 1, "requeues": 1, "_attachments": 1}
 
 
 def _jobs_filter(exp_key: str | None, **extra: Any) -> dict:
@@ -96,8 +97,16 @@ def best_trials(db: Any, jobs: str, exp_key: str | None, n: int = 1) -> list[dic
     return [d for d in cur if loss_of(d) is not None]
 
 
-def get_trial(db: Any, jobs: str, exp_key: str | None, tid: int) -> dict:
-    """The whole document of trial ``tid``; :class:`UnknownTrial` when it is not in the experiment."""
+def get_trial(db: Any, jobs: str, exp_key: str | None | EllipsisType, tid: int) -> dict:
+    """The whole document of trial ``tid``; :class:`UnknownTrial` when it is not in the experiment.
+
+    ``exp_key=...`` looks in every experiment (tids are unique in a database).
+    """
+    if exp_key is ...:
+        doc = db[jobs].find_one({"tid": tid})
+        if doc is None:
+            raise UnknownTrial(f"no trial {tid} in database {db.name!r}")
+        return doc
     doc = db[jobs].find_one({"tid": tid, "exp_key": exp_key})
     if doc is not None:
         return doc

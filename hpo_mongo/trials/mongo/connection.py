@@ -34,13 +34,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, unquote
 
 from hpo_mongo.exceptions import (DuplicateTrialError, InvalidParameterError, InvalidURLError,
-                                  StoreError, StoreUnavailable)
+                                  StoreConfigurationError, StoreError, StoreUnavailable)
 
 if TYPE_CHECKING:  # pymongo is imported lazily: importing this module stays cheap
     import pymongo
 
-__all__ = ["MongoURL", "parse_url", "connect", "translate_errors", "retry", "server_time",
-           "ENV_URL", "DEFAULT_CLIENT_OPTIONS"]
+__all__ = ["MongoURL", "parse_url", "connect", "translate_errors", "configuration_problem", "retry",
+           "server_time", "ENV_URL", "DEFAULT_CLIENT_OPTIONS"]
 
 _logger = logging.getLogger(__name__)
 
@@ -74,6 +74,10 @@ _IPV6_RE = re.compile(r"^\[[0-9A-Fa-f:.]+(%[0-9A-Za-z._~-]+)?\]$")
 _PORT_RE = re.compile(r"^[0-9]+$")
 _DB_FORBIDDEN = set('/\\. "$\x00')
 _DUPLICATE_KEY_CODES = frozenset({11000, 11001, 12582})
+_AUTHENTICATION_FAILED = 18
+_UNAUTHORIZED = 13
+_COMMAND_NOT_FOUND = 59
+_AUTH_COMMANDS = ("saslstart", "saslcontinue", "authenticate")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -337,6 +341,33 @@ def _one_line(err: BaseException, limit: int = 400) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def configuration_problem(err: BaseException) -> StoreConfigurationError | None:
+    """The :class:`StoreConfigurationError` for a pymongo error no retry can fix (failed
+    authentication, missing privileges, a ``mongodb+srv://`` name that does not resolve, other
+    client configuration errors); None for any other error. The message says what to check."""
+    from pymongo.errors import ConfigurationError, OperationFailure
+    text = _one_line(err)
+    if isinstance(err, ConfigurationError):
+        if any(w in text for w in ("DNS", "SRV", "resolution", "resolve")):
+            return StoreConfigurationError(
+                f"cannot resolve the mongodb+srv:// host name ({text}); check the cluster name in the URL")
+        return StoreConfigurationError(f"MongoDB client configuration error ({text}); check the URL and its options")
+    if not isinstance(err, OperationFailure):
+        return None
+    text = _one_line(str((err.details or {}).get("errmsg") or text))
+    if err.code == _AUTHENTICATION_FAILED:
+        return StoreConfigurationError(
+            f"MongoDB authentication failed ({text}); check the user name, password and authSource in the URL")
+    if err.code == _COMMAND_NOT_FOUND and any(c in text.lower() for c in _AUTH_COMMANDS):
+        return StoreConfigurationError(
+            f"the MongoDB server does not support authentication ({text}); remove the user name and "
+            "password from the URL")
+    if err.code == _UNAUTHORIZED:
+        return StoreConfigurationError(
+            f"the MongoDB user is not authorized ({text}); it needs the readWrite role on the database")
+    return None
+
+
 class _ErrorTranslator(contextlib.ContextDecorator):
     """The context manager / decorator returned by :func:`translate_errors`."""
 
@@ -351,6 +382,9 @@ class _ErrorTranslator(contextlib.ContextDecorator):
         if exc is None:
             return False
         from pymongo.errors import ConnectionFailure, PyMongoError
+        problem = configuration_problem(exc)
+        if problem is not None:
+            raise problem from exc
         if isinstance(exc, ConnectionFailure):
             raise StoreUnavailable(f"MongoDB unreachable during {self.what}: {_one_line(exc)}") from exc
         if isinstance(exc, PyMongoError):
@@ -363,8 +397,9 @@ class _ErrorTranslator(contextlib.ContextDecorator):
 def translate_errors(what: str | Callable[..., T] = "a database operation") -> Any:
     """Map pymongo errors to hpo_mongo's: the project's ONE such mapping, so callers catch only ours.
 
-    ``ConnectionFailure`` (AutoReconnect, NetworkTimeout, ServerSelectionTimeoutError...) becomes
-    :class:`StoreUnavailable`, a duplicate key (also inside a BulkWriteError)
+    A configuration the server refuses (:func:`configuration_problem`) becomes
+    :class:`StoreConfigurationError`, ``ConnectionFailure`` (AutoReconnect, NetworkTimeout,
+    ServerSelectionTimeoutError...) :class:`StoreUnavailable`, a duplicate key (also inside a BulkWriteError)
     :class:`DuplicateTrialError`, any other ``PyMongoError`` :class:`StoreError`; the message names
     the operation and the original is the ``__cause__``. Use as ``with translate_errors("claim"):``,
     ``@translate_errors("claim")`` or bare ``@translate_errors`` (named after the function).
@@ -440,6 +475,8 @@ def server_time(db: Any) -> _dt.datetime:
             try:
                 reply = db.command(command)
             except OperationFailure as e:  # unknown command or not authorized: try the next one
+                if e.code != _UNAUTHORIZED and configuration_problem(e) is not None:
+                    raise  # the connection itself was refused (authentication): no command can succeed
                 last = e
                 continue
             t = _as_utc(reply.get("localTime"))

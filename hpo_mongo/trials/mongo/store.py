@@ -379,13 +379,15 @@ class _DriverHooks:
     """
 
     def __init__(self, trials: MongoTrials, loop: Any):
-        from ...payload import dumps_domain, load_secret, local_versions, pack_payload, payload_hash
+        from ...payload import dumps_domain, load_secret, local_versions, pack_payload, payload_hash, size_warning
         self.trials, self.loop = trials, loop
         h = trials.handle
         secret = trials._secret if trials._secret is not None else load_secret(trials._secret_file)
         raw = dumps_domain(loop.domain)  # raises PicklingError naming the culprit; nothing queued yet
         blob = pack_payload(raw, secret, {"kind": "domain"})
         digest = payload_hash(blob)
+        if size_warning(len(blob)):
+            logger.warning("experiment %r: %s", trials.exp_key, size_warning(len(blob)))
         h.ensure_indexes()
         max_evals = getattr(loop, "max_evals", None)
         versions = local_versions()
