@@ -108,3 +108,30 @@ def test_server_killed_and_restarted_empty_under_a_running_driver(server_process
     assert db["fs.files"].count_documents({"filename": {"$regex": "^domain/"}}) == 1
     assert "lost" in log, log
     client.close()
+
+
+def test_connections_dropped_during_fmin_setup_are_ridden_out(mongo_server_url, mongo_url, mongo_db, tmp_path):
+    import numpy as np
+
+    from hpo_mongo import fmin, hp, rand
+    from hpo_mongo.trials.mongo.store import MongoTrials
+    from tests.helpers_distributed import quadratic
+    from tests.tcp_proxy import TcpProxy
+
+    host, port = mongo_server_url.split("://", 1)[1].rsplit(":", 1)
+    with Procs(tmp_path) as procs, TcpProxy(host, int(port)) as proxy:
+        worker = procs.worker(mongo_url, "--exp-key", "setup", "--no-subprocess")
+        wait_until(lambda: "serving" in worker.output(), timeout=30, what="the worker serving")
+        # a short server selection timeout, so the outage reaches the driver's retry instead of
+        # being waited out inside pymongo
+        url = f"mongodb://127.0.0.1:{proxy.port}/{mongo_url.rsplit('/', 1)[1]}?serverSelectionTimeoutMS=300"
+        trials = MongoTrials(url, exp_key="setup", refresh=False, poll_interval=0.02)
+        proxy.pause(1.5)  # fmin's first steps — the set-up: indexes, domain, experiment — meet the outage
+        fmin(quadratic, {"x": hp.uniform("x", -1, 1)}, algo=rand.suggest, max_evals=3, trials=trials,
+             rstate=np.random.default_rng(0), show_progressbar=False)
+        assert proxy.refused > 0
+        worker.signal()
+        assert procs.wait([worker], timeout=30) == [0], procs.report()
+    assert [t["state"] for t in trials] == [JOB_STATE_DONE] * 3
+    assert mongo_db.experiments.find_one({"exp_key": "setup"})["status"] == "done"
+    assert "tid_unique" in mongo_db.jobs.index_information()
