@@ -282,9 +282,13 @@ class _FMinLoop:
         return None
 
     def _suggest(self, n: int) -> int:
-        """Ask the algorithm for ``n`` trials, one call (and one seed) per trial."""
+        """Ask the algorithm for ``n`` trials, one call (and one seed) per trial; an asynchronous store
+        is asked before each one whether ``max_evals`` leaves room (another driver may share it)."""
         made = 0
+        hooks = self.hooks()
         for _ in range(n):
+            if hooks and hooks.room(self.max_evals) <= 0:
+                break
             ids = self.trials.new_trial_ids(1)
             seed = int(self.rng.integers(2**31 - 1))
             docs = self.algo(ids, self.domain, self.trials, seed)

@@ -25,14 +25,16 @@ from pathlib import Path
 from typing import IO, Any
 
 __all__ = ["ServerProcess", "ServerStartError", "REPO", "LIB_DIR", "LAUNCHER", "STARTUP_TIMEOUT",
-           "installed", "ping", "read_ready_line", "tail"]
+           "compiled_launcher", "installed", "ping", "read_ready_line", "tail"]
 
 REPO = Path(__file__).resolve().parent.parent
 SERVER_DIR = REPO / "tests" / "server"
 LIB_DIR = SERVER_DIR / "lib"
 LAUNCHER = SERVER_DIR / "Launcher.java"
+#: where :func:`compiled_launcher` puts Launcher.class (git-ignored)
+CLASSES_DIR = SERVER_DIR / "target" / "classes"
 
-#: seconds allowed for a server to start (the Java launcher compiles itself first)
+#: seconds allowed for a server to start (the source launcher compiles itself first)
 STARTUP_TIMEOUT = float(os.environ.get("HPO_MONGO_TEST_STARTUP_TIMEOUT", "90"))
 
 
@@ -64,6 +66,32 @@ def tail(path: Path, lines: int = 30) -> str:
     except OSError:
         return ""
     return "\n".join(text[-lines:])
+
+
+def compiled_launcher(java: str) -> Path | None:
+    """The directory of a compiled Launcher.class no older than Launcher.java (compiled now if
+    needed), or None without ``javac``: then the source launcher compiles it at every start."""
+    target = CLASSES_DIR / "Launcher.class"
+    try:
+        if target.stat().st_mtime >= LAUNCHER.stat().st_mtime:
+            return CLASSES_DIR
+    except OSError:
+        pass
+    javac = shutil.which("javac", path=os.path.dirname(java) or None) or shutil.which("javac")
+    if javac is None:
+        return None
+    tmp = CLASSES_DIR.parent / f"classes.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    done = subprocess.run([javac, "-nowarn", "-cp", str(LIB_DIR / "*"), "-d", str(tmp), str(LAUNCHER)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if done.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None
+    shutil.rmtree(CLASSES_DIR, ignore_errors=True)
+    with contextlib.suppress(OSError):  # another process may have put its copy in place first
+        os.replace(tmp, CLASSES_DIR)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return CLASSES_DIR if (CLASSES_DIR / "Launcher.class").exists() else None
 
 
 def read_ready_line(stdout: IO[str], deadline: float) -> str | None:
@@ -124,7 +152,12 @@ class ServerProcess:
         return self.log_dir / "server.log"
 
     def command(self) -> list[str]:
-        cmd = [self.java, "-cp", str(LIB_DIR / "*"), str(LAUNCHER), str(self.port or 0), "--exit-on-stdin-eof"]
+        classes = compiled_launcher(self.java)
+        if classes is not None:  # saves the source launcher's compilation at every (re)start
+            cmd = [self.java, "-cp", os.pathsep.join([str(LIB_DIR / "*"), str(classes)]), "Launcher"]
+        else:
+            cmd = [self.java, "-cp", str(LIB_DIR / "*"), str(LAUNCHER)]
+        cmd += [str(self.port or 0), "--exit-on-stdin-eof"]
         if self.h2_file is not None:
             cmd += ["--h2", str(self.h2_file)]
         return cmd

@@ -79,12 +79,12 @@ def test_server_killed_and_restarted_empty_under_a_running_driver(server_process
     server = server_process()  # in-memory: a kill -9 loses everything
     url = f"{server.url}/reset"
     client, db = _db(url)
-    n = 24
+    n = 16
     with Procs(tmp_path) as procs:
         drv = procs.python(DRIVER, url, "rs", str(n), "0.05", name="driver")
         workers = [procs.worker(url, "--exp-key", "rs", "--no-subprocess", name=f"w{i}") for i in range(2)]
-        wait_until(lambda: db.jobs.count_documents({"exp_key": "rs", "state": JOB_STATE_DONE}) >= 8, timeout=60,
-                   what="8 DONE trials")
+        wait_until(lambda: db.jobs.count_documents({"exp_key": "rs", "state": JOB_STATE_DONE}) >= 5, timeout=60,
+                   what="5 DONE trials")
         before = {d["tid"]: d for d in db.jobs.find({"exp_key": "rs"})}
         server.restart(kill=True)
         assert procs.wait([drv], timeout=60) == [0], procs.report()  # the driver's deadline
@@ -135,3 +135,39 @@ def test_connections_dropped_during_fmin_setup_are_ridden_out(mongo_server_url, 
     assert [t["state"] for t in trials] == [JOB_STATE_DONE] * 3
     assert mongo_db.experiments.find_one({"exp_key": "setup"})["status"] == "done"
     assert "tid_unique" in mongo_db.jobs.index_information()
+
+
+@pytest.mark.slow
+def test_two_drivers_on_one_experiment_do_not_overshoot_max_evals(mongo_url, tmp_path):
+    """Both drivers queue at once (no worker yet, a queue as long as max_evals): the room is counted on
+    the server before each suggestion, so together they queue max_evals trials (one more at worst)."""
+    client, db = _db(mongo_url)
+    n = 10
+    go = tmp_path / "go"
+    driver = textwrap.dedent("""
+        import os, sys, time
+        import numpy as np
+        from hpo_mongo import fmin, hp, rand
+        from hpo_mongo.exceptions import AllTrialsFailed
+        from hpo_mongo.trials.mongo.store import MongoTrials
+        trials = MongoTrials(sys.argv[1], exp_key="two", poll_interval=0.02)
+        trials.count_by_state_unsynced(0)  # connected
+        open(sys.argv[2] + ".ready." + str(os.getpid()), "w").close()
+        while not os.path.exists(sys.argv[2]):
+            time.sleep(0.002)
+        try:  # no worker: nothing is evaluated, fmin stops at its timeout
+            fmin(lambda cfg: cfg["x"] ** 2, {"x": hp.uniform("x", -5, 5)}, algo=rand.suggest,
+                 max_evals=int(sys.argv[3]), trials=trials, show_progressbar=False, max_queue_len=int(sys.argv[3]),
+                 timeout=2.0)
+        except AllTrialsFailed:
+            pass
+    """)
+    with Procs(tmp_path) as procs:
+        drivers = [procs.python(driver, mongo_url, str(go), str(n), name=f"driver{i}") for i in range(2)]
+        wait_until(lambda: len(list(tmp_path.glob("go.ready.*"))) == 2, timeout=60, what="both drivers ready")
+        go.touch()
+        assert procs.wait(drivers, timeout=60) == [0, 0], procs.report()
+    docs = list(db.jobs.find({"exp_key": "two"}, {"tid": 1}))
+    assert n <= len(docs) <= n + 1, len(docs)
+    assert len({d["tid"] for d in docs}) == len(docs)
+    client.close()

@@ -656,6 +656,16 @@ class _DriverHooks:
         running = sum(1 for t in self.trials.trials if t["state"] == JOB_STATE_RUNNING)
         return running + max(2, int(max_queue_len))
 
+    def room(self, max_evals: int) -> int:
+        """How many more trials ``max_evals`` allows, counted on the server: every trial of the
+        experiment counts (finished or pending), also those another driver on it queued a moment ago."""
+        t = self.trials
+
+        def count() -> int:
+            with translate_errors():
+                return t.jobs.count_documents({"exp_key": t.exp_key})
+        return max_evals - t._call(count, "counting trials")
+
     def wait(self) -> None:
         time.sleep(self.trials.poll_interval)
 
