@@ -42,8 +42,8 @@ from urllib.parse import parse_qsl, urlencode
 
 import pytest
 
-from tests.server_process import (LIB_DIR, REPO, STARTUP_TIMEOUT, ServerProcess, ServerStartError, installed,
-                                  ping, tail)
+from tests.server_process import (LIB_DIR, REPO, STARTUP_TIMEOUT, ServerProcess, ServerStartError, end_process,
+                                  installed, ping, tail)
 
 __all__ = ["mongo_server_url", "mongo_url", "mongo_db", "server_process", "ServerProcess", "free_port", "pytest_configure",
            "pytest_collection_modifyitems", "SERVER_FIXTURES", "NO_SERVER_MESSAGE"]
@@ -109,18 +109,7 @@ class _Server:
         self.proc, self.url, self.log, self.workdir = proc, url, log, workdir
 
     def close(self) -> None:
-        proc = self.proc
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        for stream in (proc.stdin, proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
+        end_process(self.proc)
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 __all__ = ["ServerProcess", "ServerStartError", "REPO", "LIB_DIR", "LAUNCHER", "STARTUP_TIMEOUT",
-           "compiled_launcher", "installed", "ping", "read_ready_line", "tail"]
+           "compiled_launcher", "end_process", "installed", "ping", "read_ready_line", "tail"]
 
 REPO = Path(__file__).resolve().parent.parent
 SERVER_DIR = REPO / "tests" / "server"
@@ -66,6 +66,23 @@ def tail(path: Path, lines: int = 30) -> str:
     except OSError:
         return ""
     return "\n".join(text[-lines:])
+
+
+def end_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+    """Send ``sig`` and wait up to ``timeout`` s (then SIGKILL); close the pipes. Returns the exit code."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+    return proc.returncode
 
 
 def compiled_launcher(java: str) -> Path | None:
@@ -224,22 +241,7 @@ class ServerProcess:
         return self.start(timeout)
 
     def _end(self, sig: int, timeout: float = 30.0) -> int | None:
-        proc = self.proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(sig)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        for stream in (proc.stdin, proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-        return proc.returncode
+        return None if self.proc is None else end_process(self.proc, sig, timeout)
 
     def close(self) -> None:
         """Stop the server and remove the log directory it created (never the H2 file's)."""

@@ -16,29 +16,9 @@ import pytest
 
 from hpo_mongo.trials.documents import JOB_STATE_DONE, JOB_STATE_NEW
 
-from tests.helpers_distributed import Procs, wait_until
+from tests.helpers_distributed import DRIVER_SCRIPT as DRIVER, Procs, wait_until
 
 pytestmark = pytest.mark.server
-
-#: a driver process: fmin over x with rand.suggest; prints one JSON line of its trials at the end
-DRIVER = textwrap.dedent("""
-    import json, sys, time
-    import numpy as np
-    from hpo_mongo import fmin, hp, rand
-    from hpo_mongo.trials.mongo.store import MongoTrials
-
-    def objective(cfg):
-        time.sleep(float(sys.argv[4]))
-        return (cfg["x"] - 1.0) ** 2
-
-    url, exp_key, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    trials = MongoTrials(url, exp_key=exp_key, poll_interval=0.05)
-    fmin(objective, {"x": hp.uniform("x", -5, 5)}, algo=rand.suggest, max_evals=n, trials=trials,
-         show_progressbar=False, rstate=np.random.default_rng(0), max_queue_len=2)
-    print("DRIVER DONE " + json.dumps([[t["tid"], t["state"], t["misc"]["vals"]["x"][0]] for t in trials]),
-          flush=True)
-""")
-
 
 def _db(url: str):
     base, _, name = url.rpartition("/")
