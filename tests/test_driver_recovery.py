@@ -2,8 +2,9 @@
 set-up — on the real test server, with the driver and the workers as separate OS processes.
 
 - a NEW trial deleted under a running driver is queued again and fmin completes max_evals;
-- the (in-memory) test server killed -9 and restarted empty on the same port: the driver notices,
-  restores the finished trials it holds, never reuses a tid, and completes — within a deadline;
+- the test server killed -9 and restarted on the same port, empty (memory backend) or without its
+  last writes (H2): the driver notices, restores the finished trials it holds, never reuses a tid,
+  and completes — within a deadline;
 - a connection drop during fmin's set-up (indexes, domain, experiment document) is ridden out.
 """
 from __future__ import annotations
@@ -55,8 +56,10 @@ def test_a_new_trial_deleted_under_a_running_driver_is_queued_again(mongo_url, t
     client.close()
 
 
-def test_server_killed_and_restarted_empty_under_a_running_driver(server_process, tmp_path):
-    server = server_process()  # in-memory: a kill -9 loses everything
+@pytest.mark.parametrize("backend", ["memory", pytest.param("h2", marks=pytest.mark.slow)])
+def test_server_killed_and_restarted_under_a_running_driver(backend, server_process, tmp_path):
+    """memory: the restarted server is empty; h2: it lost its last writes (about a second)."""
+    server = server_process(h2_file=tmp_path / "db.mv" if backend == "h2" else None)
     url = f"{server.url}/reset"
     client, db = _db(url)
     n = 16

@@ -40,8 +40,8 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from ..._version import __version__
-from ...payload import local_versions
 from ...exceptions import DuplicateTrialError, InvalidParameterError, InvalidURLError, StoreError
+from ...payload import local_versions
 from ..base import BaseTrials
 from ..documents import (JOB_FINISHED_STATES, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING, sonify,
                          utcnow)
@@ -300,8 +300,8 @@ class MongoTrials(BaseTrials):
             self.refresh()
 
     # ---------------------------------------------------------------- pickling (never the secrets)
-    #: attributes never pickled: the connection, the signing secret and the driver's callback
-    _NOT_PICKLED = ("handle", "_secret", "_secret_file", "_on_counter_behind")
+    #: attributes never pickled: the connection, the signing secret, the driver's callback and retry mode
+    _NOT_PICKLED = ("handle", "_secret", "_secret_file", "_on_counter_behind", "_retrying")
 
     def __getstate__(self) -> dict:
         """Everything but the connection, the secret and the URL's credentials (an objective that
@@ -426,17 +426,21 @@ class MongoTrials(BaseTrials):
         self._trials = sorted(self._docs.values(), key=lambda t: t["tid"])
 
     def _restore(self, docs: Iterable[Mapping[str, Any]]) -> int:
-        """Write back documents of the local view the database lost (same ``_id``, ``tid`` and content;
-        an upsert, so retrying is harmless). Raises :class:`DuplicateTrialError` if another trial
-        now holds one of their tids. Returns how many were written."""
+        """Write back documents of the local view that the database lost, or holds only in an older
+        version (lower ``version``): same ``_id``, tid and content. Idempotent. Raises
+        :class:`DuplicateTrialError` if another trial now holds one of their tids. Returns how many
+        were written."""
         n = 0
         with translate_errors():
             for doc in docs:
                 body = {k: v for k, v in doc.items() if k not in ("_id", "updated_at")}
-                try:
-                    res = self.jobs.update_one({"_id": doc["_id"]},
-                                               {"$setOnInsert": body, "$currentDate": {"updated_at": True}},
-                                               upsert=True)
+                stamp = {"$currentDate": {"updated_at": True}}
+                if self.jobs.update_one({"_id": doc["_id"], "version": {"$lt": doc.get("version", 0)}},
+                                        {"$set": body, **stamp}).matched_count:
+                    n += 1
+                    continue
+                try:  # gone: insert it again (an upsert on its _id; a no-op if it exists)
+                    res = self.jobs.update_one({"_id": doc["_id"]}, {"$setOnInsert": body, **stamp}, upsert=True)
                 except DuplicateKeyError as e:
                     raise DuplicateTrialError(
                         f"cannot restore trial {doc['tid']} of experiment {self._exp_key!r}, which the database lost: "
@@ -515,7 +519,8 @@ class _DriverHooks:
     - the tid counter is raised above every tid the driver has seen (atomic ``$max``);
     - a missing experiment document, domain payload or index is created again;
     - the finished trials it holds that the database lost are written back (same ``_id``, tid and
-      result: nothing finished is lost);
+      result: nothing finished is lost) — after a reset also those it holds only in an older
+      version (a server that lost its last writes);
     - its queued and running trials that vanished are dropped from its view, so that new ones are
       suggested in their place (with new tids).
 
@@ -624,21 +629,29 @@ class _DriverHooks:
                 h.raise_tid_counter(t._max_tid)
             docs = list(t._docs.values())
             pending = [d["_id"] for d in docs if d["state"] not in JOB_FINISHED_STATES]
+            older: list[dict] = []  # finished here, an older version there (the server lost writes)
             vanished: list[dict] = []
-            if (h.coll.count_documents({"exp_key": t.exp_key}) < len(docs)
+            if lost:  # a reset: compare every document's version
+                versions = {d["_id"]: d.get("version", 0) for d in h.coll.find({"exp_key": t.exp_key}, {"version": 1})}
+                vanished = [d for d in docs if d["_id"] not in versions]
+                older = [d for d in docs if d["state"] in JOB_FINISHED_STATES and d["_id"] in versions
+                         and versions[d["_id"]] < d.get("version", 0)]
+            elif (h.coll.count_documents({"exp_key": t.exp_key}) < len(docs)
                     or (pending and h.coll.count_documents({"_id": {"$in": pending}}) < len(pending))):
                 present = {d["_id"] for d in h.coll.find({"exp_key": t.exp_key}, {"_id": 1})}
                 vanished = [d for d in docs if d["_id"] not in present]
         if not lost and not vanished:
             return
-        finished = [d for d in vanished if d["state"] in JOB_FINISHED_STATES]
+        finished = [d for d in vanished if d["state"] in JOB_FINISHED_STATES] + older
         gone = sorted((d for d in vanished if d["state"] not in JOB_FINISHED_STATES), key=lambda d: d["tid"])
         if vanished:
             lost.append(f"{len(vanished)} of its {len(docs)} trials")
+        if older:
+            lost.append(f"the results of {len(older)} finished trials")
         self.publish()
         restored = t._restore(sorted(finished, key=lambda d: d["tid"]))
         t._forget(d["_id"] for d in gone)
-        repairs = ["the counter, the experiment document, the domain and the indexes are in place again"]
+        repairs = ["the counter, the experiment document, the domain and the indexes are in place"]
         if finished:
             repairs.append(f"{restored} finished trial(s) written back")
         if gone:
