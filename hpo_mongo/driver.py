@@ -282,9 +282,13 @@ class _FMinLoop:
         return None
 
     def _suggest(self, n: int) -> int:
-        """Ask the algorithm for ``n`` trials, one call (and one seed) per trial."""
+        """Ask the algorithm for ``n`` trials, one call (and one seed) per trial; an asynchronous store
+        is asked before each one whether ``max_evals`` leaves room (another driver may share it)."""
         made = 0
+        hooks = self.hooks()
         for _ in range(n):
+            if hooks and hooks.room(self.max_evals) <= 0:
+                break
             ids = self.trials.new_trial_ids(1)
             seed = int(self.rng.integers(2**31 - 1))
             docs = self.algo(ids, self.domain, self.trials, seed)
@@ -324,12 +328,12 @@ class _FMinLoop:
     # --------------------------------------------------------------- the loop
     def run(self) -> None:
         trials = self.trials
+        hooks = self.hooks()  # first: the set-up also makes the store ride out outages from here on
         trials.refresh()
         if not trials.asynchronous:  # nothing else evaluates in-memory trials: RUNNING ones were interrupted
             for t in trials.trials:
                 if t["state"] == JOB_STATE_RUNNING:
                     t.update(state=JOB_STATE_NEW, owner=None, book_time=None)
-        hooks = self.hooks()
         n_finished, _, _, best = self._counts()
         progress = _Progress(self.progress_spec, min(n_finished, self.max_evals), self.max_evals)
         shown = min(n_finished, self.max_evals)

@@ -3,8 +3,10 @@
 - a number → ``{"loss": float(x), "status": "ok"}``;
 - a dict with ``status`` in STATUS_STRINGS and, if ok, a ``loss`` castable to float; extra keys
   are kept and ``attachments`` ({name: bytes}) is split off to be stored separately;
-- ``inf`` is a valid (worst) loss; NaN, a non-numeric loss, an unknown status or any other
-  return type → ``status: "fail"`` with a ``failure`` message saying why (the trial is DONE).
+- ``inf`` is a valid (worst) loss; NaN, ``-inf``, a non-numeric loss, an unknown status or any
+  other return type → ``status: "fail"`` with a ``failure`` message saying why (the trial is DONE);
+  an unusable loss is then stored as null (its repr is in ``failure``). A ``-inf`` loss would beat
+  every other loss and make every later comparison meaningless.
 """
 from __future__ import annotations
 
@@ -34,6 +36,8 @@ def _as_loss(value: Any) -> tuple[float | None, str | None]:
     loss = float(value)
     if math.isnan(loss):
         return None, "loss is NaN"
+    if loss == -math.inf:
+        return None, "loss is -inf"
     return loss, None
 
 
@@ -59,8 +63,7 @@ def normalize_result(raw: Any) -> tuple[dict, dict[str, bytes]]:
             else:
                 loss, why = _as_loss(result["loss"])
                 if why:
-                    result["status"], result["failure"] = STATUS_FAIL, why
-                    result["loss"] = None if why == "loss is NaN" else repr(result["loss"])[:200]
+                    result["status"], result["failure"], result["loss"] = STATUS_FAIL, why, None
                 else:
                     result["loss"] = loss
         elif "loss" in result and result["loss"] is not None:

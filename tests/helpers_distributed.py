@@ -36,6 +36,28 @@ LIGHT_IMPORT = (
 )
 
 
+#: a driver process, ``DRIVER_SCRIPT url exp_key n sleep``: fmin of (x - 1)^2 after ``sleep`` seconds
+#: over x ~ U(-5, 5) with rand.suggest (seed 0, max_queue_len 2); at the end it prints
+#: ``DRIVER DONE [[tid, state, x], ...]`` (its trials, as it sees them)
+DRIVER_SCRIPT = textwrap.dedent("""
+    import json, sys, time
+    import numpy as np
+    from hpo_mongo import fmin, hp, rand
+    from hpo_mongo.trials.mongo.store import MongoTrials
+
+    def objective(cfg):
+        time.sleep(float(sys.argv[4]))
+        return (cfg["x"] - 1.0) ** 2
+
+    url, exp_key, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    trials = MongoTrials(url, exp_key=exp_key, poll_interval=0.05)
+    fmin(objective, {"x": hp.uniform("x", -5, 5)}, algo=rand.suggest, max_evals=n, trials=trials,
+         show_progressbar=False, rstate=np.random.default_rng(0), max_queue_len=2)
+    print("DRIVER DONE " + json.dumps([[t["tid"], t["state"], t["misc"]["vals"]["x"][0]] for t in trials]),
+          flush=True)
+""")
+
+
 def child_env(extra: dict[str, str] | None = None, pythonpath: Sequence[str | os.PathLike] = ()) -> dict[str, str]:
     """The environment for a child: the repo root (and ``pythonpath``) first on PYTHONPATH."""
     env = dict(os.environ)

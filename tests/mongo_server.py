@@ -14,6 +14,10 @@ Fixtures:
   skipped, or fail when ``HPO_MONGO_REQUIRE_SERVER=1`` (CI sets it so nothing is skipped silently).
 - ``mongo_url`` (function): ``<base>/hpo_test_<uuid hex>``, a fresh database dropped afterwards.
 - ``mongo_db`` (function): a tz-aware ``pymongo`` Database object for that fresh database.
+- ``server_process`` (function): a factory ``server_process(h2_file=None, port=None)`` of test
+  servers of the test's own (:class:`tests.server_process.ServerProcess`), to stop, kill and restart
+  on their port (``h2_file``: the persistent H2 backend); all stopped afterwards. Always the java
+  server, whatever ``$HPO_MONGO_TEST_URL`` says.
 
 Tests using these fixtures get the ``server`` mark (``-m "not server"`` deselects them).
 Load it with ``pytest_plugins = ["tests.mongo_server"]`` or ``from tests.mongo_server import *``
@@ -23,38 +27,33 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import pytest
 
-__all__ = ["mongo_server_url", "mongo_url", "mongo_db", "free_port", "pytest_configure",
+from tests.server_process import (LIB_DIR, REPO, STARTUP_TIMEOUT, ServerProcess, ServerStartError, end_process,
+                                  installed, ping, tail)
+
+__all__ = ["mongo_server_url", "mongo_url", "mongo_db", "server_process", "ServerProcess", "free_port", "pytest_configure",
            "pytest_collection_modifyitems", "SERVER_FIXTURES", "NO_SERVER_MESSAGE"]
 
-REPO = Path(__file__).resolve().parent.parent
-SERVER_DIR = REPO / "tests" / "server"
-LIB_DIR = SERVER_DIR / "lib"
-LAUNCHER = SERVER_DIR / "Launcher.java"
 
 ENV_URL = "HPO_MONGO_TEST_URL"
 ENV_REQUIRE = "HPO_MONGO_REQUIRE_SERVER"
 ENV_KIND = "HPO_MONGO_TEST_SERVER"
 
-#: seconds allowed for a server to start (the Java launcher compiles itself first)
-STARTUP_TIMEOUT = float(os.environ.get("HPO_MONGO_TEST_STARTUP_TIMEOUT", "90"))
-SERVER_FIXTURES = frozenset({"mongo_server_url", "mongo_url", "mongo_db"})
+SERVER_FIXTURES = frozenset({"mongo_server_url", "mongo_url", "mongo_db", "server_process"})
 
 NO_SERVER_MESSAGE = (
     "no MongoDB test server available: run scripts/install-test-server (needs Java 17+ and Maven) "
@@ -83,25 +82,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # ----------------------------------------------------------------------------- helpers
-def _ping(url: str, timeout: float) -> None:
-    """Raise unless the server at ``url`` answers ``ping`` within ``timeout`` seconds."""
-    import pymongo
-    ms = max(100, int(timeout * 1000))
-    client: Any = pymongo.MongoClient(url, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms)
-    try:
-        client.admin.command("ping")
-    finally:
-        client.close()
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join(text[-lines:])
-
-
 def _require() -> bool:
     return os.environ.get(ENV_REQUIRE, "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -123,79 +103,25 @@ def _parent_death_signal() -> None:  # pragma: no cover - runs in the child befo
 
 
 class _Server:
-    """A server process started for this session; ``stop()`` terminates it."""
+    """A mongod started for this session; ``close()`` terminates it and removes its files."""
 
     def __init__(self, proc: subprocess.Popen, url: str, log: Path, workdir: Path | None = None):
         self.proc, self.url, self.log, self.workdir = proc, url, log, workdir
 
-    def stop(self) -> None:
-        proc = self.proc
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        for stream in (proc.stdin, proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
+    def close(self) -> None:
+        end_process(self.proc)
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _read_ready_line(stdout: IO[str], deadline: float) -> str | None:
-    """The launcher's ``ready mongodb://...`` line, or None if it exits or the deadline passes."""
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:  # drain stdout for the whole life of the process
-        for line in stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, name="mongo-test-server-stdout", daemon=True).start()
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None
-        try:
-            line = lines.get(timeout=left)
-        except queue.Empty:
-            return None
-        if line is None:
-            return None
-        if line.startswith("ready mongodb://"):
-            return line.split(None, 1)[1].strip()
-
-
-def _start_java(java: str) -> _Server:
-    workdir = Path(tempfile.mkdtemp(prefix="hpo_mongo_java_server_"))
-    log = workdir / "server.log"
-    cmd = [java, "-cp", str(LIB_DIR / "*"), str(LAUNCHER), "0", "--exit-on-stdin-eof"]
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                                text=True, cwd=str(REPO))
-    assert proc.stdout is not None
-    url = _read_ready_line(proc.stdout, time.monotonic() + STARTUP_TIMEOUT)
-    server = _Server(proc, url or "", log, workdir)
-    if url is None:
-        if proc.poll() is None:
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-        detail = _tail(log)
-        server.stop()
-        pytest.fail(f"the mongo-java-server test server did not start within {STARTUP_TIMEOUT:.0f}s "
-                    f"(exit code {proc.returncode}); command: {' '.join(cmd)}\n{detail}", pytrace=False)
+def _start_java() -> ServerProcess:
+    server = ServerProcess()
     try:
-        _ping(url, timeout=max(1.0, STARTUP_TIMEOUT / 3))
-    except Exception as e:  # noqa: BLE001
-        detail = _tail(log)
-        server.stop()
-        pytest.fail(f"the mongo-java-server test server at {url} does not answer ping: {e}\n{detail}",
-                    pytrace=False)
-    return server
+        return server.start(STARTUP_TIMEOUT)
+    except ServerStartError as e:
+        server.close()
+        pytest.fail(str(e), pytrace=False)
+        raise AssertionError("unreachable") from e
 
 
 def _start_mongod(mongod: str) -> _Server:
@@ -215,22 +141,22 @@ def _start_mongod(mongod: str) -> _Server:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while proc.poll() is None and time.monotonic() < deadline:
             try:
-                _ping(url, timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+                ping(url, timeout=min(1.0, max(0.1, deadline - time.monotonic())))
                 return server
             except Exception as e:  # noqa: BLE001 - not up yet; the ping itself waits
                 last_error = str(e)
-        last_error = f"exit code {proc.poll()}: {last_error}\n{_tail(log)}"
-        server.stop()
+        last_error = f"exit code {proc.poll()}: {last_error}\n{tail(log)}"
+        server.close()
     pytest.fail(f"could not start {mongod} as a test server: {last_error}", pytrace=False)
     raise AssertionError("unreachable")
 
 
-def _start_server() -> tuple[str, _Server | None]:
+def _start_server() -> tuple[str, _Server | ServerProcess | None]:
     """(base URL, process to stop or None) of the server this session uses; skips/fails if none."""
     env_url = os.environ.get(ENV_URL, "").strip()
     if env_url:
         try:
-            _ping(env_url, timeout=10)
+            ping(env_url, timeout=10)
         except Exception as e:  # noqa: BLE001
             pytest.fail(f"{ENV_URL}={_mask(env_url)} is set but the server does not answer: {e}", pytrace=False)
         return env_url.rstrip("/"), None
@@ -252,7 +178,7 @@ def _start_server() -> tuple[str, _Server | None]:
         elif not java:
             reasons.append("java is not on PATH")
         else:
-            server = _start_java(java)
+            server = _start_java()
             return server.url, server
     _no_server("; ".join(reasons))
     raise AssertionError("unreachable")
@@ -289,7 +215,7 @@ def mongo_server_url() -> Iterator[str]:
         yield url
     finally:
         if server is not None:
-            server.stop()
+            server.close()
 
 
 @pytest.fixture
@@ -315,3 +241,32 @@ def mongo_db(mongo_url: str) -> Iterator[Any]:
         yield client.get_default_database()
     finally:
         client.close()
+
+
+@pytest.fixture
+def server_process(tmp_path: Path) -> Iterator[Any]:
+    """``server_process(h2_file=None, port=None)``: start a test server of this test's own (module doc)."""
+    started: list[ServerProcess] = []
+
+    def start(h2_file: str | os.PathLike | None = None, port: int | None = None) -> ServerProcess:
+        reasons = []
+        if not shutil.which("java"):
+            reasons.append("java is not on PATH")
+        if not installed(h2=h2_file is not None):
+            reasons.append(f"{LIB_DIR.relative_to(REPO)} lacks the mongo-java-server"
+                           f"{' H2 backend' if h2_file is not None else ''} jar (re-run scripts/install-test-server)")
+        if reasons:
+            _no_server("; ".join(reasons))
+        server = ServerProcess(port=port, h2_file=h2_file, log_dir=tmp_path / f"server{len(started)}")
+        started.append(server)
+        try:
+            return server.start()
+        except ServerStartError as e:
+            pytest.fail(str(e), pytrace=False)
+            raise AssertionError("unreachable") from e
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.close()

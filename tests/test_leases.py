@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import uuid
 from pathlib import Path
@@ -25,7 +24,7 @@ from hpo_mongo.domain import Domain  # noqa: E402
 from hpo_mongo.trials.documents import (JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW,  # noqa: E402
                                         JOB_STATE_RUNNING, new_trial_doc)
 
-from tests.helpers_distributed import wait_until  # noqa: E402
+from tests.helpers_distributed import DRIVER_SCRIPT as DRIVER, wait_until  # noqa: E402
 
 pytestmark = [pytest.mark.server]
 
@@ -178,24 +177,6 @@ def check_complete(db, exp_key, n):
     assert len(by_state.get(JOB_STATE_DONE, [])) == n, by_state
     assert not by_state.get(JOB_STATE_RUNNING) and not by_state.get(JOB_STATE_NEW), by_state
     return docs
-
-
-DRIVER = textwrap.dedent("""
-    import sys, time
-    import numpy as np
-    from hpo_mongo import fmin, hp, rand
-    from hpo_mongo.trials.mongo.store import MongoTrials
-
-    def objective(cfg):
-        time.sleep(float(sys.argv[4]))
-        return (cfg["x"] - 1.0) ** 2
-
-    url, exp_key, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    trials = MongoTrials(url, exp_key=exp_key, poll_interval=0.05)
-    fmin(objective, {"x": hp.uniform("x", -5, 5)}, algo=rand.suggest, max_evals=n, trials=trials,
-         show_progressbar=False, rstate=np.random.default_rng(0), max_queue_len=2)
-    print("DRIVER DONE", flush=True)
-""")
 
 
 def start_driver(procs: Procs, url: str, exp_key: str, n: int, sleep: float):

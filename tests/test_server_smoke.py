@@ -71,6 +71,12 @@ def test_inc_and_counter_upsert(mongo_db):
     assert doc["seq"] == 3 and doc["n"] == {"calls": 1}
     res = counters.update_one({"_id": "third"}, {"$inc": {"seq": 1}}, upsert=True)
     assert res.upserted_id == "third"
+    # raising a counter that fell behind ($max, the driver's repair after a reset), creating it if gone
+    counters.update_one({"_id": "other"}, {"$max": {"seq": 10}}, upsert=True)
+    counters.update_one({"_id": "other"}, {"$max": {"seq": 7}}, upsert=True)  # never lowers it
+    assert counters.find_one({"_id": "other"})["seq"] == 10
+    counters.update_one({"_id": "gone"}, {"$max": {"seq": 41}}, upsert=True)
+    assert counters.find_one({"_id": "gone"})["seq"] == 41
 
 
 def test_unique_index_raises_duplicate_key(mongo_db):

@@ -20,6 +20,8 @@ def _label(label: Any) -> str:
         raise InvalidSpaceError(f"hyperparameter labels must be strings, got {label!r} ({type(label).__name__})")
     if not label:
         raise InvalidSpaceError("hyperparameter labels must be non-empty strings")
+    if "\x00" in label:  # a label is a field name in misc.vals: MongoDB cannot store a NUL there
+        raise InvalidSpaceError(f"hyperparameter label {label!r} contains a NUL character (\\x00)")
     return label
 
 

@@ -49,7 +49,7 @@ from .._version import __version__
 from ..trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR, utcnow
 from ..trials.mongo.connection import server_time, translate_errors
 from ..trials.mongo import jobs as _jobs
-from ..trials.mongo.store import MongoJobs, MongoTrials
+from ..trials.mongo.store import MongoJobs, MongoTrials, reconnect_through
 from .executor import working_dir
 
 logger = logging.getLogger("hpo_mongo.worker")
@@ -130,7 +130,8 @@ class DomainCache:
             raise ObjectiveLoadError(f"the domain payload {digest} of trial {doc.get('tid')} is missing from "
                                      f"GridFS (file domain/{digest}); was the experiment deleted?")
         raw, meta = unpack_payload(blob, self.secret)
-        domain = loads_domain(raw, meta)
+        with reconnect_through(self.handle, self.secret):  # a MongoTrials in the domain uses this worker's connection
+            domain = loads_domain(raw, meta)
         if len(self._cache) >= self.max_size:
             self._cache.pop(next(iter(self._cache)))
         self._cache[digest] = domain

@@ -1,15 +1,21 @@
-// In-memory MongoDB wire-protocol server for the test suite (mongo-java-server, memory backend).
+// MongoDB wire-protocol server for the test suite (mongo-java-server: memory backend, or H2).
 //
 // Run with the single-file source launcher (no build step):
-//     java -cp 'tests/server/lib/*' tests/server/Launcher.java PORT
+//     java -cp 'tests/server/lib/*' tests/server/Launcher.java PORT [--h2 FILE] [--exit-on-stdin-eof]
 // PORT 0 picks a free port. Once the server accepts connections it prints exactly one line,
 //     ready mongodb://127.0.0.1:<port>
-// to stdout and flushes it. SIGTERM / SIGINT shut it down (state is in memory and is lost).
-// With the optional flag --exit-on-stdin-eof (used by tests/mongo_server.py) it also shuts down when
-// its stdin reaches end-of-file, i.e. when the parent that holds the pipe dies, even by SIGKILL.
+// to stdout and flushes it. SIGTERM / SIGINT shut it down.
+// Without --h2 the state is in memory and is lost when the server stops. With --h2 FILE it lives in
+// the H2 MVStore file FILE (created if missing): a clean stop (SIGTERM / SIGINT) writes everything
+// and a server started again on the same file finds it; a SIGKILL loses the writes of the last
+// second or so (the store commits in the background).
+// With --exit-on-stdin-eof (used by tests/mongo_server.py) it also shuts down when its stdin reaches
+// end-of-file, i.e. when the parent that holds the pipe dies, even by SIGKILL.
 
 import de.bwaldvogel.mongo.MongoServer;
 import de.bwaldvogel.mongo.MongoVersion;
+import de.bwaldvogel.mongo.backend.AbstractMongoBackend;
+import de.bwaldvogel.mongo.backend.h2.H2Backend;
 import de.bwaldvogel.mongo.backend.memory.MemoryBackend;
 
 import java.net.InetSocketAddress;
@@ -30,12 +36,26 @@ public class Launcher {
         }
     }
 
+    static void usage() {
+        System.err.println("usage: java -cp 'tests/server/lib/*' tests/server/Launcher.java PORT [--h2 FILE] "
+            + "[--exit-on-stdin-eof]  (PORT 0 = any free port)");
+        System.exit(2);
+    }
+
     public static void main(String[] args) {
-        boolean exitOnStdinEof = args.length == 2 && args[1].equals("--exit-on-stdin-eof");
-        if (args.length < 1 || args.length > 2 || (args.length == 2 && !exitOnStdinEof)) {
-            System.err.println("usage: java -cp 'tests/server/lib/*' tests/server/Launcher.java PORT [--exit-on-stdin-eof]"
-                + "  (PORT 0 = any free port)");
-            System.exit(2);
+        boolean exitOnStdinEof = false;
+        String h2File = null;
+        if (args.length < 1) {
+            usage();
+        }
+        for (int i = 1; i < args.length; i++) {
+            if (args[i].equals("--exit-on-stdin-eof")) {
+                exitOnStdinEof = true;
+            } else if (args[i].equals("--h2") && i + 1 < args.length && !args[i + 1].isEmpty()) {
+                h2File = args[++i];
+            } else {
+                usage();
+            }
         }
         int port;
         try {
@@ -48,7 +68,14 @@ public class Launcher {
             System.exit(2);
         }
 
-        MemoryBackend backend = new MemoryBackend();
+        AbstractMongoBackend backend;
+        try {
+            backend = h2File == null ? new MemoryBackend() : new H2Backend(h2File);
+        } catch (RuntimeException e) { // a locked or corrupt file
+            System.err.println("Launcher: cannot open the H2 file '" + h2File + "': " + e);
+            System.exit(1);
+            return;
+        }
         backend.version(new Mongo44());
         MongoServer server = new MongoServer(backend);
         try {

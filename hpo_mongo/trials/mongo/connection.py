@@ -78,6 +78,8 @@ _AUTHENTICATION_FAILED = 18
 _UNAUTHORIZED = 13
 _COMMAND_NOT_FOUND = 59
 _AUTH_COMMANDS = ("saslstart", "saslcontinue", "authenticate")
+#: URI options (lower case) whose values are secrets, like a password
+_SECRET_OPTIONS = frozenset({"tlscertificatekeyfilepassword", "sslpemkeypassword", "authmechanismproperties"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +96,21 @@ class MongoURL:
 
     def __str__(self) -> str:
         return self.display
+
+    @property
+    def has_credentials(self) -> bool:
+        """Whether the URI carries a user (and password) or an option whose value is a secret."""
+        authority, _, query = self.uri.partition("://")[2].partition("?")
+        options = {p.partition("=")[0].lower() for p in re.split(r"[&;]", query) if p}
+        return "@" in authority or bool(options & _SECRET_OPTIONS)
+
+    def without_credentials(self) -> "MongoURL":
+        """This URL if it has no credentials, else one that names only the database and collection
+        (``uri`` empty, ``display`` without its query): safe to pickle or store."""
+        if not self.has_credentials:
+            return self
+        return MongoURL(uri="", database=self.database, collection=self.collection,
+                        display=self.display.partition("?")[0])
 
 
 # ----------------------------------------------------------------------------- parsing
