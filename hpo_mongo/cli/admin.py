@@ -90,8 +90,9 @@ def delete_cmd(target: Any, as_json: bool, yes: bool, force: bool) -> None:
     driver = None if force else hi.live_driver(target.db, exp)
     if driver is not None:
         click.echo(f"Warning: the driver of experiment {exp.label} is running ({driver['host']}:{driver['pid']}, "
-                   f"heartbeat {fmt_age(driver['heartbeat_age'])} ago): its fmin would find its trials gone. "
-                   "Stop it first, or pass --force.", err=True)
+                   f"heartbeat {fmt_age(driver['heartbeat_age'])} ago): it writes back the finished trials it holds "
+                   "and queues new ones, so the experiment would not stay deleted. Stop it first, or pass --force.",
+                   err=True)
         click.confirm("Delete it while its driver runs?", abort=True)
     out = hi.delete_experiment(target.db, target.jobs, exp.exp_key)
     text = (f"deleted experiment {exp.label}: {out['trials']} trials, "
