@@ -438,13 +438,46 @@ def _trial_alive(proc: Any) -> bool:
     with contextlib.suppress(Exception):
         if proc.is_alive():
             return True
+    _reap_orphans(proc.pid)
     try:
         os.killpg(proc.pid, 0)
-        return True
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    return _live_members(proc.pid)
+
+
+def _live_members(pgid: int) -> bool:
+    """Whether the group has a member that is not a zombie. Killed processes whose parent is gone
+    stay zombies until init reaps them; on Linux ``/proc`` tells them apart (elsewhere every
+    member counts)."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
         return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                state, _ppid, pgrp = f.read().rsplit(b")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(pgrp) == pgid and state != b"Z":
+            return True
+    return False
+
+
+def _reap_orphans(pgid: int) -> None:
+    """Reap the exited processes of a trial's group that were re-parented to this worker (when it is
+    PID 1, a container's entrypoint): only after the child itself was reaped, by multiprocessing."""
+    while hasattr(os, "waitid"):
+        try:
+            if os.waitid(os.P_PGID, pgid, os.WEXITED | os.WNOHANG) is None:
+                return
+        except (ChildProcessError, OSError):
+            return
 
 
 def end_trial_processes(proc: Any, grace: float = KILL_GRACE) -> None:
@@ -456,7 +489,7 @@ def end_trial_processes(proc: Any, grace: float = KILL_GRACE) -> None:
             if time.monotonic() >= deadline:
                 _signal_trial(proc, signal.SIGKILL)
                 break
-            time.sleep(0.01)
+            time.sleep(0.02)
     with contextlib.suppress(Exception):
         proc.join(5)
     with contextlib.suppress(Exception):

@@ -559,7 +559,8 @@ class Worker:
         c = self.config
         logger.info("worker %s (id %s) serving %s; evaluation %s, heartbeat %gs, lease %gs, max_attempts %d",
                     self.owner, self.worker_id,
-                    "every experiment" if c.exp_key is _jobs.ANY_EXPERIMENT else f"exp_key {c.exp_key!r}",
+                    "every experiment" if c.exp_key is _jobs.ANY_EXPERIMENT else
+                    "the default experiment (exp_key None)" if c.exp_key is None else f"exp_key {c.exp_key!r}",
                     "in a child process per trial" if c.subprocess else "in-process (--no-subprocess)",
                     c.heartbeat_interval, c.lease_timeout, c.max_attempts)
         if not c.secret:
@@ -581,7 +582,7 @@ class Worker:
                 self._grace_timer.cancel()
             unreachable = code == EXIT_UNREACHABLE
             # the server is gone: do not wait for a beat in progress, nor try a last one
-            self._heartbeat.stop(timeout=0.5 if unreachable else 5.0)
+            self._heartbeat.stop(timeout=0.2 if unreachable else 5.0)
             self.executor.close()
             self.status, self.current = "exited", None
             if not unreachable:
