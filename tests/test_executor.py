@@ -12,6 +12,8 @@ from hpo_mongo.domain import Domain
 from hpo_mongo.trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR
 from hpo_mongo.worker.executor import Executor, crash_message, run_trial
 
+from tests.helpers_distributed import process_gone
+
 SPACE = {"x": hp.uniform("x", -5, 5), "mode": hp.choice("mode", ["ok", "raise", "exit", "segv", "sleep", "att",
                                                                 "pid", "big", "cwd", "sysexit"])}
 MODES = ["ok", "raise", "exit", "segv", "sleep", "att", "pid", "big", "cwd", "sysexit"]
@@ -181,14 +183,6 @@ def _spawner(cfg):
     time.sleep(600)
 
 
-def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 @pytest.mark.parametrize("how", ["release", "raise"])
 def test_a_trials_processes_end_with_it_even_when_they_ignore_sigterm(tmp_path, how):
     pidfile = tmp_path / "pid"
@@ -201,9 +195,9 @@ def test_a_trials_processes_end_with_it_even_when_they_ignore_sigterm(tmp_path, 
     ex.close()
     pid = int(pidfile.read_text())
     try:
-        _wait_for(lambda: _gone(pid), 5)
+        _wait_for(lambda: process_gone(pid), 5)
     finally:
-        if not _gone(pid):
+        if not process_gone(pid):
             os.kill(pid, 9)
 
 

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -24,7 +23,7 @@ from hpo_mongo.trials.documents import (JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STA
                                         new_trial_doc)
 from hpo_mongo.trials.mongo.store import MongoTrials
 
-from tests.helpers_distributed import Procs, wait_until, worker_cmd
+from tests.helpers_distributed import Procs, process_gone as gone, wait_until, worker_cmd
 
 pytestmark = [pytest.mark.server]
 
@@ -50,15 +49,6 @@ def queue(url: str, exp_key: str | None, objective, space, vals: list[dict], *, 
 
 def docs_by_tid(db, exp_key) -> dict[int, dict]:
     return {d["tid"]: d for d in db.jobs.find({"exp_key": exp_key})}
-
-
-def gone(pid: int) -> bool:
-    """The process no longer exists (or is a zombie waiting to be reaped by init)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 # ----------------------------------------------------------------------------- bug 1: stale attachments
@@ -139,28 +129,31 @@ def _unstorable_objective(cfg):
     return 0.5
 
 
-@pytest.mark.parametrize("mode", [[], ["--no-subprocess"]], ids=["child", "in-process"])
-def test_a_result_mongodb_cannot_store_fails_the_trial_not_the_worker(mongo_url, mongo_db, tmp_path, mode):
+def test_a_result_mongodb_cannot_store_fails_the_trial_not_the_worker(mongo_url, mongo_db, tmp_path):
+    """Checked where the objective ran: in the forked child and with --no-subprocess (one worker each)."""
     def objective(cfg):
         return _unstorable_objective(cfg)
-    ids = queue(mongo_url, "unstorable", objective, {"case": hp.choice("case", UNSTORABLE)},
-                [{"case": [i]} for i in range(len(UNSTORABLE))])
+    modes = {"child": [], "in-process": ["--no-subprocess"]}
+    ids = {m: queue(mongo_url, m, objective, {"case": hp.choice("case", UNSTORABLE)},
+                    [{"case": [i]} for i in range(len(UNSTORABLE))]) for m in modes}
     with Procs(tmp_path) as procs:
-        w = procs.worker(mongo_url, "--max-jobs", str(len(ids)), *mode, env=NO_SECRET)
-        assert procs.wait([w], timeout=60) == [0], procs.report()
-    docs = docs_by_tid(mongo_db, "unstorable")
-    by_case = {case: docs[tid] for case, tid in zip(UNSTORABLE, ids)}
+        workers = [procs.worker(mongo_url, "--exp-key", m, "--max-jobs", str(len(UNSTORABLE)), *flags, name=m,
+                                env=NO_SECRET) for m, flags in modes.items()]
+        assert procs.wait(workers, timeout=60) == [0, 0], procs.report()
     expected = {"object": ("result['obj']", "object"), "bigint": ("result['nested']['n'][1]", "64-bit"),
                 "nulkey": ("'bad\\x00key'", "NUL"), "huge": ("result['blob']", "MiB"),
                 "strattach": ("attachment 'log'", "str")}
-    for case, words in expected.items():
-        d = by_case[case]
-        assert d["state"] == JOB_STATE_ERROR, (case, d)
-        assert d["error"]["type"] == INVALID_RESULT, (case, d["error"])
-        for word in words:
-            assert word in d["error"]["message"], (case, word, d["error"]["message"])
-        assert d["result"]["status"] == "fail" and d["_attachments"] == []
-    assert by_case["fine"]["state"] == JOB_STATE_DONE and by_case["fine"]["result"]["loss"] == 0.5
+    for mode in modes:
+        docs = docs_by_tid(mongo_db, mode)
+        by_case = {case: docs[tid] for case, tid in zip(UNSTORABLE, ids[mode])}
+        for case, words in expected.items():
+            d = by_case[case]
+            assert d["state"] == JOB_STATE_ERROR, (mode, case, d)
+            assert d["error"]["type"] == INVALID_RESULT, (mode, case, d["error"])
+            for word in words:
+                assert word in d["error"]["message"], (mode, case, word, d["error"]["message"])
+            assert d["result"]["status"] == "fail" and d["_attachments"] == []
+        assert by_case["fine"]["state"] == JOB_STATE_DONE and by_case["fine"]["result"]["loss"] == 0.5
     assert mongo_db["fs.files"].count_documents({"metadata.kind": "trial"}) == 0
 
 
@@ -360,7 +353,7 @@ def test_keyboard_interrupt_in_process(mongo_url, mongo_db, tmp_path):
         if cfg["mode"] == "raise":
             raise KeyboardInterrupt("the objective's own")
         if cfg["mode"] == "slow":
-            _time.sleep(1.5)
+            _time.sleep(1.0)
         return 1.0
     space = {"mode": hp.choice("mode", ["raise", "ok", "slow"])}
     raised, ok = queue(mongo_url, "kbd", objective, space, [{"mode": [0]}, {"mode": [1]}])

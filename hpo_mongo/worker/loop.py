@@ -52,7 +52,9 @@ from ..trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR, utcnow
 from ..trials.mongo.connection import server_time, translate_errors
 from ..trials.mongo import jobs as _jobs
 from ..trials.mongo.store import MongoJobs, MongoTrials
-from .executor import CollectingCtrl, Executor, run_trial as _run_in_process_or_child
+from ..trials.mongo.attachments import as_blob
+from . import executor as _executor
+from .executor import CollectingCtrl, Executor
 
 logger = logging.getLogger("hpo_mongo.worker")
 
@@ -156,9 +158,7 @@ class AttemptAttachments(MutableMapping):
     def __setitem__(self, name: str, value: bytes) -> None:
         if not isinstance(name, str):
             raise TypeError(f"attachment names are str; got {type(name).__name__} {name!r}")
-        if not isinstance(value, (bytes, bytearray, memoryview)):
-            raise TypeError(f"attachments are bytes; got {type(value).__name__} for {name!r}")
-        self.pending[name] = bytes(value)
+        self.pending[name] = as_blob(name, value)
 
     def __delitem__(self, name: str) -> None:
         if name in self.pending:
@@ -259,8 +259,8 @@ def evaluate_claimed_trial(doc: Mapping[str, Any], domains: DomainCache | Callab
     domain, failed = load_domain(doc, domains.get if isinstance(domains, DomainCache) else domains)
     if failed is not None:
         return failed
-    out = _run_in_process_or_child(domain, doc["misc"]["vals"], subprocess=False, ctrl=ctrl,
-                                   workdir=trial_workdir(doc, workdir), check=_jobs.check_storable)
+    out = _executor.run_trial(domain, doc["misc"]["vals"], subprocess=False, ctrl=ctrl,
+                              workdir=trial_workdir(doc, workdir), check=_jobs.check_storable)
     if out.error is not None:
         logger.error("trial %s failed: %s: %s", doc.get("tid"), out.error.get("type"), out.error.get("message"))
     return TrialOutcome(out.state, out.result, out.error, out.attachments)

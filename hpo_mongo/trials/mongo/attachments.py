@@ -44,9 +44,16 @@ def _newest(fs: gridfs.GridFS, query: Mapping[str, Any]):
     return None
 
 
+def as_blob(name: str, value: Any) -> bytes:
+    """``value`` as the bytes of attachment ``name``; TypeError naming it unless it is bytes-like."""
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError(f"attachments are bytes; got {type(value).__name__} for {name!r}")
+    return bytes(value)
+
+
 def _replace(fs: gridfs.GridFS, filename: str, data: bytes, metadata: dict) -> Any:
     """Store ``data`` under ``filename``, then delete the older files of that name."""
-    new_id = fs.put(_check_blob(filename, data), filename=filename, metadata=metadata)
+    new_id = fs.put(as_blob(filename, data), filename=filename, metadata=metadata)
     for old in fs.find({"filename": filename}):
         if old._id != new_id:
             fs.delete(old._id)
@@ -131,17 +138,11 @@ def _trial_metadata(trial: Mapping[str, Any], name: str, attempt: int | None = N
     return meta
 
 
-def _check_blob(name: str, value: Any) -> bytes:
-    if not isinstance(value, (bytes, bytearray, memoryview)):
-        raise TypeError(f"attachments are bytes; got {type(value).__name__} for {name!r}")
-    return bytes(value)
-
-
 def put_attempt_files(db: Database, trial: Mapping[str, Any], blobs: Mapping[str, bytes]) -> list[list]:
     """Upload a worker's attachments for its claim of ``trial`` (attempt-scoped names); return the
     ``[name, file_id]`` references to pass to ``jobs.finish``. Nothing references them before that."""
     fs, attempt = _fs(db), int(trial["attempt"])
-    return [[name, fs.put(_check_blob(name, blob), filename=trial_filename(trial["tid"], name, attempt),
+    return [[name, fs.put(as_blob(name, blob), filename=trial_filename(trial["tid"], name, attempt),
                           metadata=_trial_metadata(trial, name, attempt))]
             for name, blob in blobs.items()]
 
@@ -226,7 +227,7 @@ class TrialAttachments(MutableMapping):
         if "_id" not in self._trial:
             _replace(self._fs, trial_filename(self._tid, name), value, _trial_metadata(self._trial, name))
             return
-        new_id = self._fs.put(_check_blob(name, value), filename=trial_filename(self._tid, name),
+        new_id = self._fs.put(as_blob(name, value), filename=trial_filename(self._tid, name),
                               metadata=_trial_metadata(self._trial, name))
         previous = _jobs.set_attachment_ref(self._jobs, self._trial, name, new_id)
         stale = [f._id for f in self._fs.find(self._unlisted(name)) if f._id != new_id]

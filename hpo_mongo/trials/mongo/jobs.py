@@ -132,7 +132,7 @@ def check_storable(result: Mapping[str, Any], attachments: Mapping[str, Any] | N
     for name, blob in (attachments or {}).items():
         if not isinstance(name, str) or "\x00" in name:
             raise InvalidResultError(f"attachment name {name!r} must be a string without NUL characters")
-        if not isinstance(blob, bytes):
+        if not isinstance(blob, (bytes, bytearray, memoryview)):
             raise InvalidResultError(f"attachment {name!r} is a {type(blob).__qualname__}; attachments must be bytes")
     try:
         size = len(bson_encode({"result": result}))
