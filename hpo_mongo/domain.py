@@ -37,8 +37,10 @@ class Domain:
     def evaluate(self, vals: Mapping[str, Any], ctrl: Any = None) -> tuple[dict, dict[str, bytes]]:
         """Call the objective on ``vals``; return ``(result, attachments)`` by the result rules.
 
-        Exceptions raised by the objective propagate to the caller (which records them).
+        Exceptions raised by the objective propagate to the caller (which records them), as does
+        :class:`InvalidTrial` for ``vals`` that are not a point of the space (nothing is called).
         """
+        self.space.check_vals(vals)
         if self.pass_expr_memo_ctrl:
             raw = self.fn(expr=self.expr, memo=dict(vals), ctrl=ctrl)
         else:

@@ -19,10 +19,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import pickle
 import platform
 import re
+import stat
 import struct
 import types
 from typing import Any, Iterator
@@ -37,6 +39,10 @@ FORMAT_VERSION = 1
 MAC_SIZE = 32
 SECRET_ENV = "HPO_MONGO_SECRET"
 _RESERVED = ("format", "python", "cloudpickle", "hpo_mongo", "signed", "body_length")
+#: the largest secret file read (a secret is a few dozen bytes)
+MAX_SECRET_FILE = 64 * 1024
+
+logger = logging.getLogger("hpo_mongo.payload")
 
 
 def _cloudpickle():
@@ -341,17 +347,54 @@ def loads_domain(raw: bytes, meta: dict | None = None) -> Any:
 # ----------------------------------------------------------------------------- secret
 def load_secret(secret_file: str | os.PathLike | None = None) -> bytes | None:
     """The shared signing secret: the content of ``secret_file`` (surrounding whitespace stripped)
-    or the ``HPO_MONGO_SECRET`` environment variable; ``None`` when neither is set."""
+    or the ``HPO_MONGO_SECRET`` environment variable; ``None`` when neither is set.
+
+    The file must be a regular file of at most :data:`MAX_SECRET_FILE` bytes (a FIFO or a device
+    such as ``/dev/zero`` is refused, never read); one that group or others may access is used
+    with a warning, as ssh does for private keys.
+    """
     if secret_file is not None and str(secret_file) != "":
+        path = os.path.expanduser(os.fspath(secret_file))
         try:
-            with open(secret_file, "rb") as f:
-                data = f.read().strip()
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except OSError as e:
-            raise InvalidParameterError(f"cannot read the secret file {str(secret_file)!r}: {e.strerror or e}") from e
+            raise InvalidParameterError(f"cannot read the secret file {path!r}: {e.strerror or e}") from e
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise InvalidParameterError(f"the secret file {path!r} is not a regular file "
+                                            f"({_file_kind(mode)}); put the secret in a file (chmod 600)")
+            if mode & 0o077:
+                logger.warning("the secret file %r can be accessed by group or others (mode %04o): anyone who "
+                               "can read it can run code on every worker; restrict it with: chmod 600 %s",
+                               path, stat.S_IMODE(mode), path)
+            chunks, size = [], 0
+            while size <= MAX_SECRET_FILE:
+                chunk = os.read(fd, MAX_SECRET_FILE + 1 - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        except OSError as e:
+            raise InvalidParameterError(f"cannot read the secret file {path!r}: {e.strerror or e}") from e
+        finally:
+            os.close(fd)
+        if size > MAX_SECRET_FILE:
+            raise InvalidParameterError(f"the secret file {path!r} is larger than {MAX_SECRET_FILE} bytes; "
+                                        f"is it the right file?")
+        data = b"".join(chunks).strip()
         if not data:
-            raise InvalidParameterError(f"the secret file {str(secret_file)!r} is empty")
+            raise InvalidParameterError(f"the secret file {path!r} is empty")
         return data
     env = os.environ.get(SECRET_ENV, "")
     if env.strip():
         return env.strip().encode()
     return None
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"

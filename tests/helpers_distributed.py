@@ -186,6 +186,15 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, what: s
         time.sleep(interval)
 
 
+def process_gone(pid: int) -> bool:
+    """The process no longer exists, or is a zombie (killed, waiting for init to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 # ----------------------------------------------------------------------------- objectives
 # Worker processes import these by reference (module tests.helpers_distributed).
 def quadratic(params: dict) -> float:

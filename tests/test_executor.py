@@ -12,6 +12,8 @@ from hpo_mongo.domain import Domain
 from hpo_mongo.trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR
 from hpo_mongo.worker.executor import Executor, crash_message, run_trial
 
+from tests.helpers_distributed import process_gone
+
 SPACE = {"x": hp.uniform("x", -5, 5), "mode": hp.choice("mode", ["ok", "raise", "exit", "segv", "sleep", "att",
                                                                 "pid", "big", "cwd", "sysexit"])}
 MODES = ["ok", "raise", "exit", "segv", "sleep", "att", "pid", "big", "cwd", "sysexit"]
@@ -167,3 +169,71 @@ def test_inprocess_timeout_interrupts_python_code_and_restores_the_alarm():
     assert _signal.getitimer(_signal.ITIMER_REAL) == (0.0, 0.0)
     ok = run_trial(DOMAIN, vals("ok"), subprocess=False, timeout=5)  # a fast trial is unaffected
     assert ok.state == JOB_STATE_DONE
+
+
+# ----------------------------------------------------------------------------- the trial's processes
+def _spawner(cfg):
+    """Starts a grandchild that ignores SIGTERM, records its pid, then sleeps or raises."""
+    import subprocess
+    p = subprocess.Popen(["sh", "-c", "trap '' TERM; sleep 600 & wait"])
+    with open(cfg["pidfile"], "w") as f:
+        f.write(str(p.pid))
+    if cfg["mode"] == "raise":
+        raise ValueError("after starting a process")
+    time.sleep(600)
+
+
+@pytest.mark.parametrize("how", ["release", "raise"])
+def test_a_trials_processes_end_with_it_even_when_they_ignore_sigterm(tmp_path, how):
+    pidfile = tmp_path / "pid"
+    domain = Domain(_spawner, {"pidfile": str(pidfile), "mode": hp.choice("mode", ["sleep", "raise"])})
+    ex = Executor(kill_grace=0.3)
+    if how == "release":
+        threading.Thread(target=lambda: (_wait_for(pidfile.exists), ex.release()), daemon=True).start()
+    out = ex.run(domain, {"mode": [0 if how == "release" else 1]})
+    assert out.cancelled if how == "release" else out.error["type"] == "ValueError"
+    ex.close()
+    pid = int(pidfile.read_text())
+    try:
+        _wait_for(lambda: process_gone(pid), 5)
+    finally:
+        if not process_gone(pid):
+            os.kill(pid, 9)
+
+
+def _wait_for(pred, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+# ----------------------------------------------------------------------------- in-process Ctrl-C
+def _raises_keyboard_interrupt(cfg):
+    if cfg["real"]:
+        time.sleep(5)
+        return 0.0
+    raise KeyboardInterrupt
+
+
+def test_inprocess_keyboard_interrupt_of_the_objective_fails_the_trial_a_real_sigint_stops():
+    import signal as _signal
+    domain = Domain(_raises_keyboard_interrupt, {"real": hp.choice("real", [False, True])})
+    out = run_trial(domain, {"real": [0]}, subprocess=False)
+    assert out.state == JOB_STATE_ERROR and out.error["type"] == "KeyboardInterrupt"
+    assert _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler
+    timer = threading.Timer(0.2, os.kill, args=(os.getpid(), _signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(domain, {"real": [1]}, subprocess=False)
+    assert _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler
+
+
+def test_check_refuses_an_outcome_where_the_objective_ran():
+    from hpo_mongo.trials.mongo.jobs import check_storable
+    for subprocess in (True, False):
+        out = run_trial(DOMAIN, vals("att"), subprocess=subprocess, check=check_storable)
+        assert out.state == JOB_STATE_DONE
+        big = run_trial(DOMAIN, vals("big"), subprocess=subprocess,
+                        check=lambda result, attachments: check_storable({"n": 2 ** 64}, attachments))
+        assert big.state == JOB_STATE_ERROR and "result['n']" in big.error["message"]

@@ -337,3 +337,38 @@ def test_loss_threshold_and_early_stop_fn_stop_an_async_run(mongo_url, how):
     finally:
         w.stop()
         th.join(5)
+
+
+def test_worker_attachments_are_attempt_scoped_and_switched_by_finish(db):
+    from hpo_mongo.trials.mongo import attachments as A
+    t = MongoTrials(db, exp_key="e")
+    _queue(t, 1)
+    t.refresh()
+    t.trial_attachments(t.trials[0])["input"] = b"given by the user"  # before the evaluation
+    h = t.handle
+    first = h.reserve("hostA:1", "e")
+    mine = h.put_attempt_files(first, {"model": b"A"})
+    assert db["fs.files"].find_one({"_id": mine[0][1]})["filename"] == f"trial/{first['tid']}/1/model"
+    assert "model" not in t.trial_attachments(first)  # uploaded, not referenced: invisible
+    refs, replaced = h.refs_after_attempt(first, mine)
+    assert h.finish(first, JOB_STATE_DONE, {"status": "ok", "loss": 1.0}, attachments=refs)
+    ta = t.trial_attachments(first)
+    assert ta["model"] == b"A" and ta["input"] == b"given by the user" and sorted(ta) == ["input", "model"]
+    # requeued by hand and evaluated again: the second attempt's files replace the first's; a
+    # stale upload of attempt 1 (newer than the files the document references) is never read
+    J.requeue_unchanged(db.jobs, db.jobs.find_one({"_id": first["_id"]}))
+    second = h.reserve("hostB:2", "e")
+    theirs = h.put_attempt_files(second, {"other": b"B"})
+    stale = h.put_attempt_files(first, {"model": b"stale A"})
+    assert not h.finish(first, JOB_STATE_DONE, {"status": "ok", "loss": 9.0}, attachments=stale)  # refused
+    assert h.discard_attempt_files(first, keep=[fid for _, fid in refs]) == 1
+    refs2, replaced2 = h.refs_after_attempt(second, theirs)
+    assert sorted(n for n, _ in refs2) == ["input", "other"] and replaced2 == [mine[0][1]]
+    assert h.finish(second, JOB_STATE_DONE, {"status": "ok", "loss": 2.0}, attachments=refs2)
+    h.delete_trial_file_ids(second, replaced2)
+    ta = t.trial_attachments(second)
+    assert sorted(ta) == ["input", "other"] and ta["other"] == b"B" and "model" not in ta
+    assert db["fs.files"].count_documents({"metadata.attempt": 1}) == 0
+    # a file written without a reference (a trial dict without _id) is still found by its name
+    A.TrialAttachments(db, db.jobs, {"tid": second["tid"], "exp_key": "e"})["legacy"] = b"old style"
+    assert t.trial_attachments(second)["legacy"] == b"old style" and "legacy" in t.trial_attachments(second)

@@ -181,3 +181,21 @@ def test_load_secret(tmp_path, monkeypatch):
     (tmp_path / "empty").write_bytes(b"\n")
     with pytest.raises(InvalidParameterError, match="is empty"):
         load_secret(tmp_path / "empty")
+
+
+def test_secret_file_loose_mode_warns_and_a_huge_file_is_refused(tmp_path, caplog):
+    loose = tmp_path / "loose"
+    loose.write_bytes(b"s3cret\n")
+    loose.chmod(0o640)
+    caplog.set_level("WARNING", logger="hpo_mongo.payload")
+    assert load_secret(loose) == b"s3cret"
+    assert "can be accessed by group or others (mode 0640)" in caplog.text
+    caplog.clear()
+    loose.chmod(0o600)
+    assert load_secret(loose) == b"s3cret" and caplog.text == ""
+    huge = tmp_path / "huge"
+    huge.write_bytes(b"x" * (1 << 20))
+    with pytest.raises(InvalidParameterError, match="larger than 65536 bytes"):
+        load_secret(huge)
+    with pytest.raises(InvalidParameterError, match="not a regular file \\(a directory\\)"):
+        load_secret(tmp_path)

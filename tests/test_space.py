@@ -191,3 +191,21 @@ def test_space_json_describes_choices_as_values():
     assert by["kernel"]["options"][1] == {"k": "linear"}
     assert by["gamma"]["conditions"] == [[{"label": "model", "branch": 0}, {"label": "kernel", "branch": 0}]]
     assert by["lr"]["kind"] == "loguniform" and by["lr"]["low"] == -5
+
+
+def test_check_vals_refuses_what_the_space_cannot_produce():
+    from hpo_mongo.exceptions import InvalidTrial
+    space = compile_space({"x": hp.uniform("x", 0, 1), "n": hp.randint("n", 5),
+                           "c": hp.choice("c", [0, {"y": hp.quniform("y", 0, 10, 2)}])})
+    good = {"x": [0.5], "n": [4], "c": [1], "y": [6.0]}
+    space.check_vals(good)
+    space.check_vals({"x": [0.5], "n": [0], "c": [0], "y": []})  # the inactive branch may be empty
+    space.check_vals({"x": [0.5], "n": [0], "c": [0], "y": [2.0]})  # ... or hold a value (ignored)
+    bad = [({**good, "x": [1.5]}, "'x'"), ({**good, "x": ["0.5"]}, "'x'.*str"), ({**good, "x": [True]}, "bool"),
+           ({**good, "n": [5]}, "'n'"), ({**good, "n": [2.5]}, "'n'"), ({**good, "c": [2]}, "'c'"),
+           ({**good, "y": [5.0]}, "'y'"), ({**good, "y": []}, "no value for active hyperparameter 'y'"),
+           ({**good, "z": [1]}, "unknown label.*'z'"), ({**good, "x": 0.5}, r"\['x'\] must be \[value\]"),
+           ({**good, "x": [0.1, 0.2]}, "'x'"), ("x=1", "must be a dict"), ({**good, "x": [float("nan")]}, "'x'")]
+    for vals, match in bad:
+        with pytest.raises(InvalidTrial, match=match):
+            space.check_vals(vals)

@@ -92,7 +92,7 @@ def test_success_resets_the_failure_count(mongo_url):
     outcomes = iter([JOB_STATE_ERROR, JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_DONE, JOB_STATE_ERROR,
                      JOB_STATE_ERROR])
     w.run_trial = lambda doc: TrialOutcome(next(outcomes), {"status": "ok", "loss": 0.0})
-    w.report = lambda doc, outcome: True
+    w.report = lambda doc, outcome: outcome
     docs = iter(range(6))
     w.claim = lambda: {"tid": next(docs, None)} if True else None
     codes = [w.process({"tid": i}) for i in range(6)]

@@ -26,14 +26,18 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 def build_config(exp_key, poll_interval, max_jobs, max_consecutive_failures, reserve_timeout,
                  last_job_timeout, workdir, secret=None, max_disconnect=300.0, heartbeat_interval=5.0,
                  stale_timeout=None, max_attempts=3, subprocess=True, trial_timeout=None,
-                 grace_period=30.0) -> "_loop.WorkerConfig":
-    """The WorkerConfig for these flag values (``exp_key`` None = every experiment)."""
+                 grace_period=30.0, default_experiment=False) -> "_loop.WorkerConfig":
+    """The WorkerConfig for these flag values (``exp_key`` None = every experiment, unless
+    ``default_experiment``: only the default experiment, exp_key None)."""
+    if default_experiment and exp_key is not None:
+        raise InvalidParameterError(f"--default-experiment and --exp-key {exp_key!r} exclude each other: "
+                                    f"give one of them")
     if stale_timeout is not None and stale_timeout <= heartbeat_interval:
         raise InvalidParameterError(
             f"--stale-timeout ({stale_timeout:g}s) must be longer than --heartbeat-interval ({heartbeat_interval:g}s); "
             f"use at least 5x the interval so a busy machine does not cause spurious requeues")
     return _loop.WorkerConfig(
-        exp_key=_loop._jobs.ANY_EXPERIMENT if exp_key is None else exp_key,
+        exp_key=None if default_experiment else _loop._jobs.ANY_EXPERIMENT if exp_key is None else exp_key,
         poll_interval=poll_interval, max_jobs=max_jobs,
         max_consecutive_failures=max_consecutive_failures, reserve_timeout=reserve_timeout,
         last_job_timeout=last_job_timeout, workdir=os.path.abspath(workdir) if workdir else None,
@@ -48,6 +52,9 @@ def build_config(exp_key, poll_interval, max_jobs, max_consecutive_failures, res
                    "database 'hpo', collection 'jobs').")
 @click.option("--exp-key", default=None, metavar="KEY",
               help="Only evaluate trials of this experiment (default: every experiment in the database).")
+@click.option("--default-experiment", is_flag=True, default=False,
+              help="Only evaluate trials of the default experiment (exp_key None: MongoTrials(url) without "
+                   "exp_key); excludes --exp-key.")
 @click.option("--poll-interval", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               metavar="SECONDS", help="Seconds between polls when no trial is queued (sub-second allowed).")
 @click.option("--max-jobs", type=click.IntRange(min=1), default=None, metavar="N",
@@ -84,8 +91,8 @@ def build_config(exp_key, poll_interval, max_jobs, max_consecutive_failures, res
                    "(default: $HPO_MONGO_SECRET; see docs/security.md).")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="INFO",
               show_default=True)
-def main(mongo, exp_key, poll_interval, max_jobs, max_consecutive_failures, reserve_timeout,
-         last_job_timeout, workdir, heartbeat_interval, stale_timeout, max_attempts, no_subprocess,
+def main(mongo, exp_key, default_experiment, poll_interval, max_jobs, max_consecutive_failures,
+         reserve_timeout, last_job_timeout, workdir, heartbeat_interval, stale_timeout, max_attempts, no_subprocess,
          trial_timeout, grace_period, max_disconnect, secret_file, log_level):
     """Claim NEW trials from MongoDB and evaluate them until a stop condition (see exit codes).
 
@@ -104,7 +111,8 @@ def main(mongo, exp_key, poll_interval, max_jobs, max_consecutive_failures, rese
                               last_job_timeout, workdir, secret, max_disconnect=max_disconnect,
                               heartbeat_interval=heartbeat_interval, stale_timeout=stale_timeout,
                               max_attempts=max_attempts, subprocess=not no_subprocess,
-                              trial_timeout=trial_timeout, grace_period=grace_period)
+                              trial_timeout=trial_timeout, grace_period=grace_period,
+                              default_experiment=default_experiment)
         handle = MongoJobs.new_from_connection_str(mongo, **_client_options(mongo, max_disconnect))
     except HpoMongoError as e:
         click.echo(f"Error: {e}", err=True)
@@ -123,13 +131,20 @@ def main(mongo, exp_key, poll_interval, max_jobs, max_consecutive_failures, rese
     sys.exit(code)
 
 
+#: the longest a worker's operation waits for a reachable server (seconds): the worker retries
+#: failed operations itself, so --max-disconnect is honoured to within about twice this
+WORKER_SERVER_SELECTION_TIMEOUT = 0.5
+
+
 def _client_options(mongo, max_disconnect: float) -> dict:
-    """Server selection bounded so --max-disconnect is honoured to within ~1/4 of its value
-    (unless the URL sets serverSelectionTimeoutMS itself)."""
+    """Server selection bounded (at most :data:`WORKER_SERVER_SELECTION_TIMEOUT`, a quarter of
+    --max-disconnect when that is shorter) so the worker exits within about a second after
+    --max-disconnect (unless the URL sets serverSelectionTimeoutMS itself)."""
     url = (mongo or os.environ.get("HPO_MONGO_URL") or "").lower()
     if "serverselectiontimeoutms" in url:
         return {}
-    return {"serverSelectionTimeoutMS": int(1000 * min(10.0, max(1.0, max_disconnect / 4.0)))}
+    seconds = min(WORKER_SERVER_SELECTION_TIMEOUT, max(0.2, max_disconnect / 4.0))
+    return {"serverSelectionTimeoutMS": int(1000 * seconds)}
 
 
 def _install_stop_signals(worker):

@@ -7,12 +7,13 @@ branch) pairs leading from the root to it (an empty path means always active).
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ..exceptions import DuplicateLabel, InvalidSpaceError, UnsupportedExpressionError
+from ..exceptions import DuplicateLabel, InvalidSpaceError, InvalidTrial, UnsupportedExpressionError
 from .distributions import Distribution
 from .nodes import Apply, Choice, Expr, Param
 
@@ -160,6 +161,23 @@ class CompiledSpace:
                 raise InvalidSpaceError(f"{what}: value {point[p.label]!r} is outside hyperparameter {p.label!r}'s {p.dist.kind} range")
         row[~active] = np.nan
         return self.row_to_vals(row)
+
+    def check_vals(self, vals: Any, what: str = "misc.vals") -> None:
+        """Raise :class:`InvalidTrial` naming the label unless ``vals`` (a trial's ``{label: [v] or []}``)
+        is a point of this space: known labels, one number per entry (not a bool, str, ...), within
+        bounds, choice indices in range, every active label present. Workers evaluate documents
+        anyone with write access can forge; this runs before the objective sees them."""
+        if not isinstance(vals, Mapping):
+            raise InvalidTrial(f"{what} must be a dict {{label: [value] or []}}, got {type(vals).__name__}")
+        for label, v in vals.items():
+            if not isinstance(v, (list, tuple)) or len(v) > 1:
+                raise InvalidTrial(f"{what}[{label!r}] must be [value] or [], got {v!r:.80}")
+            if v and (isinstance(v[0], (bool, np.bool_)) or not isinstance(v[0], (numbers.Real, np.number))):
+                raise InvalidTrial(f"{what}[{label!r}] must hold a number, got {type(v[0]).__name__} {v[0]!r:.80}")
+        try:
+            self.check_point(vals, what)
+        except InvalidSpaceError as e:
+            raise InvalidTrial(str(e)) from None
 
     def to_json(self) -> list[dict[str, Any]]:
         """JSON description: labels, kinds, bounds, conditions and choice options (as JSON)."""

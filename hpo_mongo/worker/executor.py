@@ -13,13 +13,22 @@ What can go wrong in the child and how it is recorded (``Outcome.state`` ERROR):
 - the objective raises → ``error = {type, message, traceback}``;
 - the child dies (``os._exit``, a segfault in native code, the OOM killer) → ``type "WorkerCrash"``,
   "the objective's process died (exit code -11 / SIGSEGV ...)"; the worker survives;
-- it runs longer than ``timeout`` → the child is killed, ``type "Timeout"``, "timeout: trial exceeded N s".
+- it runs longer than ``timeout`` → the child is killed, ``type "Timeout"``, "timeout: trial exceeded N s";
+- the outcome cannot be stored (``check``, e.g. :func:`hpo_mongo.trials.mongo.jobs.check_storable`, run
+  where the objective ran, before reporting) → ``error`` naming the offending key and type.
 
-``Executor.release()`` (or setting ``cancel_event``) kills the running child at once; the outcome is
+Each child runs in its own session and process group (``os.setsid``), so the processes an objective
+starts (a training script, ``subprocess.Popen``) belong to the trial: on a timeout, a cancel, a crash
+and after the trial ended, the whole group gets SIGTERM, then SIGKILL after :data:`KILL_GRACE`
+seconds (:func:`end_trial_processes`); no process of a trial outlives it. In-process evaluation
+(``--no-subprocess``) shares the worker's process group: there the objective must end what it starts.
+
+``Executor.release()`` (or setting ``cancel_event``) ends the running child at once; the outcome is
 then ``cancelled`` and the caller gives the trial back (state NEW).
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import multiprocessing
@@ -31,7 +40,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ..results import error_info, error_result
 from ..trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR
@@ -39,6 +48,8 @@ from ..trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR
 logger = logging.getLogger("hpo_mongo.worker")
 
 _WAIT_SLICE = 0.05  # how often a waiting parent checks the cancel event
+#: seconds the processes of a trial get between SIGTERM and SIGKILL
+KILL_GRACE = 2.0
 _SIGNAL_HINTS = {
     signal.SIGSEGV: "segmentation fault in native code",
     signal.SIGKILL: "killed; the kernel's out-of-memory killer sends SIGKILL",
@@ -70,8 +81,8 @@ class Outcome:
         return self.state is None
 
 
-def _error_outcome(error: dict, duration: float = 0.0) -> Outcome:
-    return Outcome(JOB_STATE_ERROR, error_result(error), {}, error, duration)
+def _error_outcome(error: dict, duration: float = 0.0, attachments: dict | None = None) -> Outcome:
+    return Outcome(JOB_STATE_ERROR, error_result(error), dict(attachments or {}), error, duration)
 
 
 def crash_message(exitcode: int | None) -> str:
@@ -146,12 +157,42 @@ def _alarm(timeout: float | None):
         signal.signal(signal.SIGALRM, previous)
 
 
-def _evaluate(domain: Any, vals: Mapping, ctrl: Any) -> tuple[str, Any, Any]:
+class CollectingCtrl(abc.ABC):
+    """A ``ctrl`` that keeps what the objective attaches during the evaluation (the worker's
+    ``WorkerCtrl``): the executor collects it where the objective ran and returns it with the outcome."""
+
+    @abc.abstractmethod
+    def collected_attachments(self) -> dict[str, Any]:
+        """``{name: value}`` the objective wrote to ``ctrl.attachments`` during this evaluation."""
+
+
+#: ``check(result, attachments)`` raises when the outcome cannot be recorded (names the problem)
+OutcomeCheck = Callable[[Mapping[str, Any], Mapping[str, Any]], None]
+
+
+def _collected(ctrl: Any) -> dict[str, Any]:
+    return ctrl.collected_attachments() if isinstance(ctrl, CollectingCtrl) else {}
+
+
+def _evaluate(domain: Any, vals: Mapping, ctrl: Any, check: OutcomeCheck | None = None) -> tuple[str, Any, Any]:
+    """``("ok", result, attachments)`` or ``("error", {type, message, traceback}, attachments)``;
+    ``attachments`` are the ctrl's plus the result's (the result's win), dropped from an error
+    outcome when ``check`` refuses them."""
     try:
         result, attachments = domain.evaluate(vals, ctrl)
+        attachments = {**_collected(ctrl), **attachments}
+        if check is not None:
+            check(result, attachments)
         return "ok", result, attachments
     except BaseException as e:  # noqa: BLE001 - SystemExit/KeyboardInterrupt in the objective fail the trial
-        return "error", error_info(e), None
+        info = error_info(e)
+    attachments = _collected(ctrl)
+    if check is not None and attachments:
+        try:
+            check({}, attachments)
+        except Exception:  # noqa: BLE001 - the error is the outcome; unstorable attachments go
+            attachments = {}
+    return "error", info, attachments
 
 
 def _load_libc() -> Any:
@@ -181,10 +222,12 @@ def _die_with_parent() -> None:
         pass
 
 
-def _child_main(domain: Any, vals: Mapping, ctrl: Any, workdir: str | None, conn: Any) -> None:
+def _child_main(domain: Any, vals: Mapping, ctrl: Any, workdir: str | None, conn: Any,
+                check: OutcomeCheck | None = None) -> None:
     """Runs in the forked child: evaluate, send the outcome, exit without running the parent's atexit hooks."""
     code = 0
     try:
+        os.setsid()  # the trial's own session and process group: ended as a whole (end_trial_processes)
         _die_with_parent()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides what a Ctrl-C means (grace period)
@@ -192,7 +235,7 @@ def _child_main(domain: Any, vals: Mapping, ctrl: Any, workdir: str | None, conn
         if callable(after_fork):
             after_fork()
         with working_dir(workdir):
-            kind, a, b = _evaluate(domain, vals, ctrl)
+            kind, a, b = _evaluate(domain, vals, ctrl, check)
         try:
             conn.send((kind, a, b))
         except Exception as e:  # noqa: BLE001 - e.g. an unpicklable value in the result
@@ -213,77 +256,77 @@ def _child_main(domain: Any, vals: Mapping, ctrl: Any, workdir: str | None, conn
 
 
 class Executor:
-    """Runs trials one at a time; :meth:`release` kills the running one (from any thread)."""
+    """Runs trials one at a time; :meth:`release` stops the running one (from any thread).
 
-    def __init__(self, subprocess: bool = True, timeout: float | None = None):
+    ``check(result, attachments)`` (optional) runs where the objective ran, before the outcome is
+    returned: when it raises, the trial is an error naming the problem (e.g. a value MongoDB
+    cannot store) instead of failing later in the worker.
+    """
+
+    def __init__(self, subprocess: bool = True, timeout: float | None = None, *,
+                 check: OutcomeCheck | None = None, kill_grace: float = KILL_GRACE):
         self.subprocess = subprocess
         self.timeout = timeout
+        self.check = check
+        self.kill_grace = kill_grace
         self._cancel = threading.Event()
         self._proc: Any = None
         self._lock = threading.Lock()
-        self._exiting: list = []  # children that sent their result and are still exiting (reaped later)
+        self._enders: list[threading.Thread] = []  # end the processes of finished trials, off the clock
 
     # ------------------------------------------------------------------ control
     def release(self) -> None:
         """Stop the running evaluation now (its outcome is ``cancelled``). No-op when idle.
 
+        The trial's processes get SIGTERM here; the thread running the trial escalates to SIGKILL.
         In-process evaluations cannot be interrupted; the flag only marks their outcome cancelled.
         """
         self._cancel.set()
         with self._lock:
             proc = self._proc
         if proc is not None:
-            _kill(proc)
+            _signal_trial(proc, signal.SIGTERM)
 
     # ------------------------------------------------------------------ running
     def run(self, domain: Any, vals: Mapping, *, ctrl: Any = None, workdir: str | None = None,
             cancel_event: threading.Event | None = None, timeout: float | None = None) -> Outcome:
         self._cancel.clear()
-        self._reap()
+        self._enders = [t for t in self._enders if t.is_alive()]
         timeout = self.timeout if timeout is None else timeout
         if not self.subprocess:
             return self._run_inprocess(domain, vals, ctrl, workdir, cancel_event, timeout)
         return self._run_forked(domain, vals, ctrl, workdir, cancel_event, timeout)
 
-    def _reap(self) -> None:
-        """Wait for the children of earlier trials (they exit while the worker reports and claims)."""
-        while self._exiting:
-            proc = self._exiting.pop()
-            proc.join(5)
-            if proc.is_alive():
-                _kill(proc)
-            with contextlib.suppress(Exception):
-                proc.close()
-
     def close(self) -> None:
-        """Reap every child (call when the worker stops)."""
-        self._reap()
+        """Wait until the processes of every trial are ended (call when the worker stops)."""
+        while self._enders:
+            self._enders.pop().join(self.kill_grace + 6.0)
 
     def _cancelled(self, cancel_event: threading.Event | None) -> bool:
         return self._cancel.is_set() or (cancel_event is not None and cancel_event.is_set())
 
     def _run_inprocess(self, domain, vals, ctrl, workdir, cancel_event, timeout=None) -> Outcome:
         t0 = time.monotonic()
-        with working_dir(workdir), _alarm(timeout) as fired:
-            kind, a, b = _evaluate(domain, vals, ctrl)
+        with working_dir(workdir), _alarm(timeout) as fired, _interrupts() as interrupted:
+            kind, a, b = _evaluate(domain, vals, ctrl, self.check)
         dt = time.monotonic() - t0
         if fired:
             msg = f"timeout: trial exceeded {timeout:g} s"
             return _error_outcome({"type": "Timeout", "message": msg, "traceback": a.get("traceback", "")
                                    if isinstance(a, dict) else ""}, dt)
-        if kind == "error" and a["type"] == "KeyboardInterrupt":
-            raise KeyboardInterrupt  # in-process: Ctrl-C is for the worker, not a trial failure
+        if interrupted:
+            raise KeyboardInterrupt  # a real Ctrl-C (SIGINT) is for the worker; one the objective raised fails the trial
         if self._cancelled(cancel_event):
             return Outcome(None, duration=dt)
         if kind == "ok":
             return Outcome(JOB_STATE_DONE, a, b or {}, None, dt)
-        return _error_outcome(a, dt)
+        return _error_outcome(a, dt, b)
 
     def _run_forked(self, domain, vals, ctrl, workdir, cancel_event, timeout) -> Outcome:
         ctx = multiprocessing.get_context("fork")
         recv, send = ctx.Pipe(duplex=False)
         t0 = time.monotonic()
-        proc = ctx.Process(target=_child_main, args=(domain, vals, ctrl, workdir, send), daemon=True,
+        proc = ctx.Process(target=_child_main, args=(domain, vals, ctrl, workdir, send, self.check), daemon=True,
                            name="hpo-mongo-trial")
         proc.start()
         send.close()
@@ -294,11 +337,10 @@ class Executor:
         try:
             while True:
                 if self._cancelled(cancel_event):
-                    _kill(proc)
                     return Outcome(None, duration=time.monotonic() - t0)
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
-                    _kill(proc)
+                    _signal_trial(proc, signal.SIGTERM)
                     if recv.poll():  # finished at the very last moment
                         message = _recv(recv)
                         if message is not None:
@@ -314,12 +356,9 @@ class Executor:
                 if proc.sentinel in ready:
                     message = _recv(recv) if recv.poll() else None
                     break
-            if message is None:
-                proc.join(5)
-                if proc.is_alive():
-                    _kill(proc)
             dt = time.monotonic() - t0
             if message is None:
+                proc.join(5)
                 if self._cancelled(cancel_event):
                     return Outcome(None, duration=dt)
                 return _error_outcome({"type": "WorkerCrash", "message": crash_message(proc.exitcode),
@@ -327,18 +366,40 @@ class Executor:
             kind, a, b = message
             if kind == "ok":
                 return Outcome(JOB_STATE_DONE, a, b or {}, None, dt)
-            return _error_outcome(a, dt)
+            return _error_outcome(a, dt, b)
         finally:
             with self._lock:
                 self._proc = None
             recv.close()
-            if message is not None and proc.exitcode is None:
-                self._exiting.append(proc)  # it sent its result and is exiting: reap it later, off the clock
-            else:
-                if proc.is_alive():
-                    _kill(proc)
-                with contextlib.suppress(Exception):
-                    proc.close()
+            if message is not None:  # it sent its outcome and is exiting: end the rest off the clock
+                ender = threading.Thread(target=_end_finished_trial, args=(proc, self.kill_grace), daemon=True,
+                                         name="hpo-mongo-trial-end")
+                ender.start()
+                self._enders.append(ender)
+            else:  # cancelled, timed out or crashed: end the trial's processes now
+                end_trial_processes(proc, self.kill_grace)
+
+
+@contextlib.contextmanager
+def _interrupts():
+    """Tell a real SIGINT apart from a KeyboardInterrupt the objective raises itself: while Python's
+    default SIGINT handler is in place (no worker signal handling installed), a SIGINT during the
+    block is recorded before the KeyboardInterrupt is raised. Yields a truthy-once-interrupted flag."""
+    flag = _Fired()
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield flag  # the worker's own handler (or none) deals with SIGINT: it never raises here
+        return
+
+    def on_sigint(signum, frame):
+        flag.value = True
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _recv(conn: Any) -> Any:
@@ -352,17 +413,99 @@ def _recv(conn: Any) -> Any:
                           "traceback": traceback.format_exc()}, None)
 
 
-def _kill(proc: Any) -> None:
+# ----------------------------------------------------------------------------- ending a trial's processes
+def _signal_trial(proc: Any, sig: int) -> bool:
+    """Send ``sig`` to the trial's process group (led by its child); False when nothing is left.
+
+    A child that has not reached ``os.setsid`` yet has no group of its own: it gets the signal alone.
+    """
+    try:
+        os.killpg(proc.pid, sig)
+        return True
+    except ProcessLookupError:
+        pass
+    except PermissionError:  # a member changed user: the group exists
+        return True
     with contextlib.suppress(Exception):
         if proc.is_alive():
-            proc.kill()
+            os.kill(proc.pid, sig)
+            return True
+    return False
+
+
+def _trial_alive(proc: Any) -> bool:
+    """Whether the child (reaped here once it exited) or any process of its group is still there."""
+    with contextlib.suppress(Exception):
+        if proc.is_alive():
+            return True
+    _reap_orphans(proc.pid)
+    try:
+        os.killpg(proc.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return _live_members(proc.pid)
+
+
+def _live_members(pgid: int) -> bool:
+    """Whether the group has a member that is not a zombie. Killed processes whose parent is gone
+    stay zombies until init reaps them; on Linux ``/proc`` tells them apart (elsewhere every
+    member counts)."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                state, _ppid, pgrp = f.read().rsplit(b")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(pgrp) == pgid and state != b"Z":
+            return True
+    return False
+
+
+def _reap_orphans(pgid: int) -> None:
+    """Reap the exited processes of a trial's group that were re-parented to this worker (when it is
+    PID 1, a container's entrypoint): only after the child itself was reaped, by multiprocessing."""
+    while hasattr(os, "waitid"):
+        try:
+            if os.waitid(os.P_PGID, pgid, os.WEXITED | os.WNOHANG) is None:
+                return
+        except (ChildProcessError, OSError):
+            return
+
+
+def end_trial_processes(proc: Any, grace: float = KILL_GRACE) -> None:
+    """End the trial's child and every process it started (its process group): SIGTERM, then
+    SIGKILL to whatever is left after ``grace`` seconds; reaps the child."""
+    if _signal_trial(proc, signal.SIGTERM):
+        deadline = time.monotonic() + grace
+        while _trial_alive(proc):
+            if time.monotonic() >= deadline:
+                _signal_trial(proc, signal.SIGKILL)
+                break
+            time.sleep(0.02)
     with contextlib.suppress(Exception):
         proc.join(5)
+    with contextlib.suppress(Exception):
+        proc.close()
+
+
+def _end_finished_trial(proc: Any, grace: float) -> None:
+    """After a trial sent its outcome: let its child exit by itself, then end what it left running."""
+    with contextlib.suppress(Exception):
+        proc.join(5)
+    end_trial_processes(proc, grace)
 
 
 def run_trial(domain: Any, vals: Mapping, *, subprocess: bool = True, timeout: float | None = None,
               ctrl: Any = None, workdir: str | None = None,
-              cancel_event: threading.Event | None = None) -> Outcome:
+              cancel_event: threading.Event | None = None, check: OutcomeCheck | None = None) -> Outcome:
     """Evaluate ``domain`` at ``vals`` once (see the module docstring)."""
-    return Executor(subprocess=subprocess, timeout=timeout).run(
+    return Executor(subprocess=subprocess, timeout=timeout, check=check).run(
         domain, vals, ctrl=ctrl, workdir=workdir, cancel_event=cancel_event)

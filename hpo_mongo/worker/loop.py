@@ -7,8 +7,10 @@ Structure (each step is one method, so the lease / subprocess / signal layer plu
   :func:`evaluate_claimed_trial`, the ONE function that turns a claimed trial document into a
   :class:`TrialOutcome` (load the domain by hash, call the objective, apply the result rules,
   never raise for the objective's errors);
-- :meth:`Worker.report` — stores attachments, then writes DONE/ERROR conditioned on
-  ``{_id, owner, attempt}``; a trial taken away meanwhile is logged and skipped.
+- :meth:`Worker.report` — uploads the attachments under attempt-scoped names, then writes DONE/ERROR
+  and the attachment references in one write conditioned on ``{_id, owner, attempt}``; a trial
+  taken away meanwhile is logged and skipped, and the uploaded files are deleted again (a worker
+  that lost its trial writes nothing a reader sees).
 
 Stopping: ``max_jobs`` trials evaluated, ``reserve_timeout`` seconds without finding a trial
 (0 = wait forever), ``last_job_timeout`` seconds since start (no new claim after it), or
@@ -41,16 +43,18 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping, MutableMapping
 
-from ..exceptions import ObjectiveLoadError, StoreUnavailable
+from ..exceptions import InvalidResultError, InvalidTrial, ObjectiveLoadError, StoreUnavailable
 from ..results import error_info, error_result
 from .._version import __version__
 from ..trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR, utcnow
 from ..trials.mongo.connection import server_time, translate_errors
 from ..trials.mongo import jobs as _jobs
 from ..trials.mongo.store import MongoJobs, MongoTrials, reconnect_through
-from .executor import working_dir
+from ..trials.mongo.attachments import as_blob
+from . import executor as _executor
+from .executor import CollectingCtrl, Executor
 
 logger = logging.getLogger("hpo_mongo.worker")
 
@@ -138,12 +142,56 @@ class DomainCache:
         return domain
 
 
-class WorkerCtrl:
-    """The ``ctrl`` an objective gets on a worker (``pass_expr_memo_ctrl``): attachments, checkpoint."""
+class AttemptAttachments(MutableMapping):
+    """``ctrl.attachments`` on a worker: what the objective writes is kept here and stored with the
+    trial's result, in the same owner-conditioned write (so a worker that lost its trial stores
+    nothing); reads see those values first, then the attachments the trial already had."""
+
+    def __init__(self, stored: Callable[[], MutableMapping[str, bytes]]):
+        self.pending: dict[str, bytes] = {}
+        self._stored = stored
+
+    def __getitem__(self, name: str) -> bytes:
+        if name in self.pending:
+            return self.pending[name]
+        return self._stored()[name]
+
+    def __setitem__(self, name: str, value: bytes) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"attachment names are str; got {type(name).__name__} {name!r}")
+        self.pending[name] = as_blob(name, value)
+
+    def __delitem__(self, name: str) -> None:
+        if name in self.pending:
+            del self.pending[name]
+        elif name in self._stored():
+            raise TypeError(f"attachment {name!r} was stored before this evaluation; a worker does not delete it "
+                            f"(use trials.trial_attachments(trial) outside the worker)")
+        else:
+            raise KeyError(name)
+
+    def _names(self) -> list[str]:
+        return sorted(set(self.pending) | set(self._stored()))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
+class WorkerCtrl(CollectingCtrl):
+    """The ``ctrl`` an objective gets on a worker (``pass_expr_memo_ctrl``): attachments, checkpoint.
+
+    ``ctrl.attachments`` are stored with the result (:class:`AttemptAttachments`);
+    ``ctrl.trials`` is a MongoTrials of the experiment, whose writes are immediate (not tied to
+    this evaluation).
+    """
 
     def __init__(self, handle: MongoJobs, trial: Mapping[str, Any]):
         self.handle, self.current_trial = handle, trial
         self._trials: MongoTrials | None = None
+        self._attachments = AttemptAttachments(lambda: self.handle.trial_attachments(self.current_trial))
 
     @property
     def trials(self) -> MongoTrials:
@@ -152,8 +200,11 @@ class WorkerCtrl:
         return self._trials
 
     @property
-    def attachments(self):
-        return self.handle.trial_attachments(self.current_trial)
+    def attachments(self) -> AttemptAttachments:
+        return self._attachments
+
+    def collected_attachments(self) -> dict[str, bytes]:
+        return dict(self._attachments.pending)
 
     def checkpoint(self, result: Mapping[str, Any] | None = None) -> None:
         if not self.handle.checkpoint(self.current_trial, result):
@@ -161,9 +212,29 @@ class WorkerCtrl:
                            self.current_trial.get("tid"))
 
 
-def trial_workdir(doc: Mapping[str, Any], workdir: str | None) -> str | None:
-    """Where a trial runs: ``--workdir`` if given, else the trial's ``misc.workdir``, else the cwd (None)."""
-    return workdir or (doc.get("misc") or {}).get("workdir") or None
+def trial_workdir(doc: Mapping[str, Any], workdir: str | None, *, confine_to: str | None = None) -> str | None:
+    """Where a trial runs: ``--workdir`` if given, else the trial's ``misc.workdir``, else the cwd (None).
+
+    ``confine_to`` (a worker with a secret: the directory it was started in): ``misc.workdir``,
+    resolved with realpath (a relative one against that directory), must lie inside it, since any
+    database writer can set it; raises :class:`InvalidTrial` otherwise. Without ``confine_to``,
+    hyperopt's semantics: any directory (``MongoTrials(workdir="/abs")``).
+    """
+    if workdir:
+        return workdir
+    wanted = (doc.get("misc") or {}).get("workdir") or None
+    if wanted is None or confine_to is None:
+        return wanted
+    if not isinstance(wanted, str):
+        raise InvalidTrial(f"trial {doc.get('tid')}: misc.workdir must be a string, got {type(wanted).__name__}")
+    base = os.path.realpath(confine_to)
+    real = os.path.realpath(os.path.join(base, wanted))
+    if os.path.commonpath([base, real]) != base:
+        raise InvalidTrial(
+            f"trial {doc.get('tid')}: misc.workdir {wanted!r} resolves to {real!r}, outside {base!r}; a worker "
+            f"with a secret runs trials only inside --workdir or the directory it was started in "
+            f"(see docs/security.md)")
+    return real
 
 
 def load_domain(doc: Mapping[str, Any], get: Callable[[Mapping], Any]) -> tuple[Any, TrialOutcome | None]:
@@ -189,13 +260,11 @@ def evaluate_claimed_trial(doc: Mapping[str, Any], domains: DomainCache | Callab
     domain, failed = load_domain(doc, domains.get if isinstance(domains, DomainCache) else domains)
     if failed is not None:
         return failed
-    try:
-        with working_dir(trial_workdir(doc, workdir)):
-            result, attachments = domain.evaluate(doc["misc"]["vals"], ctrl)
-    except Exception as e:  # noqa: BLE001 - the objective's error is the trial's outcome
-        logger.error("trial %s raised %s: %s", doc.get("tid"), type(e).__name__, e)
-        return TrialOutcome.from_exception(e)
-    return TrialOutcome(JOB_STATE_DONE, result, None, attachments)
+    out = _executor.run_trial(domain, doc["misc"]["vals"], subprocess=False, ctrl=ctrl,
+                              workdir=trial_workdir(doc, workdir), check=_jobs.check_storable)
+    if out.error is not None:
+        logger.error("trial %s failed: %s: %s", doc.get("tid"), out.error.get("type"), out.error.get("message"))
+    return TrialOutcome(out.state, out.result, out.error, out.attachments)
 
 
 class _Disconnected(Exception):
@@ -206,14 +275,16 @@ class Worker:
     """One worker process's loop (see the module docstring). ``run()`` returns the exit code."""
 
     def __init__(self, handle: MongoJobs, config: WorkerConfig | None = None, *, owner: str | None = None):
-        from .executor import Executor
         self.handle = handle
         self.config = config or WorkerConfig()
         self.owner = owner or _jobs.owner_id()
         self.worker_info = {"host": socket.gethostname(), "pid": os.getpid()}
         self.worker_id = f"{self.owner}:{os.urandom(4).hex()}"
         self.domains = DomainCache(handle, self.config.secret)
-        self.executor = Executor(subprocess=self.config.subprocess, timeout=self.config.trial_timeout)
+        self.executor = Executor(subprocess=self.config.subprocess, timeout=self.config.trial_timeout,
+                                 check=_jobs.check_storable)
+        # with a secret, misc.workdir (anyone with write access sets it) must stay inside the start directory
+        self._confine_to = os.getcwd() if self.config.secret and not self.config.workdir else None
         self.n_done = 0
         self.consecutive_failures = 0
         self.current: dict | None = None
@@ -236,24 +307,28 @@ class Worker:
     # ---------------------------------------------------------------- database access with outage handling
     def _store(self, fn: Callable[[], Any], what: str, *, abort: Callable[[], bool] | None = None) -> Any:
         """Call ``fn`` until it reaches the server: bounded exponential backoff (0.1 s doubling to 5 s),
-        one clear log line per outage; raises :class:`_Disconnected` after ``max_disconnect`` s.
+        one clear log line per outage; raises :class:`_Disconnected` once ``max_disconnect`` s have
+        passed since the first failed call of the outage began (the sleeps never go past that
+        point; the last call then takes at most the client's server selection timeout).
         Returns None without calling again if ``abort()`` becomes true."""
         delay = 0.1
         while True:
+            started = time.monotonic()
             try:
                 value = fn()
             except StoreUnavailable as e:
-                now = time.monotonic()
-                self._note_down(e, what)
-                down = now - self._down_since
-                if down >= self.config.max_disconnect:
-                    raise _Disconnected(f"the server has been unreachable for {down:.0f}s (more than "
+                self._note_down(e, what, since=started)
+                down = time.monotonic() - self._down_since
+                left = self.config.max_disconnect - down
+                if left <= 0:
+                    raise _Disconnected(f"the server has been unreachable for {down:.1f}s (more than "
                                         f"--max-disconnect {self.config.max_disconnect:g}s) while trying to "
                                         f"{what}: {e}") from e
-                logger.info("server still unreachable after %.1fs; next attempt to %s in %.1fs", down, what, delay)
+                logger.info("server still unreachable after %.1fs; next attempt to %s in %.1fs", down, what,
+                            min(delay, left))
                 if abort is not None and abort():
                     return None
-                time.sleep(min(delay, max(0.01, self.config.max_disconnect - down)))
+                time.sleep(min(delay, left))
                 delay = min(delay * 2, 5.0)
                 continue
             if self._down_since is not None:
@@ -261,10 +336,11 @@ class Worker:
                 self._down_since = None
             return value
 
-    def _note_down(self, error: BaseException, what: str) -> None:
-        """Start the outage clock (and log once) at the first failed call of an outage."""
+    def _note_down(self, error: BaseException, what: str, *, since: float) -> None:
+        """Start the outage clock (and log once) at the first failed call of an outage, from the
+        moment that call began (``since``, monotonic)."""
         if self._down_since is None:
-            self._down_since = time.monotonic()
+            self._down_since = since
             logger.warning("server unreachable (%s: %s); retrying with backoff for up to %gs "
                            "(--max-disconnect)", what, error, self.config.max_disconnect)
 
@@ -302,10 +378,11 @@ class Worker:
     def claim(self) -> dict | None:
         """Claim the oldest NEW trial of the served experiment(s); None if there is none."""
         return self.handle.reserve(self.owner, exp_key=self.config.exp_key, worker=self.worker_info,
-                                   lease_timeout=self.config.lease_timeout)
+                                   lease_timeout=self.config.lease_timeout, max_attempts=self.config.max_attempts)
 
     def requeue_stale(self) -> tuple[int, int]:
-        """Apply the lease rules to the served experiment(s) (server clock)."""
+        """Apply the lease rules to the served experiment(s) (server clock); ``max_attempts`` is
+        used only for trials that do not record their claimer's."""
         c = self.config
         with translate_errors():
             now = server_time(self.handle.db)
@@ -321,52 +398,89 @@ class Worker:
         try:
             self.requeue_stale()
         except StoreUnavailable as e:
-            self._note_down(e, "requeue stale trials")  # the claim that follows retries / gives up
+            self._note_down(e, "requeue stale trials", since=now)  # the claim that follows retries / gives up
 
     def run_trial(self, doc: dict) -> TrialOutcome | None:
         """Evaluate a claimed trial (in a forked child unless ``subprocess=False``); None if the
         evaluation was stopped (grace period expired, second signal, lease lost)."""
+        try:
+            workdir = trial_workdir(doc, self.config.workdir, confine_to=self._confine_to)
+        except InvalidTrial as e:
+            logger.error("trial %s: %s", doc.get("tid"), e)
+            return TrialOutcome.from_exception(e)
         domain, failed = load_domain(doc, self.domains.get)
         if failed is not None:
             return failed
         out = self.executor.run(domain, doc["misc"]["vals"], ctrl=WorkerCtrl(self.handle, doc),
-                                workdir=trial_workdir(doc, self.config.workdir), cancel_event=self._cancel)
+                                workdir=workdir, cancel_event=self._cancel)
         if out.cancelled:
             return None
         if out.error is not None:
             logger.error("trial %s failed: %s: %s", doc.get("tid"), out.error.get("type"), out.error.get("message"))
         return TrialOutcome(out.state, out.result, out.error, out.attachments)
 
-    def report(self, doc: dict, outcome: TrialOutcome) -> bool:
-        """Store attachments and write the outcome; False if this worker lost the trial meanwhile.
+    def report(self, doc: dict, outcome: TrialOutcome) -> TrialOutcome | None:
+        """Store the attachments and write the outcome; return what was written (``outcome``, or the
+        ERROR that replaced a result MongoDB refused), None if this worker lost the trial meanwhile.
 
-        Retried across outages (up to ``max_disconnect``); the write is conditioned on the claim, so
-        a trial requeued while the server was away is not overwritten.
+        The attachments are uploaded under this attempt's names, then the result and the references
+        go in one write conditioned on the claim (retried across outages, up to ``max_disconnect``),
+        so a trial requeued while the server was away is not overwritten; when that write is
+        refused, the uploaded files are deleted again.
         """
         tid = doc.get("tid")
         self._finishing = True
+        uploaded: list[list] = []
         try:
             if outcome.attachments:
-                def put():
-                    ta = self.handle.trial_attachments(doc)
-                    with translate_errors():
-                        for name, blob in outcome.attachments.items():
-                            ta[name] = blob
-                self._store(put, f"store the attachments of trial {tid}")
-            ok = self._store(lambda: self.handle.finish(doc, outcome.state, outcome.result, outcome.error),
-                             f"write the result of trial {tid}")
-            if not ok:  # a retried write may have landed before the connection dropped
-                cur = self._store(lambda: self.handle.coll.find_one(
-                    {"_id": doc["_id"]}, {"state": 1, "owner": 1, "attempt": 1}), f"check trial {tid}")
-                ok = bool(cur and cur.get("owner") == doc.get("owner") and cur.get("attempt") == doc.get("attempt")
-                          and cur.get("state") == outcome.state)
+                uploaded = self._store(lambda: self.handle.put_attempt_files(doc, outcome.attachments),
+                                       f"store the attachments of trial {tid}")
+            refs, replaced = self._store(lambda: self.handle.refs_after_attempt(doc, uploaded),
+                                         f"read the attachments of trial {tid}")
+            if not uploaded and not replaced:
+                refs = None  # nothing changes: leave the references as they are
+            written: TrialOutcome | None = outcome
+            try:
+                ok = self._finish(doc, outcome, refs)
+            except InvalidResultError as e:  # the server refused the document: record why instead
+                logger.error("trial %s: %s", tid, e)
+                written = TrialOutcome.from_exception(e)
+                refs, replaced = None, []
+                try:
+                    ok = self._finish(doc, written, None)
+                except InvalidResultError as e2:
+                    logger.error("trial %s: not even the error could be recorded (%s); the lease rules will "
+                                 "requeue it", tid, e2)
+                    ok = False
+            keep = [fid for _, fid in refs or ()] if ok else []
+            if uploaded or (ok and replaced):
+                def tidy() -> None:
+                    self.handle.discard_attempt_files(doc, keep=keep)
+                    if ok and replaced:
+                        self.handle.delete_trial_file_ids(doc, replaced)
+                self._store(tidy, f"delete unreferenced attachment files of trial {tid}")
         finally:
             with self._lease_lock:
                 self._leased = None
                 self._finishing = False
         if not ok:
             logger.warning("trial %s (attempt %s) was taken from this worker (requeued, cancelled or deleted); "
-                           "its result is dropped", tid, doc.get("attempt"))
+                           "its result is dropped%s", tid, doc.get("attempt"),
+                           " and its attachment files deleted" if uploaded else "")
+            return None
+        return written
+
+    def _finish(self, doc: dict, outcome: TrialOutcome, refs: list | None) -> bool:
+        """The conditioned result write (with ``refs`` as ``_attachments``); False if the trial was lost."""
+        tid = doc.get("tid")
+        ok = self._store(lambda: self.handle.finish(doc, outcome.state, outcome.result, outcome.error,
+                                                    attachments=refs),
+                         f"write the result of trial {tid}")
+        if not ok:  # a retried write may have landed before the connection dropped
+            cur = self._store(lambda: self.handle.coll.find_one(
+                {"_id": doc["_id"]}, {"state": 1, "owner": 1, "attempt": 1}), f"check trial {tid}")
+            ok = bool(cur and cur.get("owner") == doc.get("owner") and cur.get("attempt") == doc.get("attempt")
+                      and cur.get("state") == outcome.state)
         return ok
 
     # ---------------------------------------------------------------- control
@@ -446,7 +560,8 @@ class Worker:
         c = self.config
         logger.info("worker %s (id %s) serving %s; evaluation %s, heartbeat %gs, lease %gs, max_attempts %d",
                     self.owner, self.worker_id,
-                    "every experiment" if c.exp_key is _jobs.ANY_EXPERIMENT else f"exp_key {c.exp_key!r}",
+                    "every experiment" if c.exp_key is _jobs.ANY_EXPERIMENT else
+                    "the default experiment (exp_key None)" if c.exp_key is None else f"exp_key {c.exp_key!r}",
                     "in a child process per trial" if c.subprocess else "in-process (--no-subprocess)",
                     c.heartbeat_interval, c.lease_timeout, c.max_attempts)
         if not c.secret:
@@ -466,13 +581,16 @@ class Worker:
         finally:
             if self._grace_timer is not None:
                 self._grace_timer.cancel()
-            self._heartbeat.stop()
+            unreachable = code == EXIT_UNREACHABLE
+            # the server is gone: do not wait for a beat in progress, nor try a last one
+            self._heartbeat.stop(timeout=0.2 if unreachable else 5.0)
             self.executor.close()
             self.status, self.current = "exited", None
-            try:
-                self.beat()
-            except Exception as e:  # noqa: BLE001 - best effort
-                logger.debug("final heartbeat failed: %s", e)
+            if not unreachable:
+                try:
+                    self.beat()
+                except Exception as e:  # noqa: BLE001 - best effort
+                    logger.debug("final heartbeat failed: %s", e)
         return code
 
     def _loop(self) -> int:
@@ -520,14 +638,16 @@ class Worker:
                 logger.warning("trial %s released back to NEW (%s)%s", doc["tid"], self._release_reason,
                                "" if ok else " — it was no longer owned by this worker")
                 return EXIT_OK if self._stop.is_set() else None
-            self.report(doc, outcome)
+            written = self.report(doc, outcome)
         finally:
             self.current = None
             if self.status == "busy":
                 self.status = "idle"
             self._last_activity = time.monotonic()
         self.n_done += 1
-        if outcome.state == JOB_STATE_ERROR:
+        if written is None:
+            return None  # the trial was taken away: its outcome is not this worker's to count or log
+        if written.state == JOB_STATE_ERROR:
             self.consecutive_failures += 1
             if c.max_consecutive_failures and self.consecutive_failures >= c.max_consecutive_failures:
                 logger.error("worker stops: %d consecutive failed trials (max_consecutive_failures=%d)",
@@ -535,7 +655,7 @@ class Worker:
                 return EXIT_MAX_FAILURES
         else:
             self.consecutive_failures = 0
-        logger.info("trial %s %s", doc["tid"], "done" if outcome.state == JOB_STATE_DONE else "ERROR")
+        logger.info("trial %s %s", doc["tid"], "done" if written.state == JOB_STATE_DONE else "ERROR")
         return None
 
 

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
+from bson import encode as bson_encode
+from bson.errors import BSONError
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
+from pymongo.errors import WriteError
 
+from ...exceptions import InvalidResultError
 from ..documents import (JOB_STATE_CANCEL, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING, STATUS_FAIL,
                          STATUS_NEW, sonify)
 
@@ -47,18 +51,22 @@ def exp_filter(exp_key: Any) -> dict:
 
 
 def claim(jobs: Collection, owner: str, *, exp_key: Any = ANY_EXPERIMENT,
-          worker: Mapping[str, Any] | None = None, lease_timeout: float | None = None) -> dict | None:
+          worker: Mapping[str, Any] | None = None, lease_timeout: float | None = None,
+          max_attempts: int | None = None) -> dict | None:
     """Atomically move the oldest NEW trial (lowest tid) to RUNNING for ``owner``; None if none.
 
     One ``find_one_and_update``: two workers can never claim the same trial. Sets ``owner``,
     ``worker``, ``book_time``/``start_time``/``heartbeat``/``updated_at`` (server clock) and
     increments ``attempt`` (only here) and ``version``. Returns the document after the update.
-    ``lease_timeout`` (the claiming worker's stale timeout, seconds) is recorded on the trial so
-    every requeuer (other workers, the driver) applies the owner's own lease length.
+    ``lease_timeout`` (the claiming worker's stale timeout, seconds) and ``max_attempts`` (its
+    ``--max-attempts``) are recorded on the trial so every requeuer (other workers, the driver)
+    applies the owner's own lease rules (:func:`requeue_stale`).
     """
     host, _, pid = owner.rpartition(":")
     worker = dict(worker) if worker is not None else {"host": host, "pid": int(pid) if pid.isdigit() else pid}
-    lease = {"lease_timeout": float(lease_timeout)} if lease_timeout else {}
+    lease: dict[str, Any] = {"lease_timeout": float(lease_timeout)} if lease_timeout else {}
+    if max_attempts:
+        lease["max_attempts"] = int(max_attempts)
     return jobs.find_one_and_update(
         {"state": JOB_STATE_NEW, **exp_filter(exp_key)},
         {"$set": {"state": JOB_STATE_RUNNING, "owner": owner, "worker": worker, "end_time": None,
@@ -79,17 +87,97 @@ def owned_filter(doc: Mapping[str, Any]) -> dict:
 
 
 def finish(jobs: Collection, doc: Mapping[str, Any], state: int, result: Mapping[str, Any],
-           error: Mapping[str, Any] | None = None) -> bool:
-    """Write the outcome of a claimed trial (DONE or ERROR). False if the worker lost the trial."""
+           error: Mapping[str, Any] | None = None, attachments: Iterable[Sequence[Any]] | None = None) -> bool:
+    """Write the outcome of a claimed trial (DONE or ERROR). False if the worker lost the trial.
+
+    ``attachments`` (``[name, file_id]`` pairs, see ``attachments.refs_after_attempt``) becomes the
+    trial's ``_attachments`` in the same owner-conditioned write, so a finished trial's
+    attachments always come from the attempt that wrote its result; None leaves them as they are.
+    Raises :class:`InvalidResultError` when MongoDB cannot store the outcome (nothing was written).
+    """
     fields: dict[str, Any] = {"state": state, "result": sonify(dict(result)), "error": sonify(error)}
     if error is not None:  # hyperopt's serial Trials put (type, message) here; keep the same shape
         fields["misc.error"] = [error.get("type"), error.get("message")]
-    res = jobs.update_one(
-        owned_filter(doc),
-        {"$set": fields,
-         "$currentDate": {"updated_at": True, "end_time": True, "refresh_time": True},
-         "$inc": {"version": 1}})
+    if attachments is not None:
+        fields["_attachments"] = [[str(name), file_id] for name, file_id in attachments]
+    try:
+        res = jobs.update_one(
+            owned_filter(doc),
+            {"$set": fields,
+             "$currentDate": {"updated_at": True, "end_time": True, "refresh_time": True},
+             "$inc": {"version": 1}})
+    except _UNSTORABLE as e:
+        raise InvalidResultError(f"MongoDB refused the outcome of trial {doc.get('tid')}: "
+                                 f"{type(e).__name__}: {e}") from e
     return res.matched_count == 1
+
+
+# ----------------------------------------------------------------------------- storable outcomes
+#: the largest ``result`` (BSON bytes) a worker writes: MongoDB stores at most 16 MiB per
+#: document, and the rest of the trial document (misc, error, times) needs room
+MAX_RESULT_BYTES = 15 * 1024 * 1024
+#: what encoding a value MongoDB cannot store raises (client side), or the server's refusal
+_UNSTORABLE = (BSONError, OverflowError, UnicodeError, WriteError)
+
+
+def check_storable(result: Mapping[str, Any], attachments: Mapping[str, Any] | None = None) -> None:
+    """Raise :class:`InvalidResultError` naming the key path and type when :func:`finish` could not
+    store this outcome: a value BSON cannot encode (an arbitrary object, an int outside 64 bits, a
+    key that is not a string or holds a NUL), a result over :data:`MAX_RESULT_BYTES`, an
+    attachment that is not bytes or whose name is not a string without NUL.
+
+    Workers call it where the objective ran, before reporting, so such a trial fails instead of
+    the worker.
+    """
+    for name, blob in (attachments or {}).items():
+        if not isinstance(name, str) or "\x00" in name:
+            raise InvalidResultError(f"attachment name {name!r} must be a string without NUL characters")
+        if not isinstance(blob, (bytes, bytearray, memoryview)):
+            raise InvalidResultError(f"attachment {name!r} is a {type(blob).__qualname__}; attachments must be bytes")
+    try:
+        size = len(bson_encode({"result": result}))
+    except _UNSTORABLE as e:
+        raise InvalidResultError("the result cannot be stored in MongoDB: "
+                                 + (_bson_problem(result, "result") or f"{type(e).__name__}: {e}")) from None
+    if size > MAX_RESULT_BYTES:
+        biggest = max(((len(bson_encode({"v": v})), k) for k, v in result.items()), default=(0, None))
+        where = f"; its largest entry is result[{biggest[1]!r}] ({biggest[0] / 2**20:.1f} MiB)" if biggest[1] else ""
+        raise InvalidResultError(
+            f"the result is {size / 2**20:.1f} MiB as BSON, more than the {MAX_RESULT_BYTES / 2**20:.0f} MiB a "
+            f"trial can hold (MongoDB stores at most 16 MiB per document){where}: return large data as an "
+            f"attachment")
+
+
+def _bson_problem(value: Any, path: str) -> str | None:
+    """Why ``value`` (found at ``path``) cannot be encoded as BSON, for the deepest offending path;
+    None when it can."""
+    try:
+        bson_encode({"v": value})
+        return None
+    except _UNSTORABLE as e:
+        error = f"{type(e).__name__}: {e}"
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path} has a key {key!r} of type {type(key).__qualname__} (keys must be strings)"
+            if "\x00" in key:
+                return f"{path} has a key {key!r} containing a NUL character"
+            found = _bson_problem(item, f"{path}[{key!r}]")
+            if found:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = _bson_problem(item, f"{path}[{i}]")
+            if found:
+                return found
+    elif isinstance(value, int):
+        return f"{path} = {value} is an int outside MongoDB's 64-bit range [-2**63, 2**63)"
+    elif isinstance(value, str):
+        return f"{path} is a str that is not valid UTF-8 ({error})"
+    else:
+        return f"{path} is a {type(value).__module__}.{type(value).__qualname__}, which MongoDB cannot store".replace(
+            "builtins.", "")
+    return f"{path}: {error}"
 
 
 def checkpoint(jobs: Collection, doc: Mapping[str, Any], result: Mapping[str, Any] | None = None) -> bool:
@@ -101,16 +189,22 @@ def checkpoint(jobs: Collection, doc: Mapping[str, Any], result: Mapping[str, An
     return jobs.update_one(owned_filter(doc), update).matched_count == 1
 
 
-def set_attachment_ref(jobs: Collection, doc: Mapping[str, Any], name: str, file_id: Any = None) -> None:
+def set_attachment_ref(jobs: Collection, doc: Mapping[str, Any], name: str, file_id: Any = None) -> Any:
     """Make ``[name, file_id]`` the only ``name`` pair in a trial's ``_attachments`` (``file_id``
-    None: remove it) with one write (any writer; not owner-conditioned)."""
+    None: remove it) with one write; return the file id it replaced (None if none).
+
+    For attachments written outside a worker (a user's ``trials.trial_attachments(doc)[name] = b``),
+    so not owner-conditioned; a worker's attachments are switched by :func:`finish` instead."""
     current = jobs.find_one({"_id": doc["_id"]}, {"_attachments": 1}) or {}
-    keep = [pair for pair in current.get("_attachments") or [] if pair[0] != name]
+    pairs = current.get("_attachments") or []
+    previous = next((fid for n, fid in pairs if n == name), None)
+    keep = [pair for pair in pairs if pair[0] != name]
     if file_id is not None:
         keep.append([name, file_id])
     jobs.update_one({"_id": doc["_id"]},
                     {"$set": {"_attachments": keep},
                      "$currentDate": {"updated_at": True}, "$inc": {"version": 1}})
+    return previous
 
 
 def _back_to_new(requeues: int) -> dict:
@@ -207,17 +301,20 @@ def requeue_stale(jobs: Collection, *, now: Any, stale_timeout: float = DEFAULT_
     ``$currentDate``), so the clocks of workers and drivers never matter. A trial whose lease is
     older than its ``lease_timeout`` (the claiming worker's stale timeout; ``stale_timeout`` if the
     document has none) was lost: it goes back to NEW with its claim cleared and ``requeues``
-    incremented, or — the ``max_attempts``-th time it is lost — to ERROR with "lost N times".
-    Each update is conditioned on the stale heartbeat it saw, so a lease renewed meanwhile wins.
+    incremented, or — the ``max_attempts``-th time it is lost, ``max_attempts`` being the value the
+    claiming worker recorded on the trial (this argument only when the document has none) — to
+    ERROR with "lost N times". Every requeuer (worker or driver) thus applies the same rule to a
+    trial. Each update is conditioned on the stale heartbeat it saw, so a lease renewed meanwhile wins.
     """
     import datetime as _dt
     requeued = failed = 0
     flt = {"state": JOB_STATE_RUNNING, **exp_filter(exp_key)}
     proj = {"tid": 1, "attempt": 1, "requeues": 1, "heartbeat": 1, "book_time": 1, "owner": 1,
-            "lease_timeout": 1, "exp_key": 1}
+            "lease_timeout": 1, "max_attempts": 1, "exp_key": 1}
     for doc in list(jobs.find(flt, proj)):
         start = _lease_start(doc)
         timeout = float(doc.get("lease_timeout") or stale_timeout)
+        limit = int(doc.get("max_attempts") or max_attempts)
         cutoff = now - _dt.timedelta(seconds=timeout)
         if start is None or start >= cutoff:
             continue
@@ -226,9 +323,9 @@ def requeue_stale(jobs: Collection, *, now: Any, stale_timeout: float = DEFAULT_
         cond["heartbeat" if doc.get("heartbeat") is not None else "book_time"] = {"$lt": cutoff}
         lost = int(doc.get("requeues") or 0) + 1
         idle = (now - start).total_seconds()
-        if lost >= max_attempts:
+        if lost >= limit:
             msg = (f"lost {lost} times: the worker holding it ({doc.get('owner')}) sent no heartbeat for "
-                   f"{idle:.1f} s (lease {timeout:g} s); max_attempts={max_attempts} reached")
+                   f"{idle:.1f} s (lease {timeout:g} s); max_attempts={limit} reached")
             res = jobs.update_one(cond, {
                 "$set": {"state": JOB_STATE_ERROR,
                          "result": {"status": STATUS_FAIL, "failure": msg},

@@ -166,15 +166,36 @@ class MongoJobs:
 
     # ---------------------------------------------------------------- worker side
     def reserve(self, owner: str, exp_key: Any = _jobs.ANY_EXPERIMENT,
-                worker: Mapping[str, Any] | None = None, lease_timeout: float | None = None) -> dict | None:
+                worker: Mapping[str, Any] | None = None, lease_timeout: float | None = None,
+                max_attempts: int | None = None) -> dict | None:
         """Claim the oldest NEW trial (see :func:`jobs.claim`)."""
         with translate_errors():
-            return _jobs.claim(self.coll, owner, exp_key=exp_key, worker=worker, lease_timeout=lease_timeout)
+            return _jobs.claim(self.coll, owner, exp_key=exp_key, worker=worker, lease_timeout=lease_timeout,
+                               max_attempts=max_attempts)
 
     def finish(self, doc: Mapping[str, Any], state: int, result: Mapping[str, Any],
-               error: Mapping[str, Any] | None = None) -> bool:
+               error: Mapping[str, Any] | None = None, attachments: list | None = None) -> bool:
+        """Write a claimed trial's outcome and attachment references (:func:`jobs.finish`)."""
         with translate_errors():
-            return _jobs.finish(self.coll, doc, state, result, error)
+            return _jobs.finish(self.coll, doc, state, result, error, attachments)
+
+    def put_attempt_files(self, doc: Mapping[str, Any], blobs: Mapping[str, bytes]) -> list[list]:
+        """Upload a worker's attachments for its claim (:func:`attachments.put_attempt_files`)."""
+        with translate_errors():
+            return _att.put_attempt_files(self.db, doc, blobs)
+
+    def refs_after_attempt(self, doc: Mapping[str, Any], new_refs: list[list]) -> tuple[list[list], list]:
+        """The references a finishing attempt leaves (:func:`attachments.refs_after_attempt`)."""
+        with translate_errors():
+            return _att.refs_after_attempt(self.db, doc, new_refs)
+
+    def discard_attempt_files(self, doc: Mapping[str, Any], keep: Iterable[Any] = ()) -> int:
+        with translate_errors():
+            return _att.discard_attempt_files(self.db, doc, keep)
+
+    def delete_trial_file_ids(self, doc: Mapping[str, Any], ids: Iterable[Any]) -> None:
+        with translate_errors():
+            _att.delete_trial_file_ids(self.db, doc, ids)
 
     def checkpoint(self, doc: Mapping[str, Any], result: Mapping[str, Any] | None = None) -> bool:
         with translate_errors():
@@ -263,8 +284,9 @@ class MongoTrials(BaseTrials):
     #: while fmin runs, seconds the driver keeps retrying (bounded exponential backoff) when the
     #: server is unreachable before giving up with StoreUnavailable (issue 5)
     max_disconnect = 300.0
-    #: the driver's lease rules: a trial lost this many times becomes ERROR "lost N times"; the
-    #: stale timeout is the one the claiming worker recorded (``lease_timeout``), else this default
+    #: the driver applies the lease rules with the values the claiming worker recorded on the trial
+    #: (``lease_timeout``, ``max_attempts``: lost that many times → ERROR "lost N times"); these
+    #: defaults only serve trials that record none
     max_attempts = _jobs.DEFAULT_MAX_ATTEMPTS
     stale_timeout = _jobs.DEFAULT_STALE_TIMEOUT
     _retrying = False  # set by the fmin hooks: retry idempotent calls across outages
