@@ -51,7 +51,9 @@ def test_wheel_and_sdist_contents(dist):
     assert not [n for n in names if n.startswith(("tests/", "bench/"))]
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "hpo-mongo = hpo_mongo.cli.main:cli" in text and "hpo-mongo-worker = hpo_mongo.cli.worker:main" in text
+    assert "hpo-mongo = hpo_mongo.cli.main:cli" in text
+    # the worker is a script (bin/hpo-mongo-worker) so that it handles SIGTERM from its first line
+    assert any(n.endswith(".data/scripts/hpo-mongo-worker") for n in names), names
     with tarfile.open(sdist) as tar:
         members = [m.split("/", 1)[1] for m in tar.getnames() if "/" in m]
     for needed in ("README.md", "setup.cfg", "pyproject.toml", "hpo_mongo/py.typed", "tests/conftest.py",
