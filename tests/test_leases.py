@@ -203,8 +203,8 @@ def test_stale_trial_requeued_then_error_after_max_attempts(url):
             {**base, "tid": 1, "attempt": 3, "requeues": 2},
             {**base, "tid": 2, "attempt": 1, "requeues": 0, "heartbeat": now},  # alive
         ])
-        requeued, failed = J.requeue_stale(db.jobs, stale_timeout=STALE, max_attempts=3, now=server_time(db))
-        assert (requeued, failed) == (1, 1)
+        events = J.requeue_stale(db.jobs, default_lease=STALE, default_max_attempts=3, now=server_time(db))
+        assert sorted((e["tid"], e["outcome"]) for e in events) == [(0, "requeued"), (1, "failed")]
         docs = states(db, "e")
         assert docs[0]["state"] == JOB_STATE_NEW and docs[0]["owner"] is None and docs[0]["requeues"] == 1
         assert docs[0]["heartbeat"] is None and docs[0]["version"] == 4

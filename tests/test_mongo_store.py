@@ -195,7 +195,7 @@ def test_claim_oldest_first_and_finish_conditioned_on_owner_and_attempt(db):
     assert h.reserve("hostA:1", "other") is None  # exp_key filter
     assert h.reserve("hostB:2")["tid"] == 1  # ANY_EXPERIMENT
     # the trial is taken back (requeued) and claimed again: the first claimer's write-back must fail
-    assert h.release(c1)
+    assert h.release(c1, count_as_lost=True)
     c1b = h.reserve("hostC:3", "e")
     assert c1b["tid"] == 0 and c1b["attempt"] == 2 and c1b["requeues"] == 1
     assert not h.finish(c1, JOB_STATE_DONE, {"status": "ok", "loss": 1.0})

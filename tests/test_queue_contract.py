@@ -8,13 +8,14 @@ by sleeping for MongoDB (whose clock is the server's).
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import pickle
 import threading
 import time
 
 import pytest
 
-from hpo_mongo.exceptions import DuplicateTrialError
+from hpo_mongo.exceptions import DuplicateTrialError, InvalidResultError
 from hpo_mongo.trials import leases
 from hpo_mongo.trials.documents import (JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW,
                                         JOB_STATE_RUNNING, new_trial_doc)
@@ -63,7 +64,7 @@ def _mongo(request):
     return Harness(q, lambda s: time.sleep(s)), q.close
 
 
-@pytest.fixture(params=["memory", "remote"])
+@pytest.fixture(params=["memory", "remote", "mongo"])
 def h(request):
     if request.param == "memory":
         harness, stop = _memory()
@@ -195,7 +196,6 @@ def test_writes_of_a_lost_claim_match_nothing(h):
     assert not q.renew_lease(c) and not q.checkpoint(c, {"status": "x"})
     assert not q.finish(c, JOB_STATE_DONE, {"status": "ok", "loss": 1.0}, attachments={"a": b"stale"})
     assert not q.release(c)
-    assert not q.set_trial_attachment(c, "b", b"stale", claimed=True)
     assert q.trial_attachment_names(c2["_id"]) == []
     assert q.finish(c2, JOB_STATE_DONE, {"status": "ok", "loss": 2.0})
     done = q.trial(0)
@@ -206,13 +206,13 @@ def test_writes_of_a_lost_claim_match_nothing(h):
 def test_finish_stores_attachments_with_the_result_and_is_safe_to_retry(h):
     q = h.queue
     queue_docs(q, [0])
+    assert q.set_trial_attachment(q.trial(0), "before", b"by the user")
     c = claim(q)
-    assert q.set_trial_attachment(c, "during", b"from the trial", claimed=True)
-    assert q.finish(c, JOB_STATE_DONE, {"status": "ok", "loss": 0.5}, attachments={"model": b"m1"})
-    assert q.finish(c, JOB_STATE_DONE, {"status": "ok", "loss": 0.5}, attachments={"model": b"m1"})  # retried
-    assert q.trial_attachment_names(c["_id"]) == ["during", "model"]
+    assert q.finish(c, JOB_STATE_DONE, {"status": "ok", "loss": 0.5}, attachments={"model": b"m1", "log": b"l"})
+    assert q.finish(c, JOB_STATE_DONE, {"status": "ok", "loss": 0.5}, attachments={"model": b"m1", "log": b"l"})
+    assert q.trial_attachment_names(c["_id"]) == ["before", "log", "model"]
     assert q.trial_attachment(c["_id"], "model") == b"m1"
-    assert q.trial_attachment(c["_id"], "during") == b"from the trial"
+    assert q.trial_attachment(c["_id"], "before") == b"by the user"
     assert q.trial_attachment(c["_id"], "nope") is None
 
 
@@ -220,12 +220,23 @@ def test_a_finished_jobs_attachments_come_from_the_attempt_of_its_result(h):
     q = h.queue
     queue_docs(q, [0])
     first = claim(q)
-    assert q.set_trial_attachment(first, "log", b"attempt 1", claimed=True)
-    assert q.release(first, count_as_lost=True)
+    assert q.finish(first, JOB_STATE_DONE, {"status": "ok", "loss": 9.0}, attachments={"log": b"attempt 1"})
+    assert q.requeue_unchanged(q.trial(0))  # evaluated again, by hand
     second = claim(q, owner="w:2")
+    assert q.trial_attachment(second["_id"], "log") == b"attempt 1"  # until the new result lands
     assert q.finish(second, JOB_STATE_DONE, {"status": "ok", "loss": 1.0}, attachments={"model": b"attempt 2"})
     assert q.trial_attachment_names(second["_id"]) == ["model"]
     assert q.trial_attachment(second["_id"], "model") == b"attempt 2"
+
+
+def test_an_outcome_the_store_refuses_raises_and_leaves_the_claim(h):
+    q = h.queue
+    queue_docs(q, [0])
+    c = claim(q)
+    with pytest.raises(InvalidResultError):
+        q.finish(c, JOB_STATE_DONE, {"status": "ok", "loss": 1.0}, attachments={"a": "not bytes"})
+    assert q.trial(0)["state"] == JOB_STATE_RUNNING and q.trial_attachment_names(c["_id"]) == []
+    assert q.finish(c, JOB_STATE_DONE, {"status": "ok", "loss": 1.0})
 
 
 def test_user_attachments_outside_a_worker(h):
@@ -293,19 +304,19 @@ def test_a_renewed_lease_is_not_requeued(h):
 def test_the_max_attempts_recorded_by_the_claiming_worker_decides(h):
     q = h.queue
     queue_docs(q, [0])
-    for attempt in range(1, 5):
-        c = claim(q, owner=f"w:{attempt}", max_attempts=4)
+    for attempt in range(1, 4):
+        c = claim(q, owner=f"w:{attempt}", max_attempts=3)
         assert c["attempt"] == attempt
         h.later(LEASE * 1.5)
-        # the requeuer's own default (2) does not override what the job records (4)
+        # the requeuer's own default (2) does not override what the job records (3)
         events = q.requeue_stale(exp_key="e", default_lease=30.0, default_max_attempts=2)
         assert len(events) == 1
-        if attempt < 4:
+        if attempt < 3:
             assert events[0]["outcome"] == "requeued"
-    assert events[0]["outcome"] == "failed" and "lost 4 times" in events[0]["message"]
+    assert events[0]["outcome"] == "failed" and "lost 3 times" in events[0]["message"]
     d = q.trial(0)
     assert d["state"] == JOB_STATE_ERROR and d["error"]["type"] == leases.LOST_ERROR_TYPE
-    assert d["result"]["status"] == "fail" and "lost 4 times" in d["result"]["failure"]
+    assert d["result"]["status"] == "fail" and "lost 3 times" in d["result"]["failure"]
     assert d["misc"]["error"][0] == leases.LOST_ERROR_TYPE
 
 
@@ -336,9 +347,10 @@ def test_experiment_documents_and_driver_heartbeat(h):
 
 def test_blobs_domain_and_experiment_attachments(h):
     q = h.queue
-    q.put_domain("abc", b"payload", "e")
-    q.put_domain("abc", b"other", "f")  # content-addressed: the first one stays
-    assert q.domain("abc") == b"payload" and q.domain("nope") is None
+    digest = hashlib.sha256(b"payload").hexdigest()
+    q.put_domain(digest, b"payload", "e")
+    q.put_domain(digest, b"payload", "f")  # content-addressed: stored once
+    assert q.domain(digest) == b"payload" and q.domain("nope") is None
     q.set_attachment("e", "notes", b"1")
     q.set_attachment("e", "notes", b"2")
     q.set_attachment("e", "data", b"3")
@@ -350,11 +362,12 @@ def test_blobs_domain_and_experiment_attachments(h):
 
 def test_delete_experiment_removes_everything_it_owns(h):
     q = h.queue
-    q.save_experiment("e", {"domain_hash": "d1"})
-    q.save_experiment("f", {"domain_hash": "d2"})
-    q.save_experiment("g", {"domain_hash": "d2"})
-    q.put_domain("d1", b"1", "e")
-    q.put_domain("d2", b"2", "f")
+    d1, d2 = hashlib.sha256(b"1").hexdigest(), hashlib.sha256(b"2").hexdigest()
+    q.save_experiment("e", {"domain_hash": d1})
+    q.save_experiment("f", {"domain_hash": d2})
+    q.save_experiment("g", {"domain_hash": d2})
+    q.put_domain(d1, b"1", "e")
+    q.put_domain(d2, b"2", "f")
     q.set_attachment("e", "a", b"x")
     queue_docs(q, [0, 1])
     queue_docs(q, [2], exp_key="f")
@@ -362,11 +375,11 @@ def test_delete_experiment_removes_everything_it_owns(h):
     q.finish(c, JOB_STATE_DONE, {"status": "ok", "loss": 1.0}, attachments={"m": b"model"})
     out = q.delete_experiment("e")
     assert out["exp_key"] == "e" and out["trials"] == 2 and out["experiment"] is True and out["files"] >= 3
-    assert q.experiment("e") is None and q.count("e") == 0 and q.domain("d1") is None
+    assert q.experiment("e") is None and q.count("e") == 0 and q.domain(d1) is None
     assert q.attachment("e", "a") is None
     assert q.count("f") == 1 and q.experiment("f") is not None
     q.delete_experiment("f")
-    assert q.domain("d2") == b"2"  # still used by g
+    assert q.domain(d2) == b"2"  # still used by g
 
 
 def test_experiment_keys_and_summaries(h):
@@ -389,14 +402,14 @@ def test_experiment_keys_and_summaries(h):
 def test_worker_documents(h):
     q = h.queue
     started = q.now()
-    q.beat_worker("w:1:aa", {"host": "w", "pid": 1, "status": "idle", "started": started, "lease_timeout": 30.0})
+    q.beat_worker("w:1:aa", {"host": "w", "pid": 1, "status": "idle", "started": started, "lease_timeout": LEASE})
     q.beat_worker("w:1:aa", {"status": "busy", "started": started + _dt.timedelta(days=1)})
     q.beat_worker("w:2:bb", {"host": "w", "pid": 2, "status": "exited"})
     (w,) = q.workers()
     assert w["_id"] == "w:1:aa" and w["status"] == "busy" and w["host"] == "w"
     assert abs((leases.as_utc(w["started"]) - started).total_seconds()) < 0.01  # set only on creation
     assert leases.worker_is_live(w, q.now())
-    h.later(31)
+    h.later(LEASE * 1.5)
     assert not leases.worker_is_live(w, q.now())
 
 

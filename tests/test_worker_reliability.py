@@ -194,17 +194,18 @@ def test_every_requeuer_applies_the_max_attempts_the_claiming_worker_recorded(mo
     mongo_db.jobs.update_one({"tid": tid}, {"$set": {"requeues": 3}})
 
     def requeue_as_the_driver():  # MongoTrials' own default is 3
-        return J.requeue_stale(mongo_db.jobs, now=server_time(mongo_db), max_attempts=MongoTrials.max_attempts)
-    counts = wait_until(lambda: (lambda c: c if c != (0, 0) else None)(requeue_as_the_driver()), 10,
-                        what="the lease to expire")
-    assert counts == (1, 0)
+        events = J.requeue_stale(mongo_db.jobs, now=server_time(mongo_db),
+                                 default_max_attempts=MongoTrials.max_attempts)
+        return [e["outcome"] for e in events]
+    outcomes = wait_until(lambda: requeue_as_the_driver() or None, 10, what="the lease to expire")
+    assert outcomes == ["requeued"]
     doc = mongo_db.jobs.find_one({"tid": tid})
     assert doc["state"] == JOB_STATE_NEW and doc["requeues"] == 4
     # the fifth loss reaches it: ERROR, naming the recorded limit
     long_ago = server_time(mongo_db) - datetime.timedelta(seconds=60)
     mongo_db.jobs.update_one({"tid": tid}, {"$set": {"state": JOB_STATE_RUNNING, "owner": "gone:1",
                                                      "heartbeat": long_ago, "attempt": 5}})
-    assert requeue_as_the_driver() == (0, 1)
+    assert requeue_as_the_driver() == ["failed"]
     doc = mongo_db.jobs.find_one({"tid": tid})
     assert doc["state"] == JOB_STATE_ERROR and "lost 5 times" in doc["error"]["message"]
     assert "max_attempts=5" in doc["error"]["message"]

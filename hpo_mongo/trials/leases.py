@@ -18,8 +18,9 @@ liveness question (``hpo-mongo status``, fmin's queue length), for every queue b
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import math
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 #: seconds a RUNNING trial may go without a heartbeat when its document records no lease_timeout
 DEFAULT_LEASE_TIMEOUT = 30.0
@@ -110,6 +111,14 @@ def lost_message(doc: Mapping[str, Any], now: _dt.datetime, default_lease: float
             f"max_attempts={max_attempts_of(doc, default_max_attempts)} reached")
 
 
+def requeued_message(doc: Mapping[str, Any], now: _dt.datetime, default_lease: float = DEFAULT_LEASE_TIMEOUT) -> str:
+    """What is logged when a lost trial goes back to NEW."""
+    idle = age(now, lease_start(doc))
+    return (f"requeued: the worker holding it ({doc.get('owner')}) sent no heartbeat for "
+            f"{idle if idle is not None else float('nan'):.1f} s (lease {lease_timeout_of(doc, default_lease):g} s); "
+            f"lost {times_lost(doc)} time(s)")
+
+
 def worker_is_live(worker: Mapping[str, Any], now: _dt.datetime, default: float = DEFAULT_LEASE_TIMEOUT) -> bool:
     """A worker document describes a live worker: not exited, heartbeat younger than its lease."""
     if worker.get("status") == "exited":
@@ -121,3 +130,10 @@ def worker_is_live(worker: Mapping[str, Any], now: _dt.datetime, default: float 
 def worker_serves(worker: Mapping[str, Any], exp_key: Any) -> bool:
     """A worker serves ``exp_key`` when it serves every experiment or that one."""
     return bool(worker.get("serves_all")) or worker.get("exp_key") == exp_key
+
+
+def log_events(events: Iterable[Mapping[str, Any]], log: logging.Logger) -> None:
+    """Log what ``requeue_stale`` changed: an ERROR for a trial lost for good, a WARNING for a requeue."""
+    for e in events:
+        (log.error if e.get("outcome") == "failed" else log.warning)(
+            "trial %s (exp_key %r) %s", e.get("tid"), e.get("exp_key"), e.get("message"))

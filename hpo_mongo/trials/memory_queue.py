@@ -15,7 +15,7 @@ import itertools
 import threading
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from ..exceptions import DuplicateTrialError, InvalidParameterError
+from ..exceptions import DuplicateTrialError, InvalidParameterError, InvalidResultError
 from . import leases
 from .documents import (JOB_FINISHED_STATES, JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW,
                         JOB_STATE_RUNNING, STATE_NAMES, STATUS_FAIL, STATUS_NEW, loss_of, sonify, utcnow)
@@ -237,17 +237,15 @@ class MemoryJobQueue:
             doc = self._jobs.get(job_id)
             return sorted({ref[0] for ref in (doc or {}).get("_attachments") or []})
 
-    def set_trial_attachment(self, job: Mapping[str, Any], name: str, blob: bytes | None, *,
-                             claimed: bool = False) -> bool:
+    def set_trial_attachment(self, job: Mapping[str, Any], name: str, blob: bytes | None) -> bool:
         with self._lock:
-            doc = self._owned(job) if claimed else self._jobs.get(job.get("_id"))
+            doc = self._jobs.get(job.get("_id"))
             if doc is None:
                 return False
             old = [ref for ref in doc.get("_attachments") or [] if ref[0] == name]
             keep = [ref for ref in doc.get("_attachments") or [] if ref[0] != name]
             if blob is not None:
-                fid = self._put_file(blob, {"tid": doc["tid"], "name": name,
-                                            "attempt": doc.get("attempt") if claimed else None})
+                fid = self._put_file(blob, {"tid": doc["tid"], "name": name, "attempt": None})
                 keep.append([name, fid])
             doc["_attachments"] = keep
             self._drop_files(old)
@@ -376,13 +374,16 @@ class MemoryJobQueue:
                 return bool(current and current.get("owner") == claim.get("owner")
                             and current.get("attempt") == claim.get("attempt") and current["state"] == state)
             attempt = doc.get("attempt")
+            for name, blob in (attachments or {}).items():
+                if not isinstance(blob, (bytes, bytearray, memoryview)):
+                    raise InvalidResultError(f"attachment {name!r} is a {type(blob).__qualname__}; "
+                                             f"attachments must be bytes")
             new = {name: self._put_file(blob, {"tid": doc["tid"], "name": name, "attempt": attempt})
                    for name, blob in (attachments or {}).items()}
             keep, drop = [], []
             for ref in doc.get("_attachments") or []:
-                meta = self._files.get(ref[1], (b"", {}))[1]
-                this_attempt = meta.get("attempt") in (attempt, None)
-                (keep if this_attempt and ref[0] not in new else drop).append(ref)
+                by_user = self._files.get(ref[1], (b"", {}))[1].get("attempt") is None
+                (keep if by_user and ref[0] not in new else drop).append(ref)
             doc["_attachments"] = keep + [[name, fid] for name, fid in new.items()]
             self._drop_files(drop)
             now = self._clock()
@@ -418,9 +419,7 @@ class MemoryJobQueue:
                     self._touch(i, doc)
                     events.append({**event, "outcome": "failed", "message": msg})
                 else:
-                    idle = leases.age(now, leases.lease_start(doc))
-                    msg = (f"requeued: {doc.get('owner')} sent no heartbeat for {idle or 0.0:.1f} s (lease "
-                           f"{leases.lease_timeout_of(doc, default_lease):g} s); lost {leases.times_lost(doc)} time(s)")
+                    msg = leases.requeued_message(doc, now, default_lease)
                     self._back_to_new(i, doc, 1)
                     events.append({**event, "outcome": "requeued", "message": msg})
             return events

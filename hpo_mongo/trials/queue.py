@@ -15,7 +15,7 @@ Words used throughout:
   that worker is conditioned on the claim's ``{_id, owner, attempt}`` and on the job still being
   RUNNING: a worker whose job was requeued, cancelled, finished elsewhere or deleted matches
   nothing, gets ``False`` back and must write nothing more. Methods taking a claim read only
-  those three fields.
+  :data:`CLAIM_KEYS` of it.
 - **owner**: ``"host:pid"``, written on the jobs a worker process claims (hyperopt's field).
   **worker_id**: the owner plus a random suffix, the key of the worker's own document (so a
   restarted process with a recycled pid is a different worker).
@@ -74,6 +74,9 @@ ANY_EXPERIMENT: Any = _AnyExperiment()
 LIST_FIELDS = ("_id", "tid", "exp_key", "state", "result", "misc", "owner", "worker", "attempt",
                "book_time", "refresh_time", "start_time", "end_time", "heartbeat", "error", "updated_at",
                "version", "lease_timeout", "max_attempts", "requeues", "_attachments")
+
+#: the fields of a claim the queue reads (its identity, and what naming its attachment files needs)
+CLAIM_KEYS = ("_id", "owner", "attempt", "tid", "exp_key", "_attachments")
 
 #: how :meth:`JobQueue.find` may sort
 SORT_KEYS = ("tid", "loss", "time")
@@ -150,14 +153,11 @@ class JobQueue(Protocol):
         """The names a job's ``_attachments`` references, sorted."""
         ...
 
-    def set_trial_attachment(self, job: Mapping[str, Any], name: str, blob: bytes | None, *,
-                             claimed: bool = False) -> bool:
-        """Store (``blob`` None: delete) a job's attachment and reference it from the job.
-
-        ``claimed=True`` (a worker during its trial): only while ``job`` is still the caller's
-        claim — False, and nothing referenced, once it is lost. ``claimed=False`` (a user's
-        write from outside a worker): unconditioned; False only when the job does not exist.
-        """
+    def set_trial_attachment(self, job: Mapping[str, Any], name: str, blob: bytes | None) -> bool:
+        """Store (``blob`` None: delete) a job's attachment and reference it from the job at once:
+        a user's write from outside a worker (``trials.trial_attachments(doc)[name] = blob``), not
+        conditioned on a claim; False only when the job does not exist. Workers attach through
+        :meth:`finish` instead."""
         ...
 
     # ------------------------------------------------------------------ jobs: the driver
@@ -228,9 +228,11 @@ class JobQueue(Protocol):
 
         The attachments are stored under names of this attempt and become the job's
         ``_attachments`` in the same write as the result, so a finished job's attachments always
-        come from the attempt that wrote its result. False (and nothing of this attempt left
-        behind) when the claim was lost. Retrying after a lost reply is safe: it returns True
-        when the first call landed.
+        come from the attempt that wrote its result (references written outside a worker stay,
+        those of earlier attempts go). False (and nothing of this attempt left behind) when the
+        claim was lost. Retrying after a lost reply is safe: it returns True when the first call
+        landed. Raises :class:`~hpo_mongo.exceptions.InvalidResultError` when the store refuses
+        the outcome itself (too large, not encodable): nothing was written, the claim still holds.
         """
         ...
 

@@ -20,7 +20,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..exceptions import StoreUnavailable
-from .queue import ANY_EXPERIMENT, JobQueue
+from .queue import ANY_EXPERIMENT, CLAIM_KEYS, JobQueue
 
 logger = logging.getLogger("hpo_mongo.queue")
 
@@ -165,9 +165,8 @@ class RemoteJobQueue:
     def trial_attachment_names(self, job_id: Any) -> list[str]:
         return self._call("trial_attachment_names", job_id)
 
-    def set_trial_attachment(self, job: Mapping[str, Any], name: str, blob: bytes | None, *,
-                             claimed: bool = False) -> bool:
-        return self._call("set_trial_attachment", _claim(job), name, blob, claimed=claimed)
+    def set_trial_attachment(self, job: Mapping[str, Any], name: str, blob: bytes | None) -> bool:
+        return self._call("set_trial_attachment", _claim(job), name, blob)
 
     def new_tids(self, n: int) -> list[int]:
         return self._call("new_tids", n)
@@ -251,5 +250,5 @@ class RemoteJobQueue:
 
 
 def _claim(job: Mapping[str, Any]) -> dict:
-    """The part of a claim the queue reads: ``{_id, owner, attempt}`` (documents can be large)."""
-    return {k: job.get(k) for k in ("_id", "owner", "attempt")}
+    """The part of a claim the queue reads (:data:`CLAIM_KEYS`; documents can be large)."""
+    return {k: job.get(k) for k in CLAIM_KEYS if k in job}

@@ -50,6 +50,7 @@ from ..results import error_info, error_result
 from .._version import __version__
 from ..trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR, utcnow
 from ..trials.mongo.connection import server_time, translate_errors
+from ..trials import leases
 from ..trials.mongo import jobs as _jobs
 from ..trials.mongo.store import MongoJobs, MongoTrials, reconnect_through
 from ..trials.mongo.attachments import as_blob
@@ -380,14 +381,16 @@ class Worker:
         return self.handle.reserve(self.owner, exp_key=self.config.exp_key, worker=self.worker_info,
                                    lease_timeout=self.config.lease_timeout, max_attempts=self.config.max_attempts)
 
-    def requeue_stale(self) -> tuple[int, int]:
+    def requeue_stale(self) -> list[dict]:
         """Apply the lease rules to the served experiment(s) (server clock); ``max_attempts`` is
         used only for trials that do not record their claimer's."""
         c = self.config
         with translate_errors():
             now = server_time(self.handle.db)
-            return _jobs.requeue_stale(self.handle.coll, now=now, stale_timeout=c.lease_timeout,
-                                       max_attempts=c.max_attempts, exp_key=c.exp_key, log=logger)
+            events = _jobs.requeue_stale(self.handle.coll, now=now, default_lease=c.lease_timeout,
+                                         default_max_attempts=c.max_attempts, exp_key=c.exp_key)
+        leases.log_events(events, logger)
+        return events
 
     def _maybe_requeue(self) -> None:
         now = time.monotonic()
@@ -525,7 +528,7 @@ class Worker:
             if doc is not None:
                 with self._lease_lock:
                     self._leased = None
-                ok = self.handle.release(doc, requeue=False)
+                ok = self.handle.release(doc)
                 logger.warning("trial %s released back to NEW (%s)%s", doc.get("tid"), why,
                                "" if ok else " — it was no longer owned by this worker")
             self.status = "exited"
@@ -634,7 +637,7 @@ class Worker:
                     self._leased = None
                 if self._lease_lost.is_set():
                     return None  # logged by the heartbeat; the trial belongs to someone else now
-                ok = self._store(lambda: self.handle.release(doc, requeue=False), f"release trial {doc['tid']}")
+                ok = self._store(lambda: self.handle.release(doc), f"release trial {doc['tid']}")
                 logger.warning("trial %s released back to NEW (%s)%s", doc["tid"], self._release_reason,
                                "" if ok else " — it was no longer owned by this worker")
                 return EXIT_OK if self._stop.is_set() else None

@@ -315,3 +315,23 @@ def delete_trial_files(db: Database, tids: list[int]) -> int:
         fs.delete(f._id)
         n += 1
     return n
+
+
+def delete_experiment_files(db: Database, exp_key: str | None) -> int:
+    """Delete an experiment's attachments (``exp/<exp_key>/…``); return how many were deleted."""
+    fs, n = _fs(db), 0
+    prefix = f"exp/{exp_key or ''}/"
+    for f in fs.find({"metadata.kind": "exp", "metadata.exp_key": exp_key}):
+        if f.filename.startswith(prefix):
+            fs.delete(f._id)
+            n += 1
+    return n
+
+
+def delete_domain(db: Database, digest: str) -> int:
+    """Delete the domain payload stored under ``digest``; return how many files were deleted."""
+    fs, n = _fs(db), 0
+    for f in fs.find({"filename": domain_filename(digest)}):
+        fs.delete(f._id)
+        n += 1
+    return n

@@ -23,12 +23,11 @@ from pymongo.collection import Collection
 from pymongo.errors import WriteError
 
 from ...exceptions import InvalidResultError
+from .. import leases
 from ..documents import (JOB_STATE_CANCEL, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING, STATUS_FAIL,
                          STATUS_NEW, sonify)
+from ..queue import ANY_EXPERIMENT
 
-#: ``exp_key`` filter meaning "every experiment" (a worker started without ``--exp-key``);
-#: ``None`` is a real key (the default experiment).
-ANY_EXPERIMENT = object()
 
 #: a projection that changes nothing but makes the server reply with a copy of the document: the
 #: in-memory test server (mongo-java-server) otherwise serializes the live document after
@@ -214,10 +213,18 @@ def _back_to_new(requeues: int) -> dict:
             "$inc": {"version": 1, "requeues": requeues}}
 
 
-def release(jobs: Collection, doc: Mapping[str, Any], *, requeue: bool = True) -> bool:
-    """Give a claimed trial back: to NEW (``requeue``) for another worker. False if already lost."""
-    res = jobs.update_one(owned_filter(doc), _back_to_new(1 if requeue else 0))
+def release(jobs: Collection, doc: Mapping[str, Any], *, count_as_lost: bool = False) -> bool:
+    """Give a claimed trial back to NEW for another worker (``requeues`` + 1 when ``count_as_lost``).
+    False if already lost."""
+    res = jobs.update_one(owned_filter(doc), _back_to_new(1 if count_as_lost else 0))
     return res.matched_count == 1
+
+
+def finished_by(jobs: Collection, doc: Mapping[str, Any], state: int) -> bool:
+    """Whether ``doc``'s claim already wrote ``state`` (a retried :func:`finish` whose first call landed)."""
+    cur = jobs.find_one({"_id": doc["_id"]}, {"state": 1, "owner": 1, "attempt": 1})
+    return bool(cur and cur.get("owner") == doc.get("owner") and cur.get("attempt") == doc.get("attempt")
+                and cur.get("state") == state)
 
 
 def cancel_new(jobs: Collection, exp_key: Any, ids: Iterable[Any] | None = None) -> int:
@@ -275,12 +282,7 @@ def cancel_unchanged(jobs: Collection, doc: Mapping[str, Any], *, failure: str, 
     return update_unchanged(jobs, doc, fields)
 
 
-# ----------------------------------------------------------------------------- leases (issue 5)
-#: how long a RUNNING trial may go without a heartbeat when its document records no lease_timeout
-DEFAULT_STALE_TIMEOUT = 30.0
-DEFAULT_MAX_ATTEMPTS = 3
-
-
+# ----------------------------------------------------------------------------- leases
 def refresh_lease(jobs: Collection, doc: Mapping[str, Any]) -> bool:
     """Renew the lease (``heartbeat``, server clock) of a claimed trial. False if the worker lost it."""
     res = jobs.update_one(owned_filter(doc),
@@ -288,64 +290,46 @@ def refresh_lease(jobs: Collection, doc: Mapping[str, Any]) -> bool:
     return res.matched_count == 1
 
 
-def _lease_start(doc: Mapping[str, Any]):
-    return doc.get("heartbeat") or doc.get("book_time")
-
-
-def requeue_stale(jobs: Collection, *, now: Any, stale_timeout: float = DEFAULT_STALE_TIMEOUT,
-                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, exp_key: Any = ANY_EXPERIMENT,
-                  log: Any = None) -> tuple[int, int]:
-    """Apply the lease rules to RUNNING trials; return ``(requeued, failed)``.
+def requeue_stale(jobs: Collection, *, now: Any, default_lease: float = leases.DEFAULT_LEASE_TIMEOUT,
+                  default_max_attempts: int = leases.DEFAULT_MAX_ATTEMPTS,
+                  exp_key: Any = ANY_EXPERIMENT) -> list[dict]:
+    """Apply the lease rules (:mod:`hpo_mongo.trials.leases`) to RUNNING trials; one event per change.
 
     ``now`` is the SERVER's time (``connection.server_time``), compared with ``heartbeat`` (set by
-    ``$currentDate``), so the clocks of workers and drivers never matter. A trial whose lease is
-    older than its ``lease_timeout`` (the claiming worker's stale timeout; ``stale_timeout`` if the
-    document has none) was lost: it goes back to NEW with its claim cleared and ``requeues``
-    incremented, or — the ``max_attempts``-th time it is lost, ``max_attempts`` being the value the
-    claiming worker recorded on the trial (this argument only when the document has none) — to
-    ERROR with "lost N times". Every requeuer (worker or driver) thus applies the same rule to a
-    trial. Each update is conditioned on the stale heartbeat it saw, so a lease renewed meanwhile wins.
+    ``$currentDate``), so the clocks of workers and drivers never matter. Each trial is judged by
+    the ``lease_timeout`` and ``max_attempts`` its claiming worker recorded (the defaults only for
+    documents without them). Each update is conditioned on the expired lease it saw, so a lease
+    renewed meanwhile wins. Events: ``{tid, exp_key, owner, outcome: "requeued" | "failed", message}``.
     """
-    import datetime as _dt
-    requeued = failed = 0
+    events = []
     flt = {"state": JOB_STATE_RUNNING, **exp_filter(exp_key)}
     proj = {"tid": 1, "attempt": 1, "requeues": 1, "heartbeat": 1, "book_time": 1, "owner": 1,
             "lease_timeout": 1, "max_attempts": 1, "exp_key": 1}
     for doc in list(jobs.find(flt, proj)):
-        start = _lease_start(doc)
-        timeout = float(doc.get("lease_timeout") or stale_timeout)
-        limit = int(doc.get("max_attempts") or max_attempts)
-        cutoff = now - _dt.timedelta(seconds=timeout)
-        if start is None or start >= cutoff:
+        if not leases.lease_expired(doc, now, default_lease):
             continue
+        cutoff = leases.lease_cutoff(doc, now, default_lease)
         # a lease renewed meanwhile is >= cutoff (no exact date match: servers keep sub-ms precision)
         cond = {"_id": doc["_id"], "state": JOB_STATE_RUNNING, "attempt": doc.get("attempt")}
         cond["heartbeat" if doc.get("heartbeat") is not None else "book_time"] = {"$lt": cutoff}
-        lost = int(doc.get("requeues") or 0) + 1
-        idle = (now - start).total_seconds()
-        if lost >= limit:
-            msg = (f"lost {lost} times: the worker holding it ({doc.get('owner')}) sent no heartbeat for "
-                   f"{idle:.1f} s (lease {timeout:g} s); max_attempts={limit} reached")
+        event = {"tid": doc.get("tid"), "exp_key": doc.get("exp_key"), "owner": doc.get("owner")}
+        if leases.fails_when_lost(doc, default_max_attempts):
+            msg = leases.lost_message(doc, now, default_lease, default_max_attempts)
             res = jobs.update_one(cond, {
                 "$set": {"state": JOB_STATE_ERROR,
                          "result": {"status": STATUS_FAIL, "failure": msg},
-                         "error": {"type": "LeaseExpired", "message": msg, "traceback": ""},
-                         "misc.error": ["LeaseExpired", msg]},
+                         "error": {"type": leases.LOST_ERROR_TYPE, "message": msg, "traceback": ""},
+                         "misc.error": [leases.LOST_ERROR_TYPE, msg]},
                 "$currentDate": {"updated_at": True, "end_time": True},
                 "$inc": {"version": 1}})
             if res.modified_count:
-                failed += 1
-                if log is not None:
-                    log.error("trial %s (exp_key %r) %s", doc.get("tid"), doc.get("exp_key"), msg)
+                events.append({**event, "outcome": "failed", "message": msg})
         else:
             res = jobs.update_one(cond, _back_to_new(1))
             if res.modified_count:
-                requeued += 1
-                if log is not None:
-                    log.warning("trial %s (exp_key %r) requeued: %s sent no heartbeat for %.1f s (lease %g s); "
-                                "lost %d time(s)", doc.get("tid"), doc.get("exp_key"), doc.get("owner"), idle,
-                                timeout, lost)
-    return requeued, failed
+                events.append({**event, "outcome": "requeued", "message": leases.requeued_message(
+                    doc, now, default_lease)})
+    return events
 
 
 def upsert_worker(workers: Collection, worker_id: str, fields: Mapping[str, Any]) -> None:
@@ -356,15 +340,3 @@ def upsert_worker(workers: Collection, worker_id: str, fields: Mapping[str, Any]
     if started is not None:
         update["$setOnInsert"] = {"started": started}
     workers.update_one({"_id": worker_id}, update, upsert=True)
-
-
-def count_live_workers(workers: Collection, *, now: Any, stale_timeout: float = DEFAULT_STALE_TIMEOUT,
-                       exp_key: Any = ANY_EXPERIMENT) -> int:
-    """Workers that heartbeated within ``stale_timeout`` (server clock), not exited, serving ``exp_key``
-    (workers started without ``--exp-key`` serve every experiment)."""
-    import datetime as _dt
-    flt: dict[str, Any] = {"heartbeat": {"$gte": now - _dt.timedelta(seconds=stale_timeout)},
-                           "status": {"$ne": "exited"}}
-    if exp_key is not ANY_EXPERIMENT:
-        flt["$or"] = [{"serves_all": True}, {"exp_key": exp_key}]
-    return workers.count_documents(flt)

@@ -42,6 +42,7 @@ from pymongo.errors import DuplicateKeyError
 from ..._version import __version__
 from ...exceptions import DuplicateTrialError, InvalidParameterError, InvalidURLError, StoreError
 from ...payload import local_versions
+from .. import leases
 from ..base import BaseTrials
 from ..documents import (JOB_FINISHED_STATES, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING, sonify,
                          utcnow)
@@ -201,9 +202,9 @@ class MongoJobs:
         with translate_errors():
             return _jobs.checkpoint(self.coll, doc, result)
 
-    def release(self, doc: Mapping[str, Any], requeue: bool = True) -> bool:
+    def release(self, doc: Mapping[str, Any], count_as_lost: bool = False) -> bool:
         with translate_errors():
-            return _jobs.release(self.coll, doc, requeue=requeue)
+            return _jobs.release(self.coll, doc, count_as_lost=count_as_lost)
 
     def experiment(self, exp_key: str | None) -> dict | None:
         with translate_errors():
@@ -287,8 +288,8 @@ class MongoTrials(BaseTrials):
     #: the driver applies the lease rules with the values the claiming worker recorded on the trial
     #: (``lease_timeout``, ``max_attempts``: lost that many times → ERROR "lost N times"); these
     #: defaults only serve trials that record none
-    max_attempts = _jobs.DEFAULT_MAX_ATTEMPTS
-    stale_timeout = _jobs.DEFAULT_STALE_TIMEOUT
+    max_attempts = leases.DEFAULT_MAX_ATTEMPTS
+    stale_timeout = leases.DEFAULT_LEASE_TIMEOUT
     _retrying = False  # set by the fmin hooks: retry idempotent calls across outages
 
     def __init__(self, arg: Any = None, exp_key: str | None = None, cmd: Any = None,
@@ -624,10 +625,12 @@ class _DriverHooks:
                     {"exp_key": t.exp_key},
                     {"$currentDate": {"driver.heartbeat": True, "updated_at": True}}).matched_count == 1
                 now = server_time(t.db)
-                _jobs.requeue_stale(t.jobs, now=now, stale_timeout=t.stale_timeout, max_attempts=t.max_attempts,
-                                    exp_key=t.exp_key, log=logger)
-                self._live_workers = _jobs.count_live_workers(t.handle.workers, now=now,
-                                                              stale_timeout=t.stale_timeout, exp_key=t.exp_key)
+                leases.log_events(_jobs.requeue_stale(t.jobs, now=now, default_lease=t.stale_timeout,
+                                                      default_max_attempts=t.max_attempts, exp_key=t.exp_key),
+                                  logger)
+                self._live_workers = sum(
+                    1 for w in t.handle.workers.find({"status": {"$ne": "exited"}})
+                    if leases.worker_is_live(w, now, t.stale_timeout) and leases.worker_serves(w, t.exp_key))
             return found
         found = t._call(beat, "the driver heartbeat")
         t._call(lambda: self.check_store(experiment_found=found), "checking the database")

@@ -1,0 +1,466 @@
+"""``MongoJobQueue``: the :class:`~hpo_mongo.trials.queue.JobQueue` on MongoDB (pymongo 4).
+
+Collections (docs/schema.md): the jobs collection (its name from the URL, ``jobs`` by default),
+``experiments``, ``counters``, ``workers`` and the GridFS bucket ``fs``. Each job state change
+is one of the single-document writes in :mod:`.jobs`; blobs follow the naming of
+:mod:`.attachments`. Every pymongo error leaves as an hpo_mongo error (``translate_errors``).
+Nothing here needs transactions, sessions, TTL indexes or ``w=0``, so it runs on any MongoDB
+>= 4.4 (Atlas, replica sets) and on the in-memory test server.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+from bson import ObjectId
+from pymongo import ASCENDING, ReturnDocument, UpdateOne
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from ...exceptions import DuplicateTrialError, InvalidParameterError, InvalidResultError
+from .. import leases
+from ..documents import (JOB_FINISHED_STATES, JOB_STATE_DONE, JOB_STATE_NEW, JOB_STATE_RUNNING, STATE_NAMES,
+                         STATUS_OK, loss_of, sonify, utcnow)
+from ..queue import ANY_EXPERIMENT, LIST_FIELDS, SORT_KEYS
+from . import attachments as _att
+from . import jobs as _jobs
+from .connection import MongoURL, connect, parse_url, server_time, translate_errors
+
+EXPERIMENTS = "experiments"
+COUNTERS = "counters"
+WORKERS = "workers"
+#: counters document holding the last allocated tid
+TID_COUNTER = "tid"
+#: fields every job gets at insert beyond those of ``documents.new_trial_doc``
+QUEUE_FIELDS = {"attempt": 0, "requeues": 0, "heartbeat": None, "worker": None, "start_time": None,
+                "end_time": None, "error": None, "_attachments": []}
+#: seconds :meth:`MongoJobQueue.changed` looks back before the newest ``updated_at`` it saw: writes
+#: stamped by the server just before a read may become visible just after it
+DEFAULT_REFRESH_OVERLAP = 2.0
+_LIST_PROJECTION = {f: 1 for f in LIST_FIELDS}
+
+
+class MongoJobQueue:
+    """The job queue of one database (see the module docstring and the protocol)."""
+
+    def __init__(self, db: Database, collection: str = "jobs", *, client: Any = None, url: MongoURL | None = None,
+                 refresh_overlap: float = DEFAULT_REFRESH_OVERLAP):
+        self.db = db
+        self.jobs = db[collection]
+        self.collection_name = collection
+        self.experiments = db[EXPERIMENTS]
+        self.counters = db[COUNTERS]
+        self.workers_coll = db[WORKERS]
+        self.client = client
+        self.url = url
+        self.refresh_overlap = float(refresh_overlap)
+        self._counter_ready = False
+
+    @classmethod
+    def connect(cls, url: Any = None, *, refresh_overlap: float = DEFAULT_REFRESH_OVERLAP,
+                **client_kwargs: Any) -> "MongoJobQueue":
+        """The queue named by ``url`` (a string, a parsed URL, or None for ``$HPO_MONGO_URL``)."""
+        parsed = url if isinstance(url, MongoURL) else parse_url(url)
+        client = connect(parsed, **client_kwargs)
+        return cls(client[parsed.database], parsed.collection, client=client, url=parsed,
+                   refresh_overlap=refresh_overlap)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+    def ensure_indexes(self) -> None:
+        """Create the indexes of docs/schema.md that are missing (the driver's job, never a worker's)."""
+        wanted = [
+            (self.jobs, [("tid", ASCENDING)], "tid_unique", True),
+            (self.jobs, [("exp_key", ASCENDING), ("state", ASCENDING), ("tid", ASCENDING)], "exp_key_state_tid", False),
+            (self.jobs, [("exp_key", ASCENDING), ("updated_at", ASCENDING)], "exp_key_updated_at", False),
+            (self.experiments, [("exp_key", ASCENDING)], "exp_key_unique", True),
+        ]
+        with translate_errors("creating the indexes"):
+            existing = {coll.name: set(coll.index_information()) for coll in (self.jobs, self.experiments)}
+            for coll, keys, name, unique in wanted:
+                if name not in existing[coll.name]:
+                    coll.create_index(keys, unique=unique, name=name)
+
+    # ------------------------------------------------------------------ clock
+    def now(self) -> _dt.datetime:
+        return server_time(self.db)
+
+    # ------------------------------------------------------------------ experiments
+    def experiment(self, exp_key: str | None) -> dict | None:
+        with translate_errors("reading the experiment"):
+            return self.experiments.find_one({"exp_key": exp_key})
+
+    def save_experiment(self, exp_key: str | None, fields: Mapping[str, Any]) -> None:
+        flat: dict[str, Any] = {}
+        for k, v in sonify(dict(fields)).items():
+            if isinstance(v, dict):  # merged one level deep (``driver`` keeps its heartbeat)
+                flat.update({f"{k}.{sub}": x for sub, x in v.items()})
+            else:
+                flat[k] = v
+        update: dict[str, Any] = {"$currentDate": {"updated_at": True}, "$setOnInsert": {"created": utcnow()}}
+        if flat:
+            update["$set"] = flat
+        with translate_errors("saving the experiment"):
+            try:
+                self.experiments.update_one({"exp_key": exp_key}, update, upsert=True)
+            except DuplicateKeyError:  # a concurrent driver created it first: now it exists
+                self.experiments.update_one({"exp_key": exp_key}, update, upsert=True)
+
+    def beat_driver(self, exp_key: str | None) -> bool:
+        with translate_errors("the driver heartbeat"):
+            res = self.experiments.update_one({"exp_key": exp_key},
+                                              {"$currentDate": {"driver.heartbeat": True, "updated_at": True}})
+        return res.matched_count == 1
+
+    def experiment_keys(self) -> list[str | None]:
+        with translate_errors("listing experiments"):
+            keys = {d.get("exp_key") for d in self.experiments.find({}, {"exp_key": 1})}
+            keys.update(self.jobs.distinct("exp_key"))
+        return sorted(keys, key=lambda k: (k is not None, "" if k is None else str(k)))
+
+    def experiment_summaries(self) -> list[dict]:
+        per_key: dict[Any, dict] = {}
+
+        def entry(k: Any) -> dict:
+            if k not in per_key:
+                per_key[k] = {"exp_key": k, "status": None, "max_evals": None, "algorithm": None,
+                              "counts": {name: 0 for name in STATE_NAMES.values()}, "best_loss": None,
+                              "created": None, "last_activity": None}
+            return per_key[k]
+
+        def newer(e: dict, t: Any) -> None:
+            t = leases.as_utc(t)
+            if t is not None and (e["last_activity"] is None or t > e["last_activity"]):
+                e["last_activity"] = t
+
+        with_doc: set = set()
+        with translate_errors("summarizing experiments"):
+            for doc in self.experiments.find({}, {"space": 0}):
+                e = entry(doc.get("exp_key"))
+                with_doc.add(e["exp_key"])
+                e.update(status=doc.get("status"), max_evals=doc.get("max_evals"), algorithm=doc.get("algorithm"),
+                         created=leases.as_utc(doc.get("created")))
+                newer(e, doc.get("updated_at"))
+                newer(e, (doc.get("driver") or {}).get("heartbeat"))
+            for row in self.jobs.aggregate([{"$group": {"_id": {"k": "$exp_key", "s": "$state"}, "n": {"$sum": 1},
+                                                        "first": {"$min": "$created_at"},
+                                                        "last": {"$max": "$updated_at"}}}]):
+                e = entry(row["_id"].get("k"))
+                name = STATE_NAMES.get(row["_id"].get("s"))
+                if name is not None:
+                    e["counts"][name] += int(row["n"])
+                newer(e, row.get("last"))
+                first = leases.as_utc(row.get("first"))
+                if first is not None and e["exp_key"] not in with_doc and (e["created"] is None or first < e["created"]):
+                    e["created"] = first
+            for row in self.jobs.aggregate([{"$match": {"state": JOB_STATE_DONE, "result.status": STATUS_OK}},
+                                            {"$group": {"_id": "$exp_key", "best": {"$min": "$result.loss"}}}]):
+                v = row.get("best")
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v):
+                    entry(row["_id"])["best_loss"] = float(v)
+        out = []
+        for k in sorted(per_key, key=lambda k: (k is not None, "" if k is None else str(k))):
+            e = per_key[k]
+            e["counts"]["total"] = sum(e["counts"][n] for n in STATE_NAMES.values())
+            out.append(e)
+        return out
+
+    def delete_experiment(self, exp_key: str | None) -> dict:
+        with translate_errors("deleting the experiment"):
+            exp = self.experiments.find_one({"exp_key": exp_key})
+            tids = [d["tid"] for d in self.jobs.find({"exp_key": exp_key}, {"tid": 1})]
+            files = _att.delete_trial_files(self.db, tids)
+            files += _att.delete_experiment_files(self.db, exp_key)
+            digest = (exp or {}).get("domain_hash")
+            if digest and self.experiments.find_one({"domain_hash": digest, "exp_key": {"$ne": exp_key}},
+                                                    {"_id": 1}) is None:
+                files += _att.delete_domain(self.db, digest)
+            n_trials = self.jobs.delete_many({"exp_key": exp_key}).deleted_count
+            n_exp = self.experiments.delete_many({"exp_key": exp_key}).deleted_count
+        return {"exp_key": exp_key, "trials": n_trials, "experiment": bool(n_exp), "files": files}
+
+    # ------------------------------------------------------------------ blobs
+    def put_domain(self, digest: str, blob: bytes, exp_key: str | None) -> None:
+        with translate_errors("storing the domain"):
+            _att.put_domain(self.db, blob, digest, exp_key)
+
+    def domain(self, digest: str) -> bytes | None:
+        with translate_errors("reading the domain"):
+            return _att.get_domain(self.db, digest)
+
+    def attachment(self, exp_key: str | None, name: str) -> bytes | None:
+        with translate_errors("reading an attachment"):
+            return _att.ExperimentAttachments(self.db, exp_key).get(name)
+
+    def set_attachment(self, exp_key: str | None, name: str, blob: bytes | None) -> None:
+        with translate_errors("writing an attachment"):
+            store = _att.ExperimentAttachments(self.db, exp_key)
+            if blob is None:
+                store.pop(name, None)
+            else:
+                if not isinstance(blob, (bytes, bytearray, memoryview)):
+                    raise InvalidParameterError(f"attachments are bytes; got {type(blob).__name__} for {name!r}")
+                store[name] = blob
+
+    def attachment_names(self, exp_key: str | None) -> list[str]:
+        with translate_errors("listing attachments"):
+            return list(_att.ExperimentAttachments(self.db, exp_key))
+
+    def _trial_files(self, job_id: Any) -> _att.TrialAttachments | None:
+        doc = self.jobs.find_one({"_id": job_id}, {"tid": 1, "exp_key": 1, "_attachments": 1})
+        return None if doc is None else _att.TrialAttachments(self.db, self.jobs, doc)
+
+    def trial_attachment(self, job_id: Any, name: str) -> bytes | None:
+        with translate_errors("reading a trial attachment"):
+            files = self._trial_files(job_id)
+            return None if files is None else files.get(name)
+
+    def trial_attachment_names(self, job_id: Any) -> list[str]:
+        with translate_errors("listing trial attachments"):
+            files = self._trial_files(job_id)
+            return [] if files is None else list(files)
+
+    def set_trial_attachment(self, job: Mapping[str, Any], name: str, blob: bytes | None) -> bool:
+        with translate_errors("writing a trial attachment"):
+            files = self._trial_files(job.get("_id"))
+            if files is None:
+                return False
+            if blob is None:
+                files.pop(name, None)
+            else:
+                try:
+                    files[name] = blob
+                except TypeError as e:
+                    raise InvalidParameterError(str(e)) from None
+            return True
+
+    # ------------------------------------------------------------------ jobs: the driver
+    def new_tids(self, n: int) -> list[int]:
+        if n <= 0:
+            return []
+        with translate_errors("allocating trial ids"):
+            if not self._counter_ready:  # the sequence starts at -1 so tids start at 0, like in memory
+                try:
+                    self.counters.update_one({"_id": TID_COUNTER}, {"$setOnInsert": {"seq": -1}}, upsert=True)
+                except DuplicateKeyError:
+                    pass
+                self._counter_ready = True
+            doc = self.counters.find_one_and_update({"_id": TID_COUNTER}, {"$inc": {"seq": int(n)}},
+                                                    upsert=True, projection={"seq": 1},  # a copy: see jobs.COPY
+                                                    return_document=ReturnDocument.AFTER)
+        last = int(doc["seq"])
+        return list(range(last - n + 1, last + 1))
+
+    def reserve_tids(self, above: int) -> None:
+        with translate_errors("reserving trial ids"):
+            try:
+                self.counters.update_one({"_id": TID_COUNTER}, {"$max": {"seq": int(above)}}, upsert=True)
+            except DuplicateKeyError:
+                self.counters.update_one({"_id": TID_COUNTER}, {"$max": {"seq": int(above)}}, upsert=True)
+        self._counter_ready = True
+
+    def insert(self, docs: Sequence[Mapping[str, Any]]) -> list[Any]:
+        ops, ids = [], []
+        for d in docs:
+            body = {**QUEUE_FIELDS, **{k: v for k, v in d.items() if k not in ("_id", "updated_at", "created_at")}}
+            body["_attachments"] = list(body.get("_attachments") or [])
+            body.setdefault("version", 0)
+            oid = ObjectId()
+            # an upsert on a fresh _id always inserts and lets the server stamp the times; the same
+            # _ids make a retried call a no-op; the unique tid index refuses a reused tid
+            ops.append(UpdateOne({"_id": oid}, {"$setOnInsert": sonify(body),
+                                                "$currentDate": {"created_at": True, "updated_at": True}},
+                                 upsert=True))
+            ids.append(oid)
+        if not ops:
+            return []
+        with translate_errors("queueing trials"):
+            try:
+                self.jobs.bulk_write(ops, ordered=True)
+            except (BulkWriteError, DuplicateKeyError) as e:
+                raise DuplicateTrialError(f"a trial id already exists in {self.db.name}.{self.jobs.name}: "
+                                          f"{_first_write_error(e)}") from e
+        return ids
+
+    def changed(self, exp_key: str | None, since: Any = None) -> tuple[list[dict], Any]:
+        flt: dict[str, Any] = {"exp_key": exp_key}
+        if since is not None:
+            flt["updated_at"] = {"$gte": since - _dt.timedelta(seconds=self.refresh_overlap)}
+        newest = since
+        with translate_errors("refreshing the trials"):
+            docs = list(self.jobs.find(flt, dict(_jobs.COPY)))
+        for doc in docs:
+            seen = doc.get("updated_at")
+            if seen is not None and (newest is None or seen > newest):
+                newest = seen
+        return docs, newest
+
+    def job_ids(self, exp_key: str | None) -> list[Any]:
+        with translate_errors("listing trial ids"):
+            return [d["_id"] for d in self.jobs.find({"exp_key": exp_key}, {"_id": 1})]
+
+    def count(self, exp_key: Any, states: Iterable[int] | None = None) -> int:
+        flt: dict[str, Any] = _jobs.exp_filter(exp_key)
+        if states is not None:
+            flt["state"] = {"$in": list(states)}
+        with translate_errors("counting trials"):
+            return self.jobs.count_documents(flt)
+
+    def cancel_new(self, exp_key: str | None, job_ids: Iterable[Any] | None = None) -> int:
+        with translate_errors("cancelling queued trials"):
+            return _jobs.cancel_new(self.jobs, exp_key, ids=job_ids)
+
+    def delete_jobs(self, exp_key: str | None, job_ids: Iterable[Any] | None = None) -> int:
+        flt: dict[str, Any] = {"exp_key": exp_key}
+        if job_ids is not None:
+            flt["_id"] = {"$in": list(job_ids)}
+        with translate_errors("deleting trials"):
+            tids = [d["tid"] for d in self.jobs.find(flt, {"tid": 1})]
+            _att.delete_trial_files(self.db, tids)
+            return self.jobs.delete_many(flt).deleted_count
+
+    # ------------------------------------------------------------------ jobs: the worker
+    def claim(self, owner: str, *, exp_key: Any = ANY_EXPERIMENT, worker: Mapping[str, Any] | None = None,
+              lease_timeout: float, max_attempts: int) -> dict | None:
+        with translate_errors("claiming a trial"):
+            return _jobs.claim(self.jobs, owner, exp_key=exp_key, worker=worker, lease_timeout=lease_timeout,
+                               max_attempts=max_attempts)
+
+    def renew_lease(self, claim: Mapping[str, Any]) -> bool:
+        with translate_errors("renewing a lease"):
+            return _jobs.refresh_lease(self.jobs, claim)
+
+    def checkpoint(self, claim: Mapping[str, Any], result: Mapping[str, Any] | None = None) -> bool:
+        with translate_errors("checkpointing a trial"):
+            return _jobs.checkpoint(self.jobs, claim, result)
+
+    def finish(self, claim: Mapping[str, Any], state: int, result: Mapping[str, Any],
+               error: Mapping[str, Any] | None = None,
+               attachments: Mapping[str, bytes] | None = None) -> bool:
+        with translate_errors("writing a result"):
+            try:
+                _jobs.check_storable(dict(result), attachments)
+            except InvalidResultError:
+                raise
+            uploaded = _att.put_attempt_files(self.db, claim, attachments) if attachments else []
+            refs, replaced = _att.refs_after_attempt(self.db, claim, uploaded)
+            try:
+                ok = _jobs.finish(self.jobs, claim, state, result, error,
+                                  attachments=refs if uploaded or replaced else None)
+            except InvalidResultError:
+                if uploaded:
+                    _att.discard_attempt_files(self.db, claim)
+                raise
+            if not ok and _jobs.finished_by(self.jobs, claim, state):  # a retried call whose first one landed
+                current = self.jobs.find_one({"_id": claim["_id"]}, {"_attachments": 1}) or {}
+                refs, replaced, ok = current.get("_attachments") or [], [], True
+            if uploaded or (ok and replaced):
+                _att.discard_attempt_files(self.db, claim, keep=[fid for _, fid in refs] if ok else [])
+                if ok and replaced:
+                    _att.delete_trial_file_ids(self.db, claim, replaced)
+            return ok
+
+    def release(self, claim: Mapping[str, Any], *, count_as_lost: bool = False) -> bool:
+        with translate_errors("releasing a trial"):
+            return _jobs.release(self.jobs, claim, count_as_lost=count_as_lost)
+
+    def requeue_stale(self, exp_key: Any = ANY_EXPERIMENT, *, default_lease: float,
+                      default_max_attempts: int) -> list[dict]:
+        with translate_errors("requeueing stale trials"):
+            now = server_time(self.db)
+            return _jobs.requeue_stale(self.jobs, now=now, default_lease=default_lease,
+                                       default_max_attempts=default_max_attempts, exp_key=exp_key)
+
+    # ------------------------------------------------------------------ workers
+    def beat_worker(self, worker_id: str, fields: Mapping[str, Any]) -> None:
+        with translate_errors("the worker heartbeat"):
+            _jobs.upsert_worker(self.workers_coll, worker_id, fields)
+
+    def workers(self) -> list[dict]:
+        with translate_errors("listing workers"):
+            return list(self.workers_coll.find({"status": {"$ne": "exited"}}).sort([("host", 1), ("pid", 1)]))
+
+    # ------------------------------------------------------------------ inspection and repairs
+    def find(self, exp_key: str | None, *, states: Iterable[int] | None = None, sort: str = "tid",
+             limit: int | None = None, reverse: bool = False, full: bool = False) -> list[dict]:
+        if sort not in SORT_KEYS:
+            raise InvalidParameterError(f"sort must be one of {', '.join(SORT_KEYS)}; got {sort!r}")
+        if limit is not None and limit < 0:
+            raise InvalidParameterError(f"limit must be >= 0, got {limit}")
+        if limit == 0:
+            return []
+        flt: dict[str, Any] = {"exp_key": exp_key}
+        if states is not None:
+            flt["state"] = {"$in": list(states)}
+        proj = None if full else dict(_LIST_PROJECTION)
+        direction = -1 if reverse else 1
+        with translate_errors("listing trials"):
+            if sort == "tid":
+                cur = self.jobs.find(flt, proj).sort([("tid", direction)])
+                return list(cur.limit(limit) if limit else cur)
+            if sort == "time":
+                claimed = list(self.jobs.find(dict(flt, book_time={"$ne": None}), proj)
+                               .sort([("book_time", direction), ("tid", direction)]))
+                docs = claimed + list(self.jobs.find(dict(flt, book_time=None), proj).sort([("tid", 1)]))
+                return docs[:limit] if limit else docs
+            scored = dict(flt, **{"result.status": STATUS_OK, "result.loss": {"$type": "number"}})
+            cur = self.jobs.find(scored, proj).sort([("result.loss", direction), ("tid", 1)])
+            docs = [d for d in (cur.limit(limit) if limit else cur) if loss_of(d) is not None]
+            if not limit or len(docs) < limit:
+                seen = {d["_id"] for d in docs}
+                for d in self.jobs.find(flt, proj).sort([("tid", 1)]):
+                    if d["_id"] in seen or loss_of(d) is not None:
+                        continue
+                    docs.append(d)
+                    if limit and len(docs) >= limit:
+                        break
+            return docs
+
+    def trial(self, tid: int, exp_key: Any = ANY_EXPERIMENT) -> dict | None:
+        with translate_errors("reading a trial"):
+            return self.jobs.find_one({"tid": int(tid), **_jobs.exp_filter(exp_key)})
+
+    def count_by_state(self, exp_key: Any = ANY_EXPERIMENT) -> dict[str, int]:
+        counts = {name: 0 for name in STATE_NAMES.values()}
+        with translate_errors("counting trials"):
+            for row in self.jobs.aggregate([{"$match": _jobs.exp_filter(exp_key)},
+                                            {"$group": {"_id": "$state", "n": {"$sum": 1}}}]):
+                name = STATE_NAMES.get(row["_id"])
+                if name is not None:
+                    counts[name] += int(row["n"])
+        counts["total"] = sum(counts[n] for n in STATE_NAMES.values())
+        return counts
+
+    def finished_since(self, exp_key: str | None, since: _dt.datetime) -> int:
+        flt = {"exp_key": exp_key, "state": {"$in": sorted(JOB_FINISHED_STATES)}, "updated_at": {"$gte": since}}
+        n = 0
+        with translate_errors("measuring throughput"):
+            for d in self.jobs.find(flt, {"end_time": 1, "updated_at": 1}):
+                t = leases.as_utc(d.get("end_time")) or leases.as_utc(d.get("updated_at"))
+                n += t is not None and t >= leases.as_utc(since)
+        return n
+
+    def first_claim(self, exp_key: str | None) -> _dt.datetime | None:
+        with translate_errors("reading the first claim"):
+            first = self.jobs.find_one({"exp_key": exp_key, "book_time": {"$ne": None}}, {"book_time": 1},
+                                       sort=[("book_time", 1)])
+        return leases.as_utc((first or {}).get("book_time"))
+
+    def requeue_unchanged(self, doc: Mapping[str, Any], *, lost_lease: bool = False) -> bool:
+        with translate_errors("requeueing a trial"):
+            return _jobs.requeue_unchanged(self.jobs, doc, lost_lease=lost_lease)
+
+    def cancel_unchanged(self, doc: Mapping[str, Any], *, failure: str, end_time: _dt.datetime | None = None) -> bool:
+        if doc.get("state") not in (JOB_STATE_NEW, JOB_STATE_RUNNING):
+            return False
+        with translate_errors("cancelling a trial"):
+            return _jobs.cancel_unchanged(self.jobs, doc, failure=failure, end_time=end_time)
+
+
+def _first_write_error(e: BaseException) -> str:
+    details = getattr(e, "details", None) or {}
+    errors = details.get("writeErrors") or []
+    return str(errors[0].get("errmsg")) if errors else str(e)
