@@ -89,6 +89,7 @@ def claim(q, owner="w:1", exp_key=ANY_EXPERIMENT, lease=LEASE, max_attempts=3):
 # ----------------------------------------------------------------------------- protocol
 def test_implements_the_protocol(h):
     assert isinstance(h.queue, JobQueue)
+    assert isinstance(h.queue.describe(), str) and "password" not in h.queue.describe()
     assert pickle.loads(pickle.dumps(ANY_EXPERIMENT)) is ANY_EXPERIMENT
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import itertools
+import os
 import threading
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -121,6 +122,9 @@ class MemoryJobQueue:
         wanted = None if states is None else set(states)
         return [(i, d) for i, d in self._jobs.items()
                 if _match_exp(d, exp_key) and (wanted is None or d["state"] in wanted)]
+
+    def describe(self) -> str:
+        return f"the in-memory queue of process {os.getpid()}"
 
     # ------------------------------------------------------------------ clock
     def now(self) -> _dt.datetime:

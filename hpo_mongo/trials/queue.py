@@ -86,6 +86,10 @@ SORT_KEYS = ("tid", "loss", "time")
 class JobQueue(Protocol):
     """The operations on a queue of trial jobs (see the module docstring for words and invariants)."""
 
+    def describe(self) -> str:
+        """Where the queue lives, for messages (never a password)."""
+        ...
+
     # ------------------------------------------------------------------ clock
     def now(self) -> _dt.datetime:
         """The queue's clock (tz-aware UTC): the time every stamp the queue writes comes from."""

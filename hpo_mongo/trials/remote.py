@@ -123,6 +123,9 @@ class RemoteJobQueue:
         return value
 
     # the protocol, method by method (see hpo_mongo.trials.queue for each contract)
+    def describe(self) -> str:
+        return self._call("describe")
+
     def now(self) -> _dt.datetime:
         return self._call("now")
 

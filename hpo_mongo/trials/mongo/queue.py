@@ -84,6 +84,10 @@ class MongoJobQueue:
                 if name not in existing[coll.name]:
                     coll.create_index(keys, unique=unique, name=name)
 
+    def describe(self) -> str:
+        where = self.url.display if self.url is not None else f"database {self.db.name!r}"
+        return f"{where} (collection {self.jobs.name!r})" if self.jobs.name != "jobs" else where
+
     # ------------------------------------------------------------------ clock
     def now(self) -> _dt.datetime:
         return server_time(self.db)
