@@ -1,4 +1,4 @@
-"""hpo_mongo.trials.mongo.connection: URL forms, the client, error mapping, retry, server clock."""
+"""hpo_mongo.trials.mongo.connection: URL forms, the client, error mapping, server clock."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,7 +16,7 @@ from pymongo.errors import (AutoReconnect, BulkWriteError, ConfigurationError, C
 from hpo_mongo.exceptions import (DuplicateTrialError, HpoMongoError, InvalidParameterError, InvalidURLError,
                                   StoreConfigurationError,
                                   StoreError, StoreUnavailable)
-from hpo_mongo.trials.mongo.connection import MongoURL, connect, parse_url, retry, server_time, translate_errors
+from hpo_mongo.trials.mongo.connection import MongoURL, connect, parse_url, server_time, translate_errors
 
 UTC = dt.timezone.utc
 SECRET = "s3cr3t-Pw"
@@ -387,124 +387,6 @@ def test_translate_errors_messages_are_one_line():
     assert "\n" not in msg and len(msg) < 500
 
 
-# ----------------------------------------------------------------------------- retry
-class Flaky:
-    """Fails ``n`` times with ``err`` (a callable making the exception), then returns ``value``."""
-
-    def __init__(self, n, err=lambda: AutoReconnect("connection refused"), value="ok"):
-        self.n, self.err, self.value, self.calls = n, err, value, 0
-
-    def __call__(self):
-        self.calls += 1
-        if self.calls <= self.n:
-            raise self.err()
-        return self.value
-
-
-def _bounds(n, base=0.1, cap=5.0):
-    """The allowed range of the n-th delay (1-based): 50..100 % of the capped exponential."""
-    d = min(cap, base * 2 ** (n - 1))
-    return 0.5 * d, d
-
-
-def test_retry_returns_at_once_without_sleeping():
-    sleeps = []
-    assert retry(lambda: 7, what="x", sleep=sleeps.append) == 7
-    assert sleeps == []
-
-
-def test_retry_backs_off_exponentially_with_jitter_and_logs(caplog):
-    sleeps = []
-    fn = Flaky(8)
-    with caplog.at_level(logging.WARNING, logger="hpo_mongo.trials.mongo.connection"):
-        assert retry(fn, what="claiming a trial", sleep=sleeps.append) == "ok"
-    assert fn.calls == 9 and len(sleeps) == 8
-    for n, s in enumerate(sleeps, 1):
-        lo, hi = _bounds(n)
-        assert lo <= s <= hi, (n, s)
-    assert max(sleeps) <= 5.0
-    records = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(records) == 8
-    for n, (r, s) in enumerate(zip(records, sleeps, strict=True), 1):
-        msg = r.getMessage()
-        assert msg == (f"MongoDB unreachable during claiming a trial (attempt {n}, retrying in {s:.1f}s): "
-                       "connection refused")
-        assert "\n" not in msg
-
-
-def test_retry_jitter_varies():
-    runs = set()
-    for _ in range(5):
-        sleeps = []
-        retry(Flaky(3), what="x", sleep=sleeps.append)
-        runs.add(tuple(sleeps))
-    assert len(runs) > 1
-
-
-def test_retry_custom_base_cap_and_logger(caplog):
-    sleeps = []
-    log = logging.getLogger("test.retry.custom")
-    with caplog.at_level(logging.WARNING, logger="test.retry.custom"):
-        retry(Flaky(6), what="x", base=1.0, cap=2.0, logger=log, sleep=sleeps.append)
-    assert all(_bounds(n, 1.0, 2.0)[0] <= s <= _bounds(n, 1.0, 2.0)[1] for n, s in enumerate(sleeps, 1))
-    assert max(sleeps) <= 2.0
-    assert {r.name for r in caplog.records} == {"test.retry.custom"}
-
-
-def test_retry_forever_when_max_wait_is_none():
-    sleeps = []
-    fn = Flaky(200)
-    assert retry(fn, what="x", max_wait=None, sleep=sleeps.append) == "ok"
-    assert len(sleeps) == 200 and max(sleeps) <= 5.0 and sum(sleeps) > 100
-
-
-def test_retry_gives_up_after_max_wait():
-    sleeps = []
-    fn = Flaky(10**6)
-    with pytest.raises(StoreUnavailable) as info:
-        retry(fn, what="reading trials", max_wait=30, sleep=sleeps.append)
-    assert sum(sleeps) == pytest.approx(30)  # the last delay is trimmed to the budget
-    assert all(s > 0 for s in sleeps) and max(sleeps) <= 5.0
-    assert isinstance(info.value.__cause__, AutoReconnect)
-    msg = str(info.value)
-    assert "reading trials" in msg and "gave up" in msg and f"{fn.calls} attempts" in msg
-    assert fn.calls == len(sleeps) + 1
-
-
-def test_retry_max_wait_zero_tries_once():
-    sleeps = []
-    fn = Flaky(1)
-    with pytest.raises(StoreUnavailable):
-        retry(fn, what="x", max_wait=0, sleep=sleeps.append)
-    assert fn.calls == 1 and sleeps == []
-
-
-def test_retry_also_retries_store_unavailable():
-    sleeps = []
-    fn = Flaky(2, err=lambda: StoreUnavailable("mapped already"))
-    assert retry(fn, what="x", sleep=sleeps.append) == "ok" and len(sleeps) == 2
-
-
-@pytest.mark.parametrize("err", [lambda: OperationFailure("bad", 2), lambda: DuplicateTrialError("dup"),
-                                 lambda: StoreError("other"), lambda: ValueError("bug")])
-def test_retry_does_not_retry_other_errors(err):
-    sleeps = []
-    fn = Flaky(1, err=err)
-    with pytest.raises(type(err())):
-        retry(fn, what="x", sleep=sleeps.append)
-    assert fn.calls == 1 and sleeps == []
-
-
-@pytest.mark.parametrize("kw", [{"max_wait": -1}, {"base": 0}, {"base": -1}, {"base": 2, "cap": 1}])
-def test_retry_rejects_bad_parameters(kw):
-    with pytest.raises(InvalidParameterError):
-        retry(lambda: 1, what="x", **kw)
-
-
-def test_retry_docstring_says_idempotent():
-    assert "idempotent" in (retry.__doc__ or "").lower()
-
-
 # ----------------------------------------------------------------------------- server time
 class FakeDB:
     """Answers db.command() from a dict: a reply dict, or an exception to raise."""
@@ -580,6 +462,6 @@ def test_connect_against_the_real_server(mongo_url):
         with pytest.raises(DuplicateTrialError):
             with translate_errors("inserting a trial"):
                 coll.insert_one({"tid": 0})
-        assert retry(lambda: coll.count_documents({}), what="counting") == 1
+        assert coll.count_documents({}) == 1
     finally:
         client.close()

@@ -60,7 +60,7 @@ def _mongo(request):
     from hpo_mongo.trials.mongo.queue import MongoJobQueue
     url = request.getfixturevalue("mongo_url")
     q = MongoJobQueue.connect(url)
-    q.ensure_indexes()
+    q.prepare()
     return Harness(q, lambda s: time.sleep(s)), q.close
 
 
@@ -96,12 +96,16 @@ def test_implements_the_protocol(h):
 # ----------------------------------------------------------------------------- tids and insert
 def test_tids_are_fresh_and_reserve_moves_past(h):
     q = h.queue
+    q.prepare()  # idempotent
     a = q.new_tids(3)
     assert a == list(range(a[0], a[0] + 3))
     b = q.new_tids(2)
     assert b[0] > a[-1]
     q.reserve_tids(b[-1] + 100)
+    assert q.last_tid() == b[-1] + 100
     assert q.new_tids(1)[0] > b[-1] + 100
+    q.reserve_tids(0)  # never moves back
+    assert q.last_tid() == b[-1] + 101
 
 
 def test_insert_then_changed_gives_each_job_once_with_versions(h):
@@ -137,13 +141,14 @@ def test_count_job_ids_cancel_new_and_delete_jobs(h):
     ids = queue_docs(q, [0, 1, 2, 3])
     claim(q)
     assert q.count("e") == 4 and q.count("e", [JOB_STATE_NEW]) == 3
-    assert sorted(map(str, q.job_ids("e"))) == sorted(map(str, ids))
+    assert sorted(map(str, q.versions("e"))) == sorted(map(str, ids))
+    assert q.existing([ids[0], ids[1]]) == [ids[0], ids[1]]
     assert q.cancel_new("e", [ids[1]]) == 1
     assert q.count("e", [JOB_STATE_CANCEL]) == 1
     assert q.cancel_new("e") == 2
     assert q.count("e", [JOB_STATE_NEW]) == 0
     assert q.delete_jobs("e", [ids[3]]) == 1
-    assert q.count("e") == 3 and q.trial(3) is None
+    assert q.count("e") == 3 and q.trial(3) is None and q.existing([ids[3], ids[0]]) == [ids[0]]
     assert q.delete_jobs("e") == 3 and q.count(ANY_EXPERIMENT) == 0
 
 
@@ -482,3 +487,26 @@ def test_cancel_unchanged_takes_a_running_job_from_its_worker(h):
     assert not q.finish(c, JOB_STATE_DONE, {"status": "ok", "loss": 1.0})
     d = q.trial(0)
     assert d["state"] == JOB_STATE_CANCEL and d["owner"] is None and d["end_time"] is not None
+
+
+def test_restore_writes_back_lost_and_rolled_back_jobs(h):
+    q = h.queue
+    queue_docs(q, [0, 1])
+    c = claim(q)
+    q.finish(c, JOB_STATE_DONE, {"status": "ok", "loss": 1.0})
+    held = {d["tid"]: d for d in q.changed("e")[0]}
+    q.delete_jobs("e")
+    assert q.restore([held[0]]) == 1 and q.restore([held[0]]) == 0  # idempotent
+    back = q.trial(0)
+    assert back["state"] == JOB_STATE_DONE and back["result"]["loss"] == 1.0 and back["_id"] == held[0]["_id"]
+    assert back["version"] >= held[0]["version"]
+    q.insert([new_trial_doc(1, {}, exp_key="e")])  # someone else took tid 1 meanwhile
+    with pytest.raises(DuplicateTrialError):
+        q.restore([held[1]])
+
+
+def test_adopt_domain_gives_queued_jobs_without_one_the_domain(h):
+    q = h.queue
+    q.insert([new_trial_doc(0, {}, exp_key="e"), {**new_trial_doc(1, {}, exp_key="e"), "domain_hash": "old"}])
+    assert q.adopt_domain("e", "new") == 1
+    assert q.trial(0)["domain_hash"] == "new" and q.trial(1)["domain_hash"] == "old"

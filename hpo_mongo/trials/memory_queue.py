@@ -126,6 +126,9 @@ class MemoryJobQueue:
     def describe(self) -> str:
         return f"the in-memory queue of process {os.getpid()}"
 
+    def prepare(self) -> None:
+        return None
+
     # ------------------------------------------------------------------ clock
     def now(self) -> _dt.datetime:
         return self._clock()
@@ -267,6 +270,10 @@ class MemoryJobQueue:
         with self._lock:
             self._last_tid = max(self._last_tid, int(above))
 
+    def last_tid(self) -> int | None:
+        with self._lock:
+            return self._last_tid
+
     def insert(self, docs: Sequence[Mapping[str, Any]]) -> list[Any]:
         with self._lock:
             ids = []
@@ -294,9 +301,43 @@ class MemoryJobQueue:
             docs = [self._copy(d) for i, d in self._select(exp_key) if self._written.get(i, 0) > after]
             return docs, self._seq
 
-    def job_ids(self, exp_key: str | None) -> list[Any]:
+    def versions(self, exp_key: str | None) -> dict[Any, int]:
         with self._lock:
-            return [i for i, _ in self._select(exp_key)]
+            return {i: int(d.get("version") or 0) for i, d in self._select(exp_key)}
+
+    def existing(self, job_ids: Iterable[Any]) -> list[Any]:
+        with self._lock:
+            return [i for i in job_ids if i in self._jobs]
+
+    def restore(self, docs: Sequence[Mapping[str, Any]]) -> int:
+        with self._lock:
+            n = 0
+            for d in docs:
+                job_id, tid = d["_id"], int(d["tid"])
+                cur = self._jobs.get(job_id)
+                if cur is not None and int(cur.get("version") or 0) >= int(d.get("version") or 0):
+                    continue
+                holder = self._by_tid.get(tid)
+                if holder is not None and holder != job_id:
+                    raise DuplicateTrialError(f"cannot restore trial {tid}: another trial now holds its tid")
+                body = copy.deepcopy({k: v for k, v in d.items() if k != "updated_at"})
+                body["version"] = int(body.get("version") or 0) - 1  # _touch adds the write back
+                self._jobs[job_id] = body
+                self._by_tid[tid] = job_id
+                self._last_tid = max(self._last_tid, tid)
+                self._touch(job_id, body)
+                n += 1
+            return n
+
+    def adopt_domain(self, exp_key: str | None, digest: str) -> int:
+        with self._lock:
+            n = 0
+            for i, d in self._select(exp_key, [JOB_STATE_NEW]):
+                if d.get("domain_hash") is None:
+                    d["domain_hash"] = digest
+                    self._touch(i, d)
+                    n += 1
+            return n
 
     def count(self, exp_key: Any, states: Iterable[int] | None = None) -> int:
         with self._lock:

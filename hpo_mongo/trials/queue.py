@@ -90,6 +90,11 @@ class JobQueue(Protocol):
         """Where the queue lives, for messages (never a password)."""
         ...
 
+    def prepare(self) -> None:
+        """Create what the queue needs before jobs are queued (MongoDB: its indexes). The driver's
+        call, never a worker's; idempotent, and cheap when everything exists."""
+        ...
+
     # ------------------------------------------------------------------ clock
     def now(self) -> _dt.datetime:
         """The queue's clock (tz-aware UTC): the time every stamp the queue writes comes from."""
@@ -174,6 +179,12 @@ class JobQueue(Protocol):
         """Make every later :meth:`new_tids` return tids larger than ``above``."""
         ...
 
+    def last_tid(self) -> int | None:
+        """The largest tid allocated or reserved so far, or None when the queue holds no counter
+        (none allocated yet — the in-memory queue says -1 then — or the counter was lost with a
+        reset database)."""
+        ...
+
     def insert(self, docs: Sequence[Mapping[str, Any]]) -> list[Any]:
         """Queue NEW jobs built by ``documents.new_trial_doc`` (queue fields such as ``attempt``,
         ``requeues``, ``_attachments`` are added); returns their job ids in order. Raises
@@ -188,8 +199,22 @@ class JobQueue(Protocol):
         :meth:`job_ids`)."""
         ...
 
-    def job_ids(self, exp_key: str | None) -> list[Any]:
-        """The ids of every job of the experiment (to notice deleted ones)."""
+    def versions(self, exp_key: str | None) -> dict[Any, int]:
+        """``{job id: version}`` of every job of the experiment (to notice deleted or rolled back ones)."""
+        ...
+
+    def existing(self, job_ids: Iterable[Any]) -> list[Any]:
+        """Those of ``job_ids`` that are still in the queue."""
+        ...
+
+    def restore(self, docs: Sequence[Mapping[str, Any]]) -> int:
+        """Write back jobs the queue lost, or holds only in an older version (a lower ``version``):
+        the same ``_id``, tid and content; idempotent. Returns how many were written. Raises
+        :class:`DuplicateTrialError` when another job now holds one of their tids."""
+        ...
+
+    def adopt_domain(self, exp_key: str | None, digest: str) -> int:
+        """Give the domain ``digest`` to the experiment's NEW jobs queued without one; how many."""
         ...
 
     def count(self, exp_key: Any, states: Iterable[int] | None = None) -> int:

@@ -126,6 +126,9 @@ class RemoteJobQueue:
     def describe(self) -> str:
         return self._call("describe")
 
+    def prepare(self) -> None:
+        return self._call("prepare")
+
     def now(self) -> _dt.datetime:
         return self._call("now")
 
@@ -177,14 +180,26 @@ class RemoteJobQueue:
     def reserve_tids(self, above: int) -> None:
         return self._call("reserve_tids", above)
 
+    def last_tid(self) -> int | None:
+        return self._call("last_tid")
+
     def insert(self, docs: Sequence[Mapping[str, Any]]) -> list[Any]:
         return self._call("insert", [dict(d) for d in docs])
 
     def changed(self, exp_key: str | None, since: Any = None) -> tuple[list[dict], Any]:
         return self._call("changed", exp_key, since)
 
-    def job_ids(self, exp_key: str | None) -> list[Any]:
-        return self._call("job_ids", exp_key)
+    def versions(self, exp_key: str | None) -> dict[Any, int]:
+        return self._call("versions", exp_key)
+
+    def existing(self, job_ids: Iterable[Any]) -> list[Any]:
+        return self._call("existing", list(job_ids))
+
+    def restore(self, docs: Sequence[Mapping[str, Any]]) -> int:
+        return self._call("restore", [dict(d) for d in docs])
+
+    def adopt_domain(self, exp_key: str | None, digest: str) -> int:
+        return self._call("adopt_domain", exp_key, digest)
 
     def count(self, exp_key: Any, states: Iterable[int] | None = None) -> int:
         return self._call("count", exp_key, None if states is None else list(states))

@@ -3,7 +3,6 @@
 - :func:`parse_url` turns every accepted URL form into a :class:`MongoURL` (no network, no DNS);
 - :func:`connect` builds a lazily-connecting, tz-aware :class:`pymongo.MongoClient`;
 - :func:`translate_errors` maps pymongo's exceptions onto :mod:`hpo_mongo.exceptions`;
-- :func:`retry` re-runs an *idempotent* operation while the server is unreachable;
 - :func:`server_time` reads the server's clock (leases and heartbeats are judged by it).
 
 Accepted URL forms (``[..]`` is optional; the collection defaults to ``jobs``, the database to ``hpo``)::
@@ -25,9 +24,7 @@ import dataclasses
 import datetime as _dt
 import logging
 import os
-import random
 import re
-import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -39,7 +36,7 @@ from hpo_mongo.exceptions import (DuplicateTrialError, InvalidParameterError, In
 if TYPE_CHECKING:  # pymongo is imported lazily: importing this module stays cheap
     import pymongo
 
-__all__ = ["MongoURL", "parse_url", "connect", "translate_errors", "configuration_problem", "retry",
+__all__ = ["MongoURL", "parse_url", "connect", "translate_errors", "configuration_problem",
            "server_time", "ENV_URL", "DEFAULT_CLIENT_OPTIONS"]
 
 _logger = logging.getLogger(__name__)
@@ -424,50 +421,6 @@ def translate_errors(what: str | Callable[..., T] = "a database operation") -> A
     if callable(what):
         return _ErrorTranslator(getattr(what, "__qualname__", "a database operation"))(what)
     return _ErrorTranslator(what)
-
-
-def retry(fn: Callable[[], T], *, what: str, max_wait: float | None = None, base: float = 0.1,
-          cap: float = 5.0, logger: logging.Logger | None = None,
-          sleep: Callable[[float], Any] = time.sleep) -> T:
-    """Call ``fn()``, retrying while MongoDB is unreachable; ONLY for idempotent operations.
-
-    Retries on ``ConnectionFailure`` / :class:`StoreUnavailable` with exponential backoff
-    (``base * 2**(n-1)``, at most ``cap`` seconds, jittered to 50-100%), logging one WARNING per
-    attempt. After ``max_wait`` seconds in total (None: never) raises :class:`StoreUnavailable`.
-    Other errors propagate at once. A non-idempotent ``fn`` may run twice: a write can succeed on
-    the server even though its reply was lost.
-    """
-    from pymongo.errors import ConnectionFailure
-
-    if max_wait is not None and max_wait < 0:
-        raise InvalidParameterError(f"retry(): max_wait must be >= 0 or None, got {max_wait!r}")
-    if not base > 0 or not cap >= base:
-        raise InvalidParameterError(f"retry(): need 0 < base <= cap, got base={base!r} cap={cap!r}")
-    log = logger if logger is not None else _logger
-    start = time.monotonic()
-    slept = 0.0
-    attempt = 0
-    while True:
-        try:
-            return fn()
-        except (ConnectionFailure, StoreUnavailable) as e:
-            attempt += 1
-            err = e
-        # elapsed: the real clock, or the sum of sleeps when ``sleep`` is a fake that does not wait
-        elapsed = max(time.monotonic() - start, slept)
-        delay = min(cap, base * 2 ** min(attempt - 1, 60))
-        delay *= random.uniform(0.5, 1.0)
-        if max_wait is not None:
-            left = max_wait - elapsed
-            if left <= 0:
-                raise StoreUnavailable(
-                    f"MongoDB unreachable during {what}: gave up after {elapsed:.1f}s and {attempt} "
-                    f"attempt{'s' if attempt != 1 else ''}: {_one_line(err)}") from err
-            delay = min(delay, left)
-        log.warning("MongoDB unreachable during %s (attempt %d, retrying in %.1fs): %s",
-                    what, attempt, delay, _one_line(err))
-        sleep(delay)
-        slept += delay
 
 
 # ----------------------------------------------------------------------------- clock

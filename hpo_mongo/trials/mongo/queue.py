@@ -70,7 +70,7 @@ class MongoJobQueue:
         if self.client is not None:
             self.client.close()
 
-    def ensure_indexes(self) -> None:
+    def prepare(self) -> None:
         """Create the indexes of docs/schema.md that are missing (the driver's job, never a worker's)."""
         wanted = [
             (self.jobs, [("tid", ASCENDING)], "tid_unique", True),
@@ -266,6 +266,11 @@ class MongoJobQueue:
                 self.counters.update_one({"_id": TID_COUNTER}, {"$max": {"seq": int(above)}}, upsert=True)
         self._counter_ready = True
 
+    def last_tid(self) -> int | None:
+        with translate_errors("reading the tid counter"):
+            doc = self.counters.find_one({"_id": TID_COUNTER}, {"seq": 1})
+        return None if doc is None else int(doc["seq"])
+
     def insert(self, docs: Sequence[Mapping[str, Any]]) -> list[Any]:
         ops, ids = [], []
         for d in docs:
@@ -302,9 +307,43 @@ class MongoJobQueue:
                 newest = seen
         return docs, newest
 
-    def job_ids(self, exp_key: str | None) -> list[Any]:
-        with translate_errors("listing trial ids"):
-            return [d["_id"] for d in self.jobs.find({"exp_key": exp_key}, {"_id": 1})]
+    def versions(self, exp_key: str | None) -> dict[Any, int]:
+        with translate_errors("listing trial versions"):
+            return {d["_id"]: int(d.get("version") or 0) for d in self.jobs.find({"exp_key": exp_key}, {"version": 1})}
+
+    def existing(self, job_ids: Iterable[Any]) -> list[Any]:
+        ids = list(job_ids)
+        if not ids:
+            return []
+        with translate_errors("checking trials"):
+            present = {d["_id"] for d in self.jobs.find({"_id": {"$in": ids}}, {"_id": 1})}
+        return [i for i in ids if i in present]
+
+    def restore(self, docs: Sequence[Mapping[str, Any]]) -> int:
+        n = 0
+        with translate_errors("writing back lost trials"):
+            for doc in docs:
+                body = {k: v for k, v in doc.items() if k not in ("_id", "updated_at")}
+                stamp = {"$currentDate": {"updated_at": True}}
+                if self.jobs.update_one({"_id": doc["_id"], "version": {"$lt": doc.get("version", 0)}},
+                                        {"$set": body, **stamp}).matched_count:
+                    n += 1
+                    continue
+                try:  # gone: insert it again (an upsert on its _id; a no-op if it exists)
+                    res = self.jobs.update_one({"_id": doc["_id"]}, {"$setOnInsert": body, **stamp}, upsert=True)
+                except DuplicateKeyError as e:
+                    raise DuplicateTrialError(
+                        f"cannot restore trial {doc['tid']} of experiment {doc.get('exp_key')!r}, which the database "
+                        f"lost: another trial now holds tid {doc['tid']} (another driver allocated it after the tid "
+                        f"counter was reset)") from e
+                n += res.upserted_id is not None
+        return n
+
+    def adopt_domain(self, exp_key: str | None, digest: str) -> int:
+        with translate_errors("giving queued trials their domain"):
+            return self.jobs.update_many({"exp_key": exp_key, "state": JOB_STATE_NEW, "domain_hash": None},
+                                         {"$set": {"domain_hash": digest}, "$currentDate": {"updated_at": True},
+                                          "$inc": {"version": 1}}).modified_count
 
     def count(self, exp_key: Any, states: Iterable[int] | None = None) -> int:
         flt: dict[str, Any] = _jobs.exp_filter(exp_key)
