@@ -19,35 +19,18 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from . import _validation as v
+from .ctrl import Ctrl  # noqa: F401 - hyperopt's name, re-exported
 from .domain import Domain
 from .exceptions import InvalidParameterError
-from .results import error_info, error_result
 from .space import space_eval
 from .trials.base import BaseTrials
-from .trials.documents import (JOB_FINISHED_STATES, JOB_PENDING_STATES, JOB_STATE_DONE,
-                               JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING, loss_of, new_trial_doc)
+from .trials.documents import JOB_FINISHED_STATES, JOB_PENDING_STATES, JOB_STATE_DONE, loss_of, new_trial_doc
 from .trials.memory import Trials
+from .trials.session import Run, RunSession
 
 logger = logging.getLogger("hpo_mongo.fmin")
 
 SEED_ENV_VARS = ("HPO_MONGO_FMIN_SEED", "HYPEROPT_FMIN_SEED")
-
-
-class Ctrl:
-    """Handle given to objectives that take ``ctrl`` (``pass_expr_memo_ctrl``)."""
-
-    def __init__(self, trials: Any, current_trial: dict | None = None):
-        self.trials = trials
-        self.current_trial = current_trial
-
-    @property
-    def attachments(self):
-        return self.trials.trial_attachments(self.current_trial)
-
-    def checkpoint(self, result: dict | None = None) -> None:
-        """Record an intermediate result on the running trial."""
-        if result is not None and self.current_trial is not None:
-            self.current_trial["result"] = dict(result)
 
 
 def default_algo() -> Callable:
@@ -223,24 +206,21 @@ class _FMinLoop:
         self.start = time.monotonic()
         self.exhausted = False
         self.stop_reason: str | None = None
-        self._hooks: Any = None
+        self.run_spec = Run(domain=domain, algo=algo, max_evals=max_evals, catch_eval_exceptions=catch_eval_exceptions,
+                            deadline=None if timeout is None else self.start + timeout)
+        self._session: RunSession | None = None
 
-    def hooks(self) -> Any:
-        """The asynchronous store's hooks (``trials._fmin_hooks(self)``), created once; None otherwise.
-
-        Created before anything is queued (also before ``points_to_evaluate``), so a store can
-        check and publish the domain first.
-        """
-        if self._hooks is None:
-            make = getattr(self.trials, "_fmin_hooks", None)
-            self._hooks = make(self) if make else False
-        return self._hooks or None
+    def session(self) -> RunSession:
+        """The store's run session, opened once, before anything is queued (also before
+        ``points_to_evaluate``), so a store can check and publish the domain first."""
+        if self._session is None:
+            self._session = self.trials.open_session(self.run_spec)
+        return self._session
 
     # --------------------------------------------------------------- helpers
     def insert_points(self, points: list[Mapping[str, Any]]) -> None:
         """Queue user-given points first, unless the store already holds trials (a resumed run)."""
-        if self.trials.asynchronous:
-            self.hooks()
+        self.session()
         self.trials.refresh()
         if self.trials.trials:
             logger.info("points_to_evaluate ignored: the trials already hold %d trials", len(self.trials.trials))
@@ -253,8 +233,8 @@ class _FMinLoop:
         self.trials.insert_trial_docs(docs)
         self.trials.refresh()
 
-    def _counts(self) -> tuple[int, int, int, float | None]:
-        n_finished = n_pending = n_new = 0
+    def _counts(self) -> tuple[int, int, float | None]:
+        n_finished = n_pending = 0
         best = None
         for t in self.trials.trials:
             s = t["state"]
@@ -266,8 +246,7 @@ class _FMinLoop:
                         best = loss
             elif s in JOB_PENDING_STATES:
                 n_pending += 1
-                n_new += s == JOB_STATE_NEW
-        return n_finished, n_pending, n_new, best
+        return n_finished, n_pending, best
 
     def _should_stop(self, best: float | None, new_results: bool) -> str | None:
         if self.timeout is not None and time.monotonic() - self.start >= self.timeout:
@@ -282,12 +261,12 @@ class _FMinLoop:
         return None
 
     def _suggest(self, n: int) -> int:
-        """Ask the algorithm for ``n`` trials, one call (and one seed) per trial; an asynchronous store
-        is asked before each one whether ``max_evals`` leaves room (another driver may share it)."""
+        """Ask the algorithm for ``n`` trials, one call (and one seed) per trial; the store is asked
+        before each one whether ``max_evals`` leaves room (another driver may share it)."""
         made = 0
-        hooks = self.hooks()
+        session = self.session()
         for _ in range(n):
-            if hooks and hooks.room(self.max_evals) <= 0:
+            if session.room() <= 0:
                 break
             ids = self.trials.new_trial_ids(1)
             seed = int(self.rng.integers(2**31 - 1))
@@ -300,50 +279,20 @@ class _FMinLoop:
             made += len(docs)
         return made
 
-    def _evaluate_new(self) -> None:
-        """Evaluate the NEW trials in-process (in-memory store)."""
-        trials = self.trials
-        for doc in [t for t in trials.trials if t["state"] == JOB_STATE_NEW]:
-            if self.timeout is not None and time.monotonic() - self.start >= self.timeout:
-                return
-            trials._mark_running(doc)
-            ctrl = Ctrl(trials, doc)
-            try:
-                result, attachments = self.domain.evaluate(doc["misc"]["vals"], ctrl)
-            except KeyboardInterrupt:
-                doc.update(state=JOB_STATE_NEW, owner=None, book_time=None)
-                raise
-            except Exception as e:
-                info = error_info(e)
-                trials._finish(doc, JOB_STATE_ERROR, error_result(info), info)
-                logger.error("trial %s raised %s: %s", doc["tid"], info["type"], info["message"])
-                if not self.catch:
-                    trials.refresh()
-                    raise
-                continue
-            for name, blob in attachments.items():
-                trials.trial_attachments(doc)[name] = blob
-            trials._finish(doc, JOB_STATE_DONE, result)
-
     # --------------------------------------------------------------- the loop
     def run(self) -> None:
         trials = self.trials
-        hooks = self.hooks()  # first: the set-up also makes the store ride out outages from here on
+        session = self.session()  # first: the set-up also makes the store ride out outages from here on
         trials.refresh()
-        if not trials.asynchronous:  # nothing else evaluates in-memory trials: RUNNING ones were interrupted
-            for t in trials.trials:
-                if t["state"] == JOB_STATE_RUNNING:
-                    t.update(state=JOB_STATE_NEW, owner=None, book_time=None)
-        n_finished, _, _, best = self._counts()
+        n_finished, _, best = self._counts()
         progress = _Progress(self.progress_spec, min(n_finished, self.max_evals), self.max_evals)
         shown = min(n_finished, self.max_evals)
         last_finished = n_finished
         try:
             while True:
-                if hooks:
-                    hooks.tick()
+                session.tick()
                 trials.refresh()
-                n_finished, n_pending, n_new, best = self._counts()
+                n_finished, n_pending, best = self._counts()
                 progress.update(max(0, min(n_finished, self.max_evals) - shown), best)
                 shown = max(shown, min(n_finished, self.max_evals))
                 if self.save_file:
@@ -362,17 +311,10 @@ class _FMinLoop:
                     logger.info("fmin stops: the search space is exhausted")
                     break
                 room = self.max_evals - n_finished - n_pending
-                if trials.asynchronous:
-                    want = hooks.queue_target(self.max_queue_len) - trials.count_by_state_unsynced(JOB_STATE_NEW)
-                else:
-                    want = self.max_queue_len - n_new
+                want = session.queue_target(self.max_queue_len) - session.queued()
                 if not self.exhausted and min(room, want) > 0:
                     self._suggest(min(room, want))
-                if trials.asynchronous:
-                    hooks.wait()
-                else:
-                    self._evaluate_new()
+                session.advance()
         finally:
-            if hooks:
-                hooks.end(self.stop_reason)
+            session.end(self.stop_reason)
             progress.close()

@@ -8,9 +8,34 @@
 """
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 from .exceptions import ObjectiveLoadError, StoreError, StoreUnavailable
+from .trials import leases
 from .trials.mongo.connection import parse_url
-from .trials.mongo.store import MongoJobs, MongoTrials
+from .trials.mongo.queue import MongoJobQueue
+from .trials.mongo.store import MongoTrials
+from .trials.queue import ANY_EXPERIMENT
+
+
+class MongoJobs(MongoJobQueue):
+    """hyperopt's handle on the jobs collection: the queue of one database, with hyperopt's names."""
+
+    @classmethod
+    def new_from_connection_str(cls, url: Any = None, **client_kwargs: Any) -> "MongoJobs":
+        return cls.connect(url, **client_kwargs)  # type: ignore[return-value]
+
+    @property
+    def coll(self) -> Any:
+        """The jobs collection (hyperopt's name)."""
+        return self.jobs
+
+    def reserve(self, host_id: str, exp_key: Any = ANY_EXPERIMENT, worker: Mapping[str, Any] | None = None,
+                lease_timeout: float = leases.DEFAULT_LEASE_TIMEOUT,
+                max_attempts: int = leases.DEFAULT_MAX_ATTEMPTS) -> dict | None:
+        """Claim the oldest NEW job for ``host_id`` (hyperopt's name of :meth:`claim`)."""
+        return self.claim(host_id, exp_key=exp_key, worker=worker, lease_timeout=lease_timeout,
+                          max_attempts=max_attempts)
 
 
 class ReserveTimeout(Exception):

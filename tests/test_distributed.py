@@ -17,7 +17,8 @@ import pytest
 from hpo_mongo import Trials, fmin, hp, rand
 from hpo_mongo.exceptions import AllTrialsFailed
 from hpo_mongo.trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING, new_trial_doc
-from hpo_mongo.trials.mongo.store import MongoJobs, MongoTrials
+from hpo_mongo.trials.mongo.queue import MongoJobQueue
+from hpo_mongo.trials.mongo.store import MongoTrials
 from hpo_mongo.worker.loop import Worker, WorkerConfig
 
 from tests.helpers_distributed import LIGHT_IMPORT, Procs, always_fails, fails_below_zero, quadratic, tagged, wait_until
@@ -38,9 +39,9 @@ def test_six_processes_race_to_claim_200_trials_and_allocate_tids(mongo_url, tmp
     go = tmp_path / "go"
     claimer = LIGHT_IMPORT + textwrap.dedent("""
         import json, os, sys, time
-        from hpo_mongo.trials.mongo.store import MongoJobs
+        from hpo_mongo.trials.mongo.queue import MongoJobQueue
         url, out, ready, go = sys.argv[1:5]
-        h = MongoJobs.new_from_connection_str(url)
+        h = MongoJobQueue.connect(url)
         h.coll.find_one({})                      # connected before the start line
         open(ready, "w").close()
         while not os.path.exists(go):
@@ -70,7 +71,7 @@ def test_six_processes_race_to_claim_200_trials_and_allocate_tids(mongo_url, tmp
     allocated = sorted(tid for r in results for tid in r["tids"])  # 6 concurrent "drivers"
     assert allocated == list(range(200, 260))
     by_tid = {c[0]: (r["owner"], c) for r in results for c in r["claimed"]}
-    for doc in t.handle.coll.find({"exp_key": "race"}):
+    for doc in t.handle.jobs.find({"exp_key": "race"}):
         owner, c = by_tid[doc["tid"]]
         assert doc["state"] == JOB_STATE_RUNNING and doc["attempt"] == 1 == c[2]
         assert doc["owner"] == owner == c[3] and str(doc["_id"]) == c[1]
@@ -164,7 +165,7 @@ def test_failing_objective_worker_processes(mongo_url, tmp_path):
         assert "3 consecutive failed trials" in quitter.output()
         assert boom.count_by_state_unsynced(JOB_STATE_ERROR) == 3
         wait_until(lambda: boom.count_by_state_unsynced(JOB_STATE_NEW) == 2, timeout=10, what="the 2 other trials")
-        finisher = Worker(MongoJobs.new_from_connection_str(mongo_url),
+        finisher = Worker(MongoJobQueue.connect(mongo_url),
                           WorkerConfig(exp_key="boom", max_jobs=2, poll_interval=0.02, subprocess=False))
         assert finisher.run() == 0
         th.join(20)

@@ -17,6 +17,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from hpo_mongo.trials.session import Run
+
 pymongo = pytest.importorskip("pymongo")
 
 from hpo_mongo import hp  # noqa: E402
@@ -141,8 +143,7 @@ def queue(url: str, exp_key: str, points: list[tuple[str, float]], *, objective=
     """Store the domain and the experiment as fmin would, and queue one NEW trial per (mode, t)."""
     from hpo_mongo.trials.mongo.store import MongoTrials
     trials = MongoTrials(url, exp_key=exp_key, secret=secret.encode() if secret else None, refresh=False)
-    loop = SimpleNamespace(domain=Domain(objective or make_objective(), SPACE), max_evals=len(points), algo=None)
-    trials._fmin_hooks(loop)
+    trials.open_session(Run(domain=Domain(objective or make_objective(), SPACE), max_evals=len(points)))
     ids = trials.new_trial_ids(len(points))
     trials.insert_trial_docs([new_trial_doc(tid, {"mode": [MODES.index(m)], "t": [t]}, exp_key=exp_key)
                               for tid, (m, t) in zip(ids, points)])
@@ -407,7 +408,7 @@ def test_driver_queue_target_counts_live_workers(url):
     from hpo_mongo.trials.mongo.store import MongoTrials
     client, db = _db(url)
     trials = MongoTrials(url, exp_key="q", refresh=False)
-    hooks = trials._fmin_hooks(SimpleNamespace(domain=Domain(make_objective(), SPACE), max_evals=10, algo=None))
+    hooks = trials.open_session(Run(domain=Domain(make_objective(), SPACE), max_evals=10))
     try:
         assert hooks.queue_target(1) == 2  # no worker registered yet: max(2, max_queue_len)
         for i in range(5):

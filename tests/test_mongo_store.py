@@ -18,7 +18,8 @@ from hpo_mongo.exceptions import AllTrialsFailed, DuplicateTrialError, InvalidPa
 from hpo_mongo.trials.documents import (JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW,
                                         JOB_STATE_RUNNING, new_trial_doc)
 from hpo_mongo.trials.mongo import jobs as J
-from hpo_mongo.trials.mongo.store import MongoJobs, MongoTrials
+from hpo_mongo.trials.mongo.queue import MongoJobQueue
+from hpo_mongo.trials.mongo.store import MongoTrials
 from hpo_mongo.worker.loop import Worker, WorkerConfig
 
 from tests.helpers_distributed import quadratic
@@ -208,7 +209,7 @@ def test_claim_oldest_first_and_finish_conditioned_on_owner_and_attempt(db):
 def test_cancel_new_only_touches_new_trials(db):
     t = MongoTrials(db, exp_key="e")
     _queue(t, 3)
-    t.handle.reserve("h:1", "e")
+    t.handle.claim("h:1", exp_key="e", lease_timeout=30.0, max_attempts=3)
     assert J.cancel_new(t.jobs, "e") == 2
     t.refresh()
     assert [d["state"] for d in t.trials] == [JOB_STATE_RUNNING, JOB_STATE_CANCEL, JOB_STATE_CANCEL]
@@ -218,7 +219,7 @@ def test_bad_arguments():
     with pytest.raises(InvalidParameterError, match="MongoDB URL"):
         MongoTrials(12)
     with pytest.raises(InvalidParameterError, match="exp_key"):
-        MongoTrials(object.__new__(MongoJobs), exp_key=3)
+        MongoTrials(object.__new__(MongoJobQueue), exp_key=3)
 
 
 # ----------------------------------------------------------------------------- real server only
@@ -263,7 +264,7 @@ def test_pickles_by_url(mongo_url):
 
 
 def _worker_thread(url, **cfg):
-    w = Worker(MongoJobs.new_from_connection_str(url), WorkerConfig(poll_interval=0.02, subprocess=False, **cfg))
+    w = Worker(MongoJobQueue.connect(url), WorkerConfig(poll_interval=0.02, subprocess=False, **cfg))
     box = {}
     th = threading.Thread(target=lambda: box.setdefault("rc", w.run()), daemon=True)
     th.start()

@@ -16,7 +16,8 @@ from hpo_mongo import fmin, hp, rand
 from hpo_mongo.exceptions import StoreError
 from hpo_mongo.payload import PAYLOAD_WARN_BYTES, size_warning
 from hpo_mongo.trials.mongo import attachments as att
-from hpo_mongo.trials.mongo.store import MongoJobs, MongoTrials
+from hpo_mongo.trials.mongo.queue import MongoJobQueue
+from hpo_mongo.trials.mongo.store import MongoTrials
 from hpo_mongo.worker.loop import Worker, WorkerConfig
 from tests.helpers_distributed import Procs
 
@@ -72,7 +73,7 @@ def _big_objective(n_bytes: int):
 def test_large_payload_is_reported_at_fmin_start(mongo_url, mongo_db, caplog):
     objective, _ = _big_objective(PAYLOAD_WARN_BYTES + 2**20)
     caplog.set_level(logging.WARNING, logger="hpo_mongo")
-    worker = Worker(MongoJobs.new_from_connection_str(mongo_url),
+    worker = Worker(MongoJobQueue.connect(mongo_url),
                     WorkerConfig(poll_interval=0.02, subprocess=False, max_jobs=1, reserve_timeout=30))
     th = threading.Thread(target=worker.run, daemon=True)
     th.start()

@@ -11,7 +11,9 @@ import pytest
 from hpo_mongo import fmin, hp, rand
 from hpo_mongo.exceptions import InvalidURLError
 from hpo_mongo.trials.documents import JOB_STATE_DONE
-from hpo_mongo.trials.mongo.store import MongoJobs, MongoTrials, reconnect_through
+from hpo_mongo.trials.mongo.queue import MongoJobQueue
+from hpo_mongo.trials.mongo.store import MongoTrials
+from hpo_mongo.trials.queued import serving
 
 from tests.helpers_distributed import Procs, wait_until
 
@@ -34,15 +36,15 @@ def test_pickled_mongotrials_has_no_secret_nor_password_and_reconnects_explicitl
     # with $HPO_MONGO_URL: its server and credentials, the pickled database, collection and exp_key
     monkeypatch.setenv("HPO_MONGO_URL", "mongodb://bob:other@127.0.0.1:2/elsewhere")
     t = pickle.loads(raw).__closure__[0].cell_contents
-    assert (t.handle.db.name, t.handle.coll.name, t.exp_key) == ("expdb", "runs", "e")
+    assert (t.handle.db.name, t.handle.jobs.name, t.exp_key) == ("expdb", "runs", "e")
     assert t.handle.url.uri.startswith("mongodb://bob:other@127.0.0.1:2/") and t._secret is None
 
     # inside reconnect_through (what a worker does): that handle's client, and its secret
-    worker = MongoJobs.new_from_connection_str("mongodb://127.0.0.1:3/expdb/runs")
-    with reconnect_through(worker, b"worker-secret"):
+    worker = MongoJobQueue.connect("mongodb://127.0.0.1:3/expdb/runs")
+    with serving(worker, b"worker-secret"):
         t = pickle.loads(raw).__closure__[0].cell_contents
     assert t.handle is worker and t._secret == b"worker-secret"
-    with reconnect_through(worker):
+    with serving(worker):
         other = pickle.loads(cloudpickle.dumps(MongoTrials("mongodb://127.0.0.1:1/db2", refresh=False)))
     assert other.handle.client is worker.client and other.handle.db.name == "db2"
 

@@ -235,6 +235,16 @@ def test_a_finished_jobs_attachments_come_from_the_attempt_of_its_result(h):
     assert q.trial_attachment(second["_id"], "model") == b"attempt 2"
 
 
+def test_the_outcome_check_names_what_the_queue_cannot_store(h):
+    check = h.queue.outcome_check()
+    assert pickle.loads(pickle.dumps(check)) is check  # a module-level function: it travels to workers
+    check({"status": "ok", "loss": 1.0, "nested": {"a": [1, 2]}}, {"a": b"x"})
+    with pytest.raises(InvalidResultError, match="'a'"):
+        check({"status": "ok", "loss": 1.0}, {"a": 3})
+    with pytest.raises(InvalidResultError, match=r"result\['obj'\]"):
+        check({"status": "ok", "loss": 1.0, "obj": threading.Lock()}, {})
+
+
 def test_an_outcome_the_store_refuses_raises_and_leaves_the_claim(h):
     q = h.queue
     queue_docs(q, [0])

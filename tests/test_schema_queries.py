@@ -17,7 +17,8 @@ import pytest
 
 from hpo_mongo import fmin, hp, rand
 from hpo_mongo.trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_RUNNING
-from hpo_mongo.trials.mongo.store import MongoJobs, MongoTrials
+from hpo_mongo.trials.mongo.queue import MongoJobQueue
+from hpo_mongo.trials.mongo.store import MongoTrials
 from hpo_mongo.worker.loop import Worker, WorkerConfig
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "schema.md"
@@ -42,7 +43,7 @@ def objective(p):
 @pytest.fixture
 def experiment(mongo_url):
     """A finished 16-trial experiment plus two RUNNING trials claimed by a worker with a heartbeat."""
-    handle = MongoJobs.new_from_connection_str(mongo_url)
+    handle = MongoJobQueue.connect(mongo_url)
     worker = Worker(handle, WorkerConfig(exp_key=EXP_KEY, poll_interval=0.02, subprocess=False, max_jobs=16))
     th = threading.Thread(target=worker.run, daemon=True)
     th.start()

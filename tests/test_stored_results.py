@@ -9,7 +9,8 @@ import numpy as np
 
 from hpo_mongo import fmin, hp, rand
 from hpo_mongo.trials.documents import JOB_STATE_DONE
-from hpo_mongo.trials.mongo.store import MongoJobs, MongoTrials
+from hpo_mongo.trials.mongo.queue import MongoJobQueue
+from hpo_mongo.trials.mongo.store import MongoTrials
 from hpo_mongo.worker.loop import Worker, WorkerConfig
 
 RETURNS = [{"loss": "abc", "status": "ok"}, -math.inf, {"loss": -math.inf, "status": "ok"},
@@ -21,7 +22,7 @@ def objective(p):
 
 
 def test_unusable_losses_are_stored_as_null_with_the_reason(mongo_url, mongo_db):
-    handle = MongoJobs.new_from_connection_str(mongo_url)
+    handle = MongoJobQueue.connect(mongo_url)
     worker = Worker(handle, WorkerConfig(exp_key="rules", poll_interval=0.02, subprocess=False,
                                          max_jobs=len(RETURNS)))
     th = threading.Thread(target=worker.run, daemon=True)

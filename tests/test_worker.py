@@ -19,8 +19,10 @@ from hpo_mongo import fmin, hp, rand
 from hpo_mongo.exceptions import AllTrialsFailed, PicklingError
 from hpo_mongo.trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING
 from hpo_mongo.trials.mongo import jobs as J
-from hpo_mongo.trials.mongo.store import MongoJobs, MongoTrials
-from hpo_mongo.worker.loop import (EXIT_MAX_FAILURES, EXIT_OK, TrialOutcome, Worker, WorkerConfig,
+from hpo_mongo.trials.mongo.queue import MongoJobQueue
+from hpo_mongo.trials.mongo.store import MongoTrials
+from hpo_mongo.worker.executor import Outcome
+from hpo_mongo.worker.loop import (EXIT_MAX_FAILURES, EXIT_OK, Worker, WorkerConfig,
                                    evaluate_claimed_trial)
 
 from tests.helpers_distributed import Procs, always_fails, fails_below_zero, quadratic, wait_until
@@ -55,7 +57,7 @@ class _Fmin:
 def _worker(url, **cfg):
     cfg.setdefault("poll_interval", 0.02)
     cfg.setdefault("subprocess", False)  # in-process evaluation: fast (forked children: test_leases.py)
-    return Worker(MongoJobs.new_from_connection_str(url), WorkerConfig(**cfg))
+    return Worker(MongoJobQueue.connect(url), WorkerConfig(**cfg))
 
 
 def test_objective_error_is_recorded_and_worker_goes_on(mongo_url):
@@ -91,7 +93,7 @@ def test_success_resets_the_failure_count(mongo_url):
     w = _worker(mongo_url, max_consecutive_failures=2)
     outcomes = iter([JOB_STATE_ERROR, JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_DONE, JOB_STATE_ERROR,
                      JOB_STATE_ERROR])
-    w.run_trial = lambda doc: TrialOutcome(next(outcomes), {"status": "ok", "loss": 0.0})
+    w.run_trial = lambda doc: Outcome(next(outcomes), {"status": "ok", "loss": 0.0})
     w.report = lambda doc, outcome: outcome
     docs = iter(range(6))
     w.claim = lambda: {"tid": next(docs, None)} if True else None
@@ -132,11 +134,11 @@ def test_result_is_dropped_when_the_trial_was_taken_away(mongo_url, caplog):
     w = _worker(mongo_url)
     doc = w.claim()
     assert doc["state"] == JOB_STATE_RUNNING and doc["owner"] == w.owner
-    assert w.handle.release(doc)  # e.g. requeued by the lease rules
+    assert w.queue.release(doc)  # e.g. requeued by the lease rules
     other = _worker(mongo_url, max_jobs=1)
     assert other.run() == EXIT_OK
     caplog.set_level("WARNING", logger="hpo_mongo.worker")
-    assert not w.report(doc, TrialOutcome(JOB_STATE_DONE, {"status": "ok", "loss": 123.0}))
+    assert not w.report(doc, Outcome(JOB_STATE_DONE, {"status": "ok", "loss": 123.0}))
     assert "taken from this worker" in caplog.text
     run.join()
     (final,) = run.trials.trials
@@ -236,7 +238,7 @@ def test_mongoexp_compat_names():
     from hpo_mongo import mongoexp
     from hpo_mongo.cli.worker import main
     assert mongoexp.MongoTrials is MongoTrials is hpo_mongo.MongoTrials
-    assert mongoexp.MongoJobs is MongoJobs
+    assert issubclass(mongoexp.MongoJobs, MongoJobQueue)
     assert mongoexp.main_worker is main and mongoexp.MongoWorker is Worker
     assert J.ANY_EXPERIMENT is not None
 
@@ -244,7 +246,7 @@ def test_mongoexp_compat_names():
 def _ctrl_objective(expr, memo, ctrl):
     ctrl.checkpoint({"status": "running", "progress": 0.5})
     doc = ctrl.current_trial
-    seen = ctrl.trials.handle.coll.find_one({"_id": doc["_id"]})["result"]
+    seen = ctrl.trials.handle.jobs.find_one({"_id": doc["_id"]})["result"]
     ctrl.attachments["ctrl_note"] = b"from ctrl"
     return {"loss": float(memo["x"][0]) ** 2, "status": "ok", "seen": seen}
 

@@ -17,6 +17,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from hpo_mongo.trials.session import Run
+
 from hpo_mongo import hp
 from hpo_mongo.domain import Domain
 from hpo_mongo.trials.documents import (JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING,
@@ -39,7 +41,7 @@ def queue(url: str, exp_key: str | None, objective, space, vals: list[dict], *, 
     """Store the domain and the experiment as fmin does, then queue one NEW trial per ``vals``."""
     trials = MongoTrials(url, exp_key=exp_key, secret=secret.encode() if secret else None, refresh=False)
     domain = Domain(objective, space, pass_expr_memo_ctrl=ctrl)
-    trials._fmin_hooks(SimpleNamespace(domain=domain, max_evals=len(vals), algo=None))
+    trials.open_session(Run(domain=domain, max_evals=len(vals)))
     ids = trials.new_trial_ids(len(vals))
     workdirs = workdirs or [None] * len(vals)
     trials.insert_trial_docs([new_trial_doc(tid, v, exp_key=exp_key, workdir=w)
@@ -160,13 +162,14 @@ def test_a_result_mongodb_cannot_store_fails_the_trial_not_the_worker(mongo_url,
 def test_a_write_the_server_refuses_is_recorded_as_the_trials_error(mongo_url, mongo_db):
     """The second line of defence: an outcome that escaped the check is refused at the write
     (client-side encoding or the server) and the trial becomes ERROR naming why."""
-    from hpo_mongo.trials.mongo.store import MongoJobs
-    from hpo_mongo.worker.loop import TrialOutcome, Worker, WorkerConfig
+    from hpo_mongo.trials.mongo.queue import MongoJobQueue
+    from hpo_mongo.worker.executor import Outcome
+    from hpo_mongo.worker.loop import Worker, WorkerConfig
     queue(mongo_url, "refused", lambda cfg: 0.0, {"x": hp.uniform("x", 0, 1)}, [{"x": [0.5]}])
-    w = Worker(MongoJobs.new_from_connection_str(mongo_url), WorkerConfig(subprocess=False))
+    w = Worker(MongoJobQueue.connect(mongo_url), WorkerConfig(subprocess=False))
     doc = w.claim()
-    written = w.report(doc, TrialOutcome(JOB_STATE_DONE, {"status": "ok", "loss": 1.0, "obj": object()}, None,
-                                         {"note": b"kept?"}))
+    written = w.report(doc, Outcome(JOB_STATE_DONE, {"status": "ok", "loss": 1.0, "obj": object()},
+                                    {"note": b"kept?"}))
     assert written is not None and written.state == JOB_STATE_ERROR
     stored = mongo_db.jobs.find_one({"_id": doc["_id"]})
     assert stored["state"] == JOB_STATE_ERROR and stored["error"]["type"] == INVALID_RESULT

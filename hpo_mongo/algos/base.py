@@ -15,6 +15,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from ..space import CompiledSpace
+from ..trials.base import BaseTrials
 from ..trials.documents import (JOB_FINISHED_STATES, JOB_STATE_DONE, JOB_STATE_NEW, JOB_STATE_RUNNING, loss_of,
                                 new_trial_doc)
 
@@ -60,20 +61,17 @@ def _loss(doc: dict) -> float:
 
 
 def history(space: CompiledSpace, trials: Any) -> History:
-    """Build (incrementally, cached on ``trials``) the :class:`History` of ``trials``.
+    """Build (incrementally, cached in ``trials.algo_cache``) the :class:`History` of ``trials``.
 
     The value rows never change once a trial exists, so they are computed once per tid and
     cached; states and losses are re-read on every call, except for the leading run of
     finished (DONE / ERROR / CANCEL) trials, whose results no longer change.
     """
     docs = trials.trials
-    cache = getattr(trials, "_history_cache", None)
+    store = trials.algo_cache if isinstance(trials, BaseTrials) else {}  # a foreign trials object: no caching
+    cache = store.get("history")
     if cache is None or cache.get("space") is not space:
-        cache = {"space": space, "tids": [], "X": np.empty((0, space.n_params))}
-        try:
-            trials._history_cache = cache
-        except AttributeError:  # a foreign trials object: no caching
-            pass
+        cache = store["history"] = {"space": space, "tids": [], "X": np.empty((0, space.n_params))}
     tids = list(map(_TID, docs))
     old = cache["tids"]
     unchanged = False

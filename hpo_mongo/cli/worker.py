@@ -10,40 +10,30 @@ authentication, a ``mongodb+srv://`` name without SRV records); 3 the server was
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
+from typing import Any
 
 import click
 
 from ..exceptions import HpoMongoError, InvalidParameterError
+from ..trials.queue import ANY_EXPERIMENT
 from ..worker import loop as _loop
 from ._errors import exit_code
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: the flags' defaults are WorkerConfig's (written once, there)
+DEFAULT = {f.name: f.default for f in dataclasses.fields(_loop.WorkerConfig)}
 
 
-def build_config(exp_key, poll_interval, max_jobs, max_consecutive_failures, reserve_timeout,
-                 last_job_timeout, workdir, secret=None, max_disconnect=300.0, heartbeat_interval=5.0,
-                 stale_timeout=None, max_attempts=3, subprocess=True, trial_timeout=None,
-                 grace_period=30.0, default_experiment=False) -> "_loop.WorkerConfig":
-    """The WorkerConfig for these flag values (``exp_key`` None = every experiment, unless
-    ``default_experiment``: only the default experiment, exp_key None)."""
+def _serves(exp_key: str | None, default_experiment: bool) -> Any:
+    """The ``exp_key`` WorkerConfig takes: one experiment, the default one, or every experiment."""
     if default_experiment and exp_key is not None:
         raise InvalidParameterError(f"--default-experiment and --exp-key {exp_key!r} exclude each other: "
                                     f"give one of them")
-    if stale_timeout is not None and stale_timeout <= heartbeat_interval:
-        raise InvalidParameterError(
-            f"--stale-timeout ({stale_timeout:g}s) must be longer than --heartbeat-interval ({heartbeat_interval:g}s); "
-            f"use at least 5x the interval so a busy machine does not cause spurious requeues")
-    return _loop.WorkerConfig(
-        exp_key=None if default_experiment else _loop._jobs.ANY_EXPERIMENT if exp_key is None else exp_key,
-        poll_interval=poll_interval, max_jobs=max_jobs,
-        max_consecutive_failures=max_consecutive_failures, reserve_timeout=reserve_timeout,
-        last_job_timeout=last_job_timeout, workdir=os.path.abspath(workdir) if workdir else None,
-        secret=secret, max_disconnect=max_disconnect, heartbeat_interval=heartbeat_interval,
-        stale_timeout=stale_timeout, max_attempts=max_attempts, subprocess=subprocess,
-        trial_timeout=trial_timeout, grace_period=grace_period)
+    return None if default_experiment else ANY_EXPERIMENT if exp_key is None else exp_key
 
 
 @click.command(name="hpo-mongo-worker", context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,45 +45,46 @@ def build_config(exp_key, poll_interval, max_jobs, max_consecutive_failures, res
 @click.option("--default-experiment", is_flag=True, default=False,
               help="Only evaluate trials of the default experiment (exp_key None: MongoTrials(url) without "
                    "exp_key); excludes --exp-key.")
-@click.option("--poll-interval", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+@click.option("--poll-interval", type=click.FloatRange(min=0, min_open=True), default=DEFAULT["poll_interval"], show_default=True,
               metavar="SECONDS", help="Seconds between polls when no trial is queued (sub-second allowed).")
 @click.option("--max-jobs", type=click.IntRange(min=1), default=None, metavar="N",
               help="Stop after evaluating N trials (default: unlimited).")
-@click.option("--max-consecutive-failures", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--max-consecutive-failures", type=click.IntRange(min=0), default=DEFAULT["max_consecutive_failures"], show_default=True,
               metavar="N", help="Stop (exit 1) after N trials in a row end in ERROR; 0 = never.")
-@click.option("--reserve-timeout", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--reserve-timeout", type=click.FloatRange(min=0), default=DEFAULT["reserve_timeout"], show_default=True,
               metavar="SECONDS", help="Stop (exit 0) after SECONDS without a trial to claim; 0 = wait forever.")
 @click.option("--last-job-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Do not claim a new trial SECONDS after the worker started (exit 0).")
 @click.option("--workdir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Run every trial with this working directory (created if missing; default: the trial's "
                    "misc.workdir, else the current directory).")
-@click.option("--heartbeat-interval", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+@click.option("--heartbeat-interval", type=click.FloatRange(min=0, min_open=True), default=DEFAULT["heartbeat_interval"], show_default=True,
               metavar="SECONDS", help="Seconds between heartbeats (the workers document and the running trial's "
                                       "lease), idle or busy.")
-@click.option("--stale-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+@click.option("--lease-timeout", "--stale-timeout", "lease_timeout", type=click.FloatRange(min=0, min_open=True),
+              default=None, metavar="SECONDS",
               help="A RUNNING trial whose lease is older than this goes back to NEW (default: 6x "
-                   "--heartbeat-interval). Recorded on the trials this worker claims.")
-@click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True, metavar="N",
+                   "--heartbeat-interval). Recorded on the trials this worker claims. --stale-timeout is its "
+                   "older name.")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=DEFAULT["max_attempts"], show_default=True, metavar="N",
               help="A trial lost (lease expired) N times becomes ERROR 'lost N times'.")
-@click.option("--no-subprocess", "no_subprocess", is_flag=True, default=False,
+@click.option("--no-subprocess", "subprocess", flag_value=False, default=True,
               help="Evaluate in the worker process instead of a forked child per trial (a crash in the "
                    "objective then kills the worker; --trial-timeout then interrupts Python code only).")
 @click.option("--trial-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
               help="Kill a trial's process after SECONDS and record ERROR 'timeout' (default: no limit).")
-@click.option("--grace-period", type=click.FloatRange(min=0), default=30.0, show_default=True, metavar="SECONDS",
+@click.option("--grace-period", type=click.FloatRange(min=0), default=DEFAULT["grace_period"], show_default=True, metavar="SECONDS",
               help="On SIGTERM/SIGINT the running trial gets SECONDS to finish, then it is released back to "
                    "NEW; a second signal releases it at once.")
-@click.option("--max-disconnect", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True,
+@click.option("--max-disconnect", type=click.FloatRange(min=0, min_open=True), default=DEFAULT["max_disconnect"], show_default=True,
               metavar="SECONDS", help="Exit with code 3 when the server is unreachable for longer than SECONDS.")
 @click.option("--secret-file", type=click.Path(dir_okay=False), default=None, metavar="PATH",
               help="File holding the shared secret: refuse unsigned or tampered payloads "
                    "(default: $HPO_MONGO_SECRET; see docs/security.md).")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="INFO",
               show_default=True)
-def main(mongo, exp_key, default_experiment, poll_interval, max_jobs, max_consecutive_failures,
-         reserve_timeout, last_job_timeout, workdir, heartbeat_interval, stale_timeout, max_attempts, no_subprocess,
-         trial_timeout, grace_period, max_disconnect, secret_file, log_level):
+def main(mongo: str | None, exp_key: str | None, default_experiment: bool, secret_file: str | None,
+         log_level: str, **options: Any) -> None:
     """Claim NEW trials from MongoDB and evaluate them until a stop condition (see exit codes).
 
     \b
@@ -104,20 +95,15 @@ def main(mongo, exp_key, default_experiment, poll_interval, max_jobs, max_consec
     logging.basicConfig(level=getattr(logging, log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     from ..payload import load_secret
-    from ..trials.mongo.store import MongoJobs
+    from ..trials.factory import connect_queue
     try:
-        secret = load_secret(secret_file)
-        config = build_config(exp_key, poll_interval, max_jobs, max_consecutive_failures, reserve_timeout,
-                              last_job_timeout, workdir, secret, max_disconnect=max_disconnect,
-                              heartbeat_interval=heartbeat_interval, stale_timeout=stale_timeout,
-                              max_attempts=max_attempts, subprocess=not no_subprocess,
-                              trial_timeout=trial_timeout, grace_period=grace_period,
-                              default_experiment=default_experiment)
-        handle = MongoJobs.new_from_connection_str(mongo, **_client_options(mongo, max_disconnect))
+        config = _loop.WorkerConfig(exp_key=_serves(exp_key, default_experiment), secret=load_secret(secret_file),
+                                    **options)
+        queue = connect_queue(mongo, **_client_options(mongo, config.max_disconnect))
     except HpoMongoError as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(exit_code(e) or _loop.EXIT_USAGE)
-    worker = _loop.Worker(handle, config)
+    worker = _loop.Worker(queue, config)
     signals = _install_stop_signals(worker)
     try:
         code = worker.run()

@@ -8,8 +8,12 @@ Contract:
 - The driver writes NEW documents; whoever evaluates (fmin in-process, or a worker) writes
   state, result and times. Algorithms only read.
 - ``asynchronous`` stores are evaluated by workers; fmin then only queues and waits.
+- fmin drives a store through the run session it opens (:meth:`BaseTrials.open_session`,
+  :mod:`hpo_mongo.trials.session`); algorithms may keep derived arrays in ``algo_cache``, which
+  is never pickled.
 Backends implement ``refresh``, ``new_trial_ids``, ``insert_trial_docs``,
-``count_by_state_unsynced``, ``delete_all`` and attachments; everything else is derived here.
+``count_by_state_unsynced``, ``delete_all``, attachments and ``open_session``; everything else is
+derived here.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from typing import Any, Iterable, Iterator, MutableMapping
 
 from ..exceptions import AllTrialsFailed
 from .documents import (JOB_STATE_DONE, STATUS_OK, loss_of, validate_trial_doc)
+from .session import Run, RunSession
 
 
 class BaseTrials(abc.ABC):
@@ -28,6 +33,20 @@ class BaseTrials(abc.ABC):
     def __init__(self, exp_key: str | None = None):
         self._exp_key = exp_key
         self._trials: list[dict] = []
+        #: what fmin recorded of the space (its JSON description), for export and plots
+        self.space_json: list | None = None
+        #: arrays algorithms derive from the trials (e.g. ``algos.base.history``); never pickled
+        self.algo_cache: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("algo_cache", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("space_json", None)
+        self.algo_cache = {}
 
     # ------------------------------------------------------------ backend methods
     @abc.abstractmethod
@@ -58,6 +77,15 @@ class BaseTrials(abc.ABC):
     @abc.abstractmethod
     def trial_attachments(self, trial: dict) -> MutableMapping[str, bytes]:
         """Attachments of one trial (name → bytes)."""
+
+    @abc.abstractmethod
+    def open_session(self, run: Run) -> RunSession:
+        """What fmin drives while it runs on this store (see :mod:`hpo_mongo.trials.session`)."""
+
+    def space_description(self) -> list | None:
+        """The JSON description of the experiment's space (``CompiledSpace.to_json``) — what the
+        store recorded when fmin ran (MongoDB: ``experiments.space``) — or None."""
+        return self.space_json
 
     # ------------------------------------------------------------ inserting
     def insert_trial_doc(self, doc: dict) -> int:

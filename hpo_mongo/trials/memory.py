@@ -1,12 +1,23 @@
-"""``Trials``: the in-memory store (the default), evaluated in-process by fmin."""
+"""``Trials``: the in-memory store (the default), evaluated in-process by fmin.
+
+Its run session (:class:`MemorySession`) evaluates the queued trials in fmin's own process, one
+per step: the objective's exception is recorded as an ERROR trial and re-raised unless
+``catch_eval_exceptions``; Ctrl-C puts the trial being evaluated back to NEW and propagates, so
+``trials`` keeps everything that finished (a later fmin call resumes).
+"""
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any, Iterable, Iterator, MutableMapping
 
+from ..ctrl import Ctrl
+from ..results import error_info, error_result
 from .base import BaseTrials
-from .documents import (JOB_STATE_NEW, JOB_STATE_RUNNING, STATUS_NEW, new_trial_doc,  # noqa: F401
-                        utcnow)
+from .documents import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING, JOB_STATES, utcnow
+from .session import Run
+
+logger = logging.getLogger("hpo_mongo.fmin")
 
 
 class _TrialAttachments(MutableMapping):
@@ -47,13 +58,12 @@ class Trials(BaseTrials):
             self.refresh()
 
     def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
+        state = super().__getstate__()
         state.pop("_lock", None)
-        state.pop("_history_cache", None)
         return state
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
+        super().__setstate__(state)
         self._lock = threading.RLock()
 
     def refresh(self) -> None:
@@ -106,6 +116,9 @@ class Trials(BaseTrials):
         return _TrialAttachments(self._attachments, trial["tid"])
 
     # ------------------------------------------------------------ in-process evaluation
+    def open_session(self, run: Run) -> "MemorySession":
+        return MemorySession(self, run)
+
     def _mark_running(self, doc: dict) -> None:
         now = utcnow()
         doc.update(state=JOB_STATE_RUNNING, book_time=now, refresh_time=now, owner="local")
@@ -120,6 +133,56 @@ class Trials(BaseTrials):
         if error is not None:
             doc["error"] = error
             doc["misc"]["error"] = (error["type"], error["message"])
+
+
+class MemorySession:
+    """fmin's run on in-memory :class:`Trials`: the objective is evaluated here, one trial per step."""
+
+    def __init__(self, trials: Trials, run: Run):
+        self.trials, self.run = trials, run
+        trials.refresh()
+        for doc in trials.trials:  # nothing else evaluates these: a RUNNING one was interrupted
+            if doc["state"] == JOB_STATE_RUNNING:
+                doc.update(state=JOB_STATE_NEW, owner=None, book_time=None)
+
+    def tick(self) -> None:
+        return None
+
+    def room(self) -> int:
+        return self.run.max_evals - self.trials.count_by_state_unsynced(JOB_STATES)
+
+    def queue_target(self, max_queue_len: int) -> int:
+        return int(max_queue_len)
+
+    def queued(self) -> int:
+        return self.trials.count_by_state_unsynced(JOB_STATE_NEW)
+
+    def advance(self) -> None:
+        """Evaluate the oldest NEW trial (none once fmin's timeout has expired)."""
+        trials = self.trials
+        doc = next((t for t in trials.trials if t["state"] == JOB_STATE_NEW), None)
+        if doc is None or self.run.expired():
+            return
+        trials._mark_running(doc)
+        try:
+            result, attachments = self.run.domain.evaluate(doc["misc"]["vals"], Ctrl(trials, doc))
+        except KeyboardInterrupt:
+            doc.update(state=JOB_STATE_NEW, owner=None, book_time=None)
+            raise
+        except Exception as e:
+            info = error_info(e)
+            trials._finish(doc, JOB_STATE_ERROR, error_result(info), info)
+            logger.error("trial %s raised %s: %s", doc["tid"], info["type"], info["message"])
+            if not self.run.catch_eval_exceptions:
+                trials.refresh()
+                raise
+            return
+        for name, blob in attachments.items():
+            trials.trial_attachments(doc)[name] = blob
+        trials._finish(doc, JOB_STATE_DONE, result)
+
+    def end(self, stop_reason: str | None) -> None:
+        return None
 
 
 def trials_from_docs(docs: Iterable[dict], validate: bool = True, **kwargs: Any) -> Trials:

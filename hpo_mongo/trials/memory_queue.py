@@ -13,6 +13,7 @@ import copy
 import datetime as _dt
 import itertools
 import os
+import pickle
 import threading
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -35,6 +36,24 @@ def _match_exp(doc: Mapping[str, Any], exp_key: Any) -> bool:
 
 def _sort_experiments(keys: Iterable[Any]) -> list[Any]:
     return sorted(set(keys), key=lambda k: (k is not None, "" if k is None else str(k)))
+
+
+def check_picklable(result: Mapping[str, Any], attachments: Mapping[str, Any] | None = None) -> None:
+    """Raise :class:`InvalidResultError` naming the first entry of ``result`` (or attachment) that
+    does not pickle: the in-memory queue's outcomes travel between processes as pickles."""
+    for name, blob in (attachments or {}).items():
+        if not isinstance(blob, (bytes, bytearray, memoryview)):
+            raise InvalidResultError(f"attachment {name!r} is a {type(blob).__qualname__}; attachments must be bytes")
+    try:
+        pickle.dumps(dict(result))
+    except Exception:  # noqa: BLE001 - find the entry that does not pickle
+        for key, value in result.items():
+            try:
+                pickle.dumps(value)
+            except Exception as e:  # noqa: BLE001
+                raise InvalidResultError(f"result[{key!r}] is a {type(value).__qualname__}, which cannot be sent "
+                                         f"between processes ({type(e).__name__}: {e})") from None
+        raise
 
 
 class MemoryJobQueue:
@@ -125,6 +144,9 @@ class MemoryJobQueue:
 
     def describe(self) -> str:
         return f"the in-memory queue of process {os.getpid()}"
+
+    def outcome_check(self) -> Callable[[Mapping[str, Any], Mapping[str, Any]], None]:
+        return check_picklable
 
     def prepare(self) -> None:
         return None

@@ -46,7 +46,7 @@ operation may or may not have happened; every method here is safe to retry excep
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Iterable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 
 class _AnyExperiment:
@@ -88,6 +88,13 @@ class JobQueue(Protocol):
 
     def describe(self) -> str:
         """Where the queue lives, for messages (never a password)."""
+        ...
+
+    def outcome_check(self) -> Callable[[Mapping[str, Any], Mapping[str, Any]], None]:
+        """A module-level function ``check(result, attachments)`` that raises
+        :class:`~hpo_mongo.exceptions.InvalidResultError`, naming the key path and type, when this
+        queue could not store that outcome. Workers run it where the objective ran, before
+        reporting, so such a trial fails instead of the worker."""
         ...
 
     def prepare(self) -> None:

@@ -17,7 +17,7 @@ import datetime as _dt
 import logging
 import threading
 from multiprocessing.connection import Connection, wait
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..exceptions import StoreUnavailable
 from .queue import ANY_EXPERIMENT, CLAIM_KEYS, JobQueue
@@ -101,16 +101,26 @@ def _pipe() -> tuple[Connection, Connection]:
 
 
 class RemoteJobQueue:
-    """A :class:`~hpo_mongo.trials.queue.JobQueue` proxy over one connection (thread-safe)."""
+    """A :class:`~hpo_mongo.trials.queue.JobQueue` proxy (thread-safe): over a connection to a
+    :class:`QueueServer`, or through ``call(name, args, kwargs)`` (another transport, e.g. a
+    trial's pipe to its worker, which answers with its own queue)."""
 
-    def __init__(self, conn: Connection):
+    def __init__(self, conn: Connection | None = None, *,
+                 call: Callable[[str, tuple, dict], Any] | None = None):
+        if (conn is None) == (call is None):
+            raise ValueError("RemoteJobQueue takes a connection or a call function")
         self._conn = conn
+        self._transport = call
         self._lock = threading.Lock()
 
     def close(self) -> None:
-        self._conn.close()
+        if self._conn is not None:
+            self._conn.close()
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        if self._transport is not None:
+            return self._transport(name, args, kwargs)
+        assert self._conn is not None
         with self._lock:
             try:
                 self._conn.send((name, args, kwargs))
@@ -125,6 +135,9 @@ class RemoteJobQueue:
     # the protocol, method by method (see hpo_mongo.trials.queue for each contract)
     def describe(self) -> str:
         return self._call("describe")
+
+    def outcome_check(self) -> Callable[[Mapping[str, Any], Mapping[str, Any]], None]:
+        return self._call("outcome_check")
 
     def prepare(self) -> None:
         return self._call("prepare")

@@ -3,10 +3,12 @@
 Subprocess mode forks the worker with multiprocessing's ``fork`` context. The domain was unpickled
 once in the worker, so the child inherits it (copy-on-write) and the per-trial cost is one fork and
 one pipe round trip (see bench/RESULTS.md). The child evaluates the objective, applies the result
-rules (``Domain.evaluate``) and sends ``(result, attachments)`` — or the exception's
-``{type, message, traceback}`` — back over a pipe, then exits, so whatever the objective allocated
-(including GPU memory: do not initialise CUDA in the worker itself, only in the objective) is
-released between trials.
+rules (``Domain.evaluate``) and sends its :class:`Outcome` back over the trial's pipe, then exits,
+so whatever the objective allocated (including GPU memory: do not initialise CUDA in the worker
+itself, only in the objective) is released between trials. While it runs, the objective's ctrl
+requests (a checkpoint, reading the trial's attachments, ``ctrl.trials``) travel over the same
+pipe and the worker answers them (:class:`TrialCtrl`): the child never uses the worker's
+connection to the store.
 
 What can go wrong in the child and how it is recorded (``Outcome.state`` ERROR):
 
@@ -80,9 +82,15 @@ class Outcome:
     def cancelled(self) -> bool:
         return self.state is None
 
+    @classmethod
+    def failed(cls, error: dict, duration: float = 0.0, attachments: Mapping[str, Any] | None = None) -> "Outcome":
+        """An ERROR outcome for ``error`` (``{type, message, traceback}``)."""
+        return cls(JOB_STATE_ERROR, error_result(error), dict(attachments or {}), error, duration)
 
-def _error_outcome(error: dict, duration: float = 0.0, attachments: dict | None = None) -> Outcome:
-    return Outcome(JOB_STATE_ERROR, error_result(error), dict(attachments or {}), error, duration)
+    @classmethod
+    def from_exception(cls, exc: BaseException, duration: float = 0.0) -> "Outcome":
+        """An ERROR outcome for an exception (its type, message and traceback)."""
+        return cls.failed(error_info(exc), duration)
 
 
 def crash_message(exitcode: int | None) -> str:
@@ -158,12 +166,26 @@ def _alarm(timeout: float | None):
 
 
 class CollectingCtrl(abc.ABC):
-    """A ``ctrl`` that keeps what the objective attaches during the evaluation (the worker's
-    ``WorkerCtrl``): the executor collects it where the objective ran and returns it with the outcome."""
+    """A ``ctrl`` that keeps what the objective attaches during the evaluation: the executor
+    collects it where the objective ran and returns it with the outcome."""
 
     @abc.abstractmethod
     def collected_attachments(self) -> dict[str, Any]:
         """``{name: value}`` the objective wrote to ``ctrl.attachments`` during this evaluation."""
+
+
+class TrialCtrl(CollectingCtrl):
+    """A ``ctrl`` living in the worker (``hpo_mongo.worker.ctrl.WorkerCtrl``): in a forked child the
+    objective gets :meth:`in_child`'s ctrl instead, whose requests the worker answers (:meth:`answer`)
+    while it waits for the outcome."""
+
+    @abc.abstractmethod
+    def in_child(self, channel: Any) -> CollectingCtrl:
+        """The ctrl the child uses; ``channel.call(name, *args)`` sends a request and returns the reply."""
+
+    @abc.abstractmethod
+    def answer(self, name: str, args: tuple) -> Any:
+        """Answer one request of the child; an exception raised here is raised in the child."""
 
 
 #: ``check(result, attachments)`` raises when the outcome cannot be recorded (names the problem)
@@ -174,16 +196,17 @@ def _collected(ctrl: Any) -> dict[str, Any]:
     return ctrl.collected_attachments() if isinstance(ctrl, CollectingCtrl) else {}
 
 
-def _evaluate(domain: Any, vals: Mapping, ctrl: Any, check: OutcomeCheck | None = None) -> tuple[str, Any, Any]:
-    """``("ok", result, attachments)`` or ``("error", {type, message, traceback}, attachments)``;
-    ``attachments`` are the ctrl's plus the result's (the result's win), dropped from an error
-    outcome when ``check`` refuses them."""
+def _evaluate(domain: Any, vals: Mapping, ctrl: Any, check: OutcomeCheck | None = None) -> Outcome:
+    """Evaluate once: DONE with the result and the attachments (the ctrl's plus the result's, the
+    result's win), or ERROR with the exception (keeping what the objective attached, unless
+    ``check`` refuses it). Never raises: SystemExit and KeyboardInterrupt fail the trial too."""
+    t0 = time.monotonic()
     try:
         result, attachments = domain.evaluate(vals, ctrl)
         attachments = {**_collected(ctrl), **attachments}
         if check is not None:
             check(result, attachments)
-        return "ok", result, attachments
+        return Outcome(JOB_STATE_DONE, result, attachments, None, time.monotonic() - t0)
     except BaseException as e:  # noqa: BLE001 - SystemExit/KeyboardInterrupt in the objective fail the trial
         info = error_info(e)
     attachments = _collected(ctrl)
@@ -192,7 +215,7 @@ def _evaluate(domain: Any, vals: Mapping, ctrl: Any, check: OutcomeCheck | None 
             check({}, attachments)
         except Exception:  # noqa: BLE001 - the error is the outcome; unstorable attachments go
             attachments = {}
-    return "error", info, attachments
+    return Outcome.failed(info, time.monotonic() - t0, attachments)
 
 
 def _load_libc() -> Any:
@@ -225,23 +248,24 @@ def _die_with_parent() -> None:
 def _child_main(domain: Any, vals: Mapping, ctrl: Any, workdir: str | None, conn: Any,
                 check: OutcomeCheck | None = None) -> None:
     """Runs in the forked child: evaluate, send the outcome, exit without running the parent's atexit hooks."""
+    from .ctrl import TrialChannel
     code = 0
     try:
         os.setsid()  # the trial's own session and process group: ended as a whole (end_trial_processes)
         _die_with_parent()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides what a Ctrl-C means (grace period)
-        after_fork = getattr(ctrl, "_after_fork", None)
-        if callable(after_fork):
-            after_fork()
+        if isinstance(ctrl, TrialCtrl):  # requests go to the worker over the pipe, never through its client
+            ctrl = ctrl.in_child(TrialChannel(conn))
         with working_dir(workdir):
-            kind, a, b = _evaluate(domain, vals, ctrl, check)
+            outcome = _evaluate(domain, vals, ctrl, check)
         try:
-            conn.send((kind, a, b))
+            conn.send(("outcome", outcome))
         except Exception as e:  # noqa: BLE001 - e.g. an unpicklable value in the result
-            conn.send(("error", {"type": "InvalidResultError",
-                                 "message": f"the result could not be sent back to the worker: {type(e).__name__}: {e}",
-                                 "traceback": traceback.format_exc()}, None))
+            conn.send(("outcome", Outcome.failed({
+                "type": "InvalidResultError",
+                "message": f"the result could not be sent back to the worker: {type(e).__name__}: {e}",
+                "traceback": traceback.format_exc()}, outcome.duration)))
     except BaseException:  # noqa: BLE001
         code = 1
         with contextlib.suppress(Exception):
@@ -306,25 +330,21 @@ class Executor:
         return self._cancel.is_set() or (cancel_event is not None and cancel_event.is_set())
 
     def _run_inprocess(self, domain, vals, ctrl, workdir, cancel_event, timeout=None) -> Outcome:
-        t0 = time.monotonic()
         with working_dir(workdir), _alarm(timeout) as fired, _interrupts() as interrupted:
-            kind, a, b = _evaluate(domain, vals, ctrl, self.check)
-        dt = time.monotonic() - t0
+            outcome = _evaluate(domain, vals, ctrl, self.check)
         if fired:
             msg = f"timeout: trial exceeded {timeout:g} s"
-            return _error_outcome({"type": "Timeout", "message": msg, "traceback": a.get("traceback", "")
-                                   if isinstance(a, dict) else ""}, dt)
+            return Outcome.failed({"type": "Timeout", "message": msg,
+                                   "traceback": (outcome.error or {}).get("traceback", "")}, outcome.duration)
         if interrupted:
             raise KeyboardInterrupt  # a real Ctrl-C (SIGINT) is for the worker; one the objective raised fails the trial
         if self._cancelled(cancel_event):
-            return Outcome(None, duration=dt)
-        if kind == "ok":
-            return Outcome(JOB_STATE_DONE, a, b or {}, None, dt)
-        return _error_outcome(a, dt, b)
+            return Outcome(None, duration=outcome.duration)
+        return outcome
 
     def _run_forked(self, domain, vals, ctrl, workdir, cancel_event, timeout) -> Outcome:
         ctx = multiprocessing.get_context("fork")
-        recv, send = ctx.Pipe(duplex=False)
+        recv, send = ctx.Pipe(duplex=True)
         t0 = time.monotonic()
         proc = ctx.Process(target=_child_main, args=(domain, vals, ctrl, workdir, send, self.check), daemon=True,
                            name="hpo-mongo-trial")
@@ -346,27 +366,30 @@ class Executor:
                         if message is not None:
                             break
                     msg = f"timeout: trial exceeded {timeout:g} s"
-                    return _error_outcome({"type": "Timeout", "message": msg,
-                                           "traceback": ""}, time.monotonic() - t0)
+                    return Outcome.failed({"type": "Timeout", "message": msg, "traceback": ""}, time.monotonic() - t0)
                 wait = _WAIT_SLICE if deadline is None else max(0.0, min(_WAIT_SLICE, deadline - now))
                 ready = multiprocessing.connection.wait([recv, proc.sentinel], timeout=wait)
                 if recv in ready:
                     message = _recv(recv)
+                    if _answered(message, ctrl, recv):
+                        message = None
+                        continue
                     break
                 if proc.sentinel in ready:
                     message = _recv(recv) if recv.poll() else None
+                    while _answered(message, ctrl, recv):  # a last request, then the pipe closed
+                        message = _recv(recv) if recv.poll() else None
                     break
             dt = time.monotonic() - t0
             if message is None:
                 proc.join(5)
                 if self._cancelled(cancel_event):
                     return Outcome(None, duration=dt)
-                return _error_outcome({"type": "WorkerCrash", "message": crash_message(proc.exitcode),
+                return Outcome.failed({"type": "WorkerCrash", "message": crash_message(proc.exitcode),
                                        "traceback": ""}, dt)
-            kind, a, b = message
-            if kind == "ok":
-                return Outcome(JOB_STATE_DONE, a, b or {}, None, dt)
-            return _error_outcome(a, dt, b)
+            outcome = message[1]
+            outcome.duration = dt
+            return outcome
         finally:
             with self._lock:
                 self._proc = None
@@ -403,14 +426,35 @@ def _interrupts():
 
 
 def _recv(conn: Any) -> Any:
+    """The next message from the child (``("outcome", Outcome)`` or ``("call", name, args)``), None at EOF."""
     try:
         return conn.recv()
     except (EOFError, OSError):
         return None
     except Exception as e:  # noqa: BLE001 - e.g. the result references a class the parent cannot import
-        return ("error", {"type": "InvalidResultError",
-                          "message": f"the result could not be read by the worker: {type(e).__name__}: {e}",
-                          "traceback": traceback.format_exc()}, None)
+        return ("outcome", Outcome.failed({
+            "type": "InvalidResultError",
+            "message": f"the result could not be read by the worker: {type(e).__name__}: {e}",
+            "traceback": traceback.format_exc()}))
+
+
+def _answered(message: Any, ctrl: Any, conn: Any) -> bool:
+    """If ``message`` is a request of the child, answer it (through the worker's ctrl) and say so."""
+    if not (isinstance(message, tuple) and message and message[0] == "call"):
+        return False
+    _, name, args = message
+    try:
+        if not isinstance(ctrl, TrialCtrl):
+            raise RuntimeError(f"this evaluation has no worker ctrl to answer {name!r}")
+        reply: tuple = ("ok", ctrl.answer(name, args))
+    except Exception as e:  # noqa: BLE001 - raised again in the child, where the objective called
+        reply = ("error", e)
+    try:
+        conn.send(reply)
+    except Exception as e:  # noqa: BLE001 - the reply (or the error) does not pickle
+        with contextlib.suppress(Exception):
+            conn.send(("error", RuntimeError(f"the worker could not send its answer to {name!r}: {e}")))
+    return True
 
 
 # ----------------------------------------------------------------------------- ending a trial's processes

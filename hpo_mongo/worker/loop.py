@@ -1,61 +1,57 @@
 """The worker: claim a NEW trial, evaluate it, report the outcome; repeat.
 
-Structure (each step is one method, so the lease / subprocess / signal layer plugs in):
+The worker talks only to a :class:`~hpo_mongo.trials.queue.JobQueue` (MongoDB for
+``hpo-mongo-worker``, the driver's in-memory queue for ``ParallelTrials``). Each step is one
+method:
 
-- :meth:`Worker.claim` — one atomic ``find_one_and_update`` NEW → RUNNING (oldest tid first);
-- :meth:`Worker.run_trial` — evaluates the claimed trial; in-process it calls
-  :func:`evaluate_claimed_trial`, the ONE function that turns a claimed trial document into a
-  :class:`TrialOutcome` (load the domain by hash, call the objective, apply the result rules,
-  never raise for the objective's errors);
-- :meth:`Worker.report` — uploads the attachments under attempt-scoped names, then writes DONE/ERROR
-  and the attachment references in one write conditioned on ``{_id, owner, attempt}``; a trial
-  taken away meanwhile is logged and skipped, and the uploaded files are deleted again (a worker
-  that lost its trial writes nothing a reader sees).
+- :meth:`Worker.claim` — the queue's atomic NEW → RUNNING (oldest tid first), recording this
+  worker's lease rules (``lease_timeout``, ``max_attempts``) on the trial;
+- :meth:`Worker.run_trial` — loads the domain (by content hash, cached) and evaluates the trial
+  with the :class:`~hpo_mongo.worker.executor.Executor` (a forked child by default);
+- :meth:`Worker.report` — ``queue.finish``: the outcome and the attachments in one write
+  conditioned on the claim; a trial taken away meanwhile is logged and nothing of it is kept.
 
 Stopping: ``max_jobs`` trials evaluated, ``reserve_timeout`` seconds without finding a trial
 (0 = wait forever), ``last_job_timeout`` seconds since start (no new claim after it), or
 ``stop()`` (signals) → exit code 0; ``max_consecutive_failures`` ERROR trials in a row → 1;
-the server unreachable longer than ``max_disconnect`` → 3. An exception raised by the objective
+the store unreachable longer than ``max_disconnect`` → 3. An exception raised by the objective
 (or a domain that cannot be loaded) makes the trial ERROR with type, message and traceback, and
 the worker goes on.
 
-Leases and robustness (issue 5):
+Leases and robustness:
 
-- a heartbeat thread upserts the worker's document in ``workers`` and renews the lease
-  (``heartbeat``, server clock) of the running trial every ``heartbeat_interval``; a worker that
-  finds its lease gone stops the evaluation and writes nothing;
-- idle workers (and the driver) requeue RUNNING trials whose lease is older than their
-  ``lease_timeout`` (the claiming worker's ``stale_timeout``); the ``max_attempts``-th loss makes
-  the trial ERROR "lost N times" (:func:`hpo_mongo.trials.mongo.jobs.requeue_stale`);
-- trials run in a forked child by default (:mod:`hpo_mongo.worker.executor`): crashes, timeouts
-  and memory blow-ups fail the trial, not the worker;
+- a heartbeat thread updates the worker's document and renews the lease of the running trial
+  every ``heartbeat_interval``; a worker that finds its lease gone stops the evaluation and
+  writes nothing;
+- idle workers (and the driver) apply the lease rules (:mod:`hpo_mongo.trials.leases`) to the
+  trials they serve;
+- trials run in a forked child by default: crashes, timeouts and memory blow-ups fail the trial,
+  not the worker, and every process a trial started ends with it;
 - SIGTERM/SIGINT (:meth:`Worker.on_signal`): stop claiming, give the running trial
   ``grace_period`` seconds, then release it back to NEW; a second signal releases at once; exit 0;
-- server outages: every database call is retried with bounded exponential backoff; after
-  ``max_disconnect`` seconds without the server the worker exits 3.
+- outages: every call is retried with the one backoff policy (:mod:`hpo_mongo.trials.outage`)
+  on one outage clock; after ``max_disconnect`` seconds the worker exits 3.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, MutableMapping
+from typing import Any, Callable, Mapping
 
-from ..exceptions import InvalidResultError, InvalidTrial, ObjectiveLoadError, StoreUnavailable
-from ..results import error_info, error_result
 from .._version import __version__
-from ..trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR, utcnow
-from ..trials.mongo.connection import server_time, translate_errors
+from ..exceptions import InvalidParameterError, InvalidResultError, InvalidTrial, ObjectiveLoadError
 from ..trials import leases
-from ..trials.mongo import jobs as _jobs
-from ..trials.mongo.store import MongoJobs, MongoTrials, reconnect_through
-from ..trials.mongo.attachments import as_blob
-from . import executor as _executor
-from .executor import CollectingCtrl, Executor
+from ..trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR, utcnow
+from ..trials.outage import Disconnected, Outage, retry
+from ..trials.queue import ANY_EXPERIMENT, JobQueue
+from ..trials.queued import serving
+from .ctrl import WorkerCtrl
+from .executor import Executor, Outcome, run_trial
 
 logger = logging.getLogger("hpo_mongo.worker")
 
@@ -65,11 +61,16 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 
 
-@dataclass
-class WorkerConfig:
-    """The worker's options (the CLI flags of ``hpo-mongo-worker``)."""
+def owner_id(host: str | None = None, pid: int | None = None) -> str:
+    """``"host:pid"`` — the ``owner`` a worker process writes on the trials it claims."""
+    return f"{host or socket.gethostname()}:{pid if pid is not None else os.getpid()}"
 
-    exp_key: Any = _jobs.ANY_EXPERIMENT  #: ANY_EXPERIMENT = serve every experiment; None = the default one
+
+@dataclasses.dataclass
+class WorkerConfig:
+    """The worker's options: the flags of ``hpo-mongo-worker`` (docs/worker.md), checked here."""
+
+    exp_key: Any = ANY_EXPERIMENT  #: ANY_EXPERIMENT = serve every experiment; None = the default one
     poll_interval: float = 1.0
     max_jobs: int | None = None
     max_consecutive_failures: int = 0  #: 0 = never stop for failures
@@ -78,46 +79,40 @@ class WorkerConfig:
     workdir: str | None = None
     secret: bytes | None = None
     max_disconnect: float = 300.0
-    heartbeat_interval: float = 5.0
-    stale_timeout: float | None = None  #: None = 6 x heartbeat_interval
-    max_attempts: int = 3
+    heartbeat_interval: float = leases.DEFAULT_HEARTBEAT_INTERVAL
+    lease_timeout: float | None = None  #: None = leases.LEASE_PER_HEARTBEAT x heartbeat_interval
+    max_attempts: int = leases.DEFAULT_MAX_ATTEMPTS
     subprocess: bool = True  #: False = --no-subprocess (evaluate in the worker process)
     trial_timeout: float | None = None
     grace_period: float = 30.0
 
+    def __post_init__(self) -> None:
+        if self.lease_timeout is not None and self.lease_timeout <= self.heartbeat_interval:
+            raise InvalidParameterError(
+                f"--lease-timeout ({self.lease_timeout:g}s) must be longer than --heartbeat-interval "
+                f"({self.heartbeat_interval:g}s); use at least 5x the interval so a busy machine does not cause "
+                f"spurious requeues")
+        if self.workdir:
+            self.workdir = os.path.abspath(self.workdir)
+
     @property
-    def lease_timeout(self) -> float:
-        """The stale timeout in effect (``stale_timeout`` or 6 x ``heartbeat_interval``)."""
-        return float(self.stale_timeout) if self.stale_timeout else 6.0 * float(self.heartbeat_interval)
-
-
-@dataclass
-class TrialOutcome:
-    """What evaluating one trial produced: the state to write (DONE/ERROR), result, error, attachments."""
-
-    state: int
-    result: dict
-    error: dict | None = None
-    attachments: dict[str, bytes] = field(default_factory=dict)
-
-    @classmethod
-    def from_exception(cls, exc: BaseException) -> "TrialOutcome":
-        info = error_info(exc)
-        return cls(JOB_STATE_ERROR, error_result(info), info)
+    def lease(self) -> float:
+        """The lease in effect, recorded on the trials this worker claims (seconds)."""
+        return float(self.lease_timeout) if self.lease_timeout else leases.default_lease_timeout(self.heartbeat_interval)
 
 
 class DomainCache:
     """Loaded domains by content hash (a worker serving several experiments keeps each one)."""
 
-    def __init__(self, handle: MongoJobs, secret: bytes | None = None, max_size: int = 16):
-        self.handle, self.secret, self.max_size = handle, secret, max_size
+    def __init__(self, queue: JobQueue, secret: bytes | None = None, max_size: int = 16):
+        self.queue, self.secret, self.max_size = queue, secret, max_size
         self._cache: dict[str, Any] = {}
 
     def domain_hash(self, doc: Mapping[str, Any]) -> str:
         digest = doc.get("domain_hash")
         if digest:
             return digest
-        exp = self.handle.experiment(doc.get("exp_key")) or {}
+        exp = self.queue.experiment(doc.get("exp_key")) or {}
         if not exp.get("domain_hash"):
             raise ObjectiveLoadError(
                 f"trial {doc.get('tid')} (exp_key {doc.get('exp_key')!r}) has no domain_hash and its experiment "
@@ -130,12 +125,12 @@ class DomainCache:
         digest = self.domain_hash(doc)
         if digest in self._cache:
             return self._cache[digest]
-        blob = self.handle.domain_blob(digest)
+        blob = self.queue.domain(digest)
         if blob is None:
             raise ObjectiveLoadError(f"the domain payload {digest} of trial {doc.get('tid')} is missing from "
-                                     f"GridFS (file domain/{digest}); was the experiment deleted?")
+                                     f"{self.queue.describe()}; was the experiment deleted?")
         raw, meta = unpack_payload(blob, self.secret)
-        with reconnect_through(self.handle, self.secret):  # a MongoTrials in the domain uses this worker's connection
+        with serving(self.queue, self.secret):  # a store the objective references uses this worker's queue
             domain = loads_domain(raw, meta)
         if len(self._cache) >= self.max_size:
             self._cache.pop(next(iter(self._cache)))
@@ -143,82 +138,12 @@ class DomainCache:
         return domain
 
 
-class AttemptAttachments(MutableMapping):
-    """``ctrl.attachments`` on a worker: what the objective writes is kept here and stored with the
-    trial's result, in the same owner-conditioned write (so a worker that lost its trial stores
-    nothing); reads see those values first, then the attachments the trial already had."""
-
-    def __init__(self, stored: Callable[[], MutableMapping[str, bytes]]):
-        self.pending: dict[str, bytes] = {}
-        self._stored = stored
-
-    def __getitem__(self, name: str) -> bytes:
-        if name in self.pending:
-            return self.pending[name]
-        return self._stored()[name]
-
-    def __setitem__(self, name: str, value: bytes) -> None:
-        if not isinstance(name, str):
-            raise TypeError(f"attachment names are str; got {type(name).__name__} {name!r}")
-        self.pending[name] = as_blob(name, value)
-
-    def __delitem__(self, name: str) -> None:
-        if name in self.pending:
-            del self.pending[name]
-        elif name in self._stored():
-            raise TypeError(f"attachment {name!r} was stored before this evaluation; a worker does not delete it "
-                            f"(use trials.trial_attachments(trial) outside the worker)")
-        else:
-            raise KeyError(name)
-
-    def _names(self) -> list[str]:
-        return sorted(set(self.pending) | set(self._stored()))
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names())
-
-    def __len__(self) -> int:
-        return len(self._names())
-
-
-class WorkerCtrl(CollectingCtrl):
-    """The ``ctrl`` an objective gets on a worker (``pass_expr_memo_ctrl``): attachments, checkpoint.
-
-    ``ctrl.attachments`` are stored with the result (:class:`AttemptAttachments`);
-    ``ctrl.trials`` is a MongoTrials of the experiment, whose writes are immediate (not tied to
-    this evaluation).
-    """
-
-    def __init__(self, handle: MongoJobs, trial: Mapping[str, Any]):
-        self.handle, self.current_trial = handle, trial
-        self._trials: MongoTrials | None = None
-        self._attachments = AttemptAttachments(lambda: self.handle.trial_attachments(self.current_trial))
-
-    @property
-    def trials(self) -> MongoTrials:
-        if self._trials is None:
-            self._trials = MongoTrials(self.handle, exp_key=self.current_trial.get("exp_key"))
-        return self._trials
-
-    @property
-    def attachments(self) -> AttemptAttachments:
-        return self._attachments
-
-    def collected_attachments(self) -> dict[str, bytes]:
-        return dict(self._attachments.pending)
-
-    def checkpoint(self, result: Mapping[str, Any] | None = None) -> None:
-        if not self.handle.checkpoint(self.current_trial, result):
-            logger.warning("checkpoint of trial %s ignored: this worker no longer owns it",
-                           self.current_trial.get("tid"))
-
-
 def trial_workdir(doc: Mapping[str, Any], workdir: str | None, *, confine_to: str | None = None) -> str | None:
     """Where a trial runs: ``--workdir`` if given, else the trial's ``misc.workdir``, else the cwd (None).
 
     ``confine_to`` (a worker with a secret: the directory it was started in): ``misc.workdir``,
     resolved with realpath (a relative one against that directory), must lie inside it, since any
-    database writer can set it; raises :class:`InvalidTrial` otherwise. Without ``confine_to``,
+    writer of the store can set it; raises :class:`InvalidTrial` otherwise. Without ``confine_to``,
     hyperopt's semantics: any directory (``MongoTrials(workdir="/abs")``).
     """
     if workdir:
@@ -238,7 +163,7 @@ def trial_workdir(doc: Mapping[str, Any], workdir: str | None, *, confine_to: st
     return real
 
 
-def load_domain(doc: Mapping[str, Any], get: Callable[[Mapping], Any]) -> tuple[Any, TrialOutcome | None]:
+def load_domain(doc: Mapping[str, Any], get: Callable[[Mapping], Any]) -> tuple[Any, Outcome | None]:
     """``(domain, None)``, or ``(None, ERROR outcome)`` when the trial's domain cannot be loaded
     (missing module, version mismatch, bad signature: nothing is executed)."""
     try:
@@ -247,12 +172,14 @@ def load_domain(doc: Mapping[str, Any], get: Callable[[Mapping], Any]) -> tuple[
         if not isinstance(e, ObjectiveLoadError):
             e = ObjectiveLoadError(f"cannot load the objective: {type(e).__name__}: {e}")
         logger.error("trial %s: %s", doc.get("tid"), e)
-        return None, TrialOutcome.from_exception(e)
+        return None, Outcome.from_exception(e)
 
 
 def evaluate_claimed_trial(doc: Mapping[str, Any], domains: DomainCache | Callable[[Mapping], Any], *,
-                           ctrl: Any = None, workdir: str | None = None) -> TrialOutcome:
-    """Evaluate one claimed trial document; never raises for the objective's (or the domain's) errors.
+                           ctrl: Any = None, workdir: str | None = None,
+                           check: Callable[[Mapping, Mapping], None] | None = None) -> Outcome:
+    """Evaluate one claimed trial document in this process; never raises for the objective's (or
+    the domain's) errors (hyperopt's ``MongoWorker.run_one`` without the store writes).
 
     ``domains`` is a :class:`DomainCache` or a function ``doc -> Domain``. Loading failures
     (missing module, version mismatch, bad signature) give an ERROR outcome whose message names
@@ -261,29 +188,30 @@ def evaluate_claimed_trial(doc: Mapping[str, Any], domains: DomainCache | Callab
     domain, failed = load_domain(doc, domains.get if isinstance(domains, DomainCache) else domains)
     if failed is not None:
         return failed
-    out = _executor.run_trial(domain, doc["misc"]["vals"], subprocess=False, ctrl=ctrl,
-                              workdir=trial_workdir(doc, workdir), check=_jobs.check_storable)
+    out = run_trial(domain, doc["misc"]["vals"], subprocess=False, ctrl=ctrl, workdir=trial_workdir(doc, workdir),
+                    check=check)
     if out.error is not None:
         logger.error("trial %s failed: %s: %s", doc.get("tid"), out.error.get("type"), out.error.get("message"))
-    return TrialOutcome(out.state, out.result, out.error, out.attachments)
-
-
-class _Disconnected(Exception):
-    """The server stayed unreachable longer than ``max_disconnect``."""
+    return out
 
 
 class Worker:
-    """One worker process's loop (see the module docstring). ``run()`` returns the exit code."""
+    """One worker process's loop (see the module docstring). ``run()`` returns the exit code.
 
-    def __init__(self, handle: MongoJobs, config: WorkerConfig | None = None, *, owner: str | None = None):
-        self.handle = handle
+    Identity: ``owner`` (``host:pid``) is written on the trials it claims; ``worker_id`` (the owner
+    plus a random suffix) keys its own document in the queue's worker list.
+    """
+
+    def __init__(self, queue: JobQueue, config: WorkerConfig | None = None, *, owner: str | None = None):
+        self.queue = queue
         self.config = config or WorkerConfig()
-        self.owner = owner or _jobs.owner_id()
+        self.owner = owner or owner_id()
         self.worker_info = {"host": socket.gethostname(), "pid": os.getpid()}
         self.worker_id = f"{self.owner}:{os.urandom(4).hex()}"
-        self.domains = DomainCache(handle, self.config.secret)
+        self.domains = DomainCache(queue, self.config.secret)
+        self.outage = Outage(self.config.max_disconnect, limit_name="--max-disconnect", logger=logger)
         self.executor = Executor(subprocess=self.config.subprocess, timeout=self.config.trial_timeout,
-                                 check=_jobs.check_storable)
+                                 check=queue.outcome_check())
         # with a secret, misc.workdir (anyone with write access sets it) must stay inside the start directory
         self._confine_to = os.getcwd() if self.config.secret and not self.config.workdir else None
         self.n_done = 0
@@ -301,49 +229,14 @@ class Worker:
         self._started = time.monotonic()
         self._started_at = utcnow()
         self._last_activity = self._started
-        self._down_since: float | None = None  # monotonic time the current outage began
         self._next_requeue = 0.0
-        self._heartbeat = None
+        self._heartbeat: Any = None
 
-    # ---------------------------------------------------------------- database access with outage handling
+    # ---------------------------------------------------------------- store access with outage handling
     def _store(self, fn: Callable[[], Any], what: str, *, abort: Callable[[], bool] | None = None) -> Any:
-        """Call ``fn`` until it reaches the server: bounded exponential backoff (0.1 s doubling to 5 s),
-        one clear log line per outage; raises :class:`_Disconnected` once ``max_disconnect`` s have
-        passed since the first failed call of the outage began (the sleeps never go past that
-        point; the last call then takes at most the client's server selection timeout).
-        Returns None without calling again if ``abort()`` becomes true."""
-        delay = 0.1
-        while True:
-            started = time.monotonic()
-            try:
-                value = fn()
-            except StoreUnavailable as e:
-                self._note_down(e, what, since=started)
-                down = time.monotonic() - self._down_since
-                left = self.config.max_disconnect - down
-                if left <= 0:
-                    raise _Disconnected(f"the server has been unreachable for {down:.1f}s (more than "
-                                        f"--max-disconnect {self.config.max_disconnect:g}s) while trying to "
-                                        f"{what}: {e}") from e
-                logger.info("server still unreachable after %.1fs; next attempt to %s in %.1fs", down, what,
-                            min(delay, left))
-                if abort is not None and abort():
-                    return None
-                time.sleep(min(delay, left))
-                delay = min(delay * 2, 5.0)
-                continue
-            if self._down_since is not None:
-                logger.warning("server reachable again after %.1fs", time.monotonic() - self._down_since)
-                self._down_since = None
-            return value
-
-    def _note_down(self, error: BaseException, what: str, *, since: float) -> None:
-        """Start the outage clock (and log once) at the first failed call of an outage, from the
-        moment that call began (``since``, monotonic)."""
-        if self._down_since is None:
-            self._down_since = since
-            logger.warning("server unreachable (%s: %s); retrying with backoff for up to %gs "
-                           "(--max-disconnect)", what, error, self.config.max_disconnect)
+        """``fn()`` retried across outages on this worker's outage clock; :class:`Disconnected` once
+        it lasted ``max_disconnect``; None without calling again if ``abort()`` becomes true."""
+        return retry(fn, what=what, outage=self.outage, abort=abort)
 
     # ---------------------------------------------------------------- heartbeat (background thread)
     def _worker_fields(self) -> dict:
@@ -353,22 +246,21 @@ class Worker:
                 "version": __version__, "started": self._started_at,
                 "current": None if cur is None else {"tid": cur.get("tid"), "exp_key": cur.get("exp_key"),
                                                      "job_id": cur.get("_id")},
-                "exp_key": None if c.exp_key is _jobs.ANY_EXPERIMENT else c.exp_key,
-                "serves_all": c.exp_key is _jobs.ANY_EXPERIMENT,
+                "exp_key": None if c.exp_key is ANY_EXPERIMENT else c.exp_key,
+                "serves_all": c.exp_key is ANY_EXPERIMENT,
                 "status": self.status, "n_done": self.n_done,
-                "heartbeat_interval": c.heartbeat_interval, "stale_timeout": c.lease_timeout}
+                "heartbeat_interval": c.heartbeat_interval, "lease_timeout": c.lease}
 
     def beat(self) -> None:
-        """Upsert this worker's document and renew the running trial's lease (one heartbeat)."""
-        with translate_errors():
-            _jobs.upsert_worker(self.handle.workers, self.worker_id, self._worker_fields())
-            with self._lease_lock:
-                doc = self._leased
-                if doc is None or self._lease_lost.is_set():
-                    return
-                if _jobs.refresh_lease(self.handle.coll, doc) or self._finishing:
-                    return
-                self._lease_lost.set()
+        """Update this worker's document and renew the running trial's lease (one heartbeat)."""
+        self.queue.beat_worker(self.worker_id, self._worker_fields())
+        with self._lease_lock:
+            doc = self._leased
+            if doc is None or self._lease_lost.is_set():
+                return
+            if self.queue.renew_lease(doc) or self._finishing:
+                return
+            self._lease_lost.set()
         logger.warning("trial %s (attempt %s): this worker lost its lease (the trial was requeued, cancelled or "
                        "finished elsewhere); stopping its evaluation, nothing will be written",
                        doc.get("tid"), doc.get("attempt"))
@@ -378,17 +270,15 @@ class Worker:
     # ---------------------------------------------------------------- steps
     def claim(self) -> dict | None:
         """Claim the oldest NEW trial of the served experiment(s); None if there is none."""
-        return self.handle.reserve(self.owner, exp_key=self.config.exp_key, worker=self.worker_info,
-                                   lease_timeout=self.config.lease_timeout, max_attempts=self.config.max_attempts)
+        c = self.config
+        return self.queue.claim(self.owner, exp_key=c.exp_key, worker=self.worker_info, lease_timeout=c.lease,
+                                max_attempts=c.max_attempts)
 
     def requeue_stale(self) -> list[dict]:
-        """Apply the lease rules to the served experiment(s) (server clock); ``max_attempts`` is
-        used only for trials that do not record their claimer's."""
+        """Apply the lease rules to the served experiment(s); this worker's settings are only the
+        defaults for trials that record none."""
         c = self.config
-        with translate_errors():
-            now = server_time(self.handle.db)
-            events = _jobs.requeue_stale(self.handle.coll, now=now, default_lease=c.lease_timeout,
-                                         default_max_attempts=c.max_attempts, exp_key=c.exp_key)
+        events = self.queue.requeue_stale(c.exp_key, default_lease=c.lease, default_max_attempts=c.max_attempts)
         leases.log_events(events, logger)
         return events
 
@@ -396,95 +286,62 @@ class Worker:
         now = time.monotonic()
         if now < self._next_requeue:
             return
-        every = max(self.config.heartbeat_interval, self.config.lease_timeout / 3.0)
+        every = max(self.config.heartbeat_interval, self.config.lease / 3.0)
         self._next_requeue = now + every * (0.75 + 0.5 * random.random())
-        try:
-            self.requeue_stale()
-        except StoreUnavailable as e:
-            self._note_down(e, "requeue stale trials", since=now)  # the claim that follows retries / gives up
+        self._store(self.requeue_stale, "requeue stale trials", abort=self._stop.is_set)
 
-    def run_trial(self, doc: dict) -> TrialOutcome | None:
+    def run_trial(self, doc: dict) -> Outcome | None:
         """Evaluate a claimed trial (in a forked child unless ``subprocess=False``); None if the
         evaluation was stopped (grace period expired, second signal, lease lost)."""
         try:
             workdir = trial_workdir(doc, self.config.workdir, confine_to=self._confine_to)
         except InvalidTrial as e:
             logger.error("trial %s: %s", doc.get("tid"), e)
-            return TrialOutcome.from_exception(e)
+            return Outcome.from_exception(e)
         domain, failed = load_domain(doc, self.domains.get)
         if failed is not None:
             return failed
-        out = self.executor.run(domain, doc["misc"]["vals"], ctrl=WorkerCtrl(self.handle, doc),
-                                workdir=workdir, cancel_event=self._cancel)
+        out = self.executor.run(domain, doc["misc"]["vals"], ctrl=WorkerCtrl(self.queue, doc), workdir=workdir,
+                                cancel_event=self._cancel)
         if out.cancelled:
             return None
         if out.error is not None:
             logger.error("trial %s failed: %s: %s", doc.get("tid"), out.error.get("type"), out.error.get("message"))
-        return TrialOutcome(out.state, out.result, out.error, out.attachments)
+        return out
 
-    def report(self, doc: dict, outcome: TrialOutcome) -> TrialOutcome | None:
-        """Store the attachments and write the outcome; return what was written (``outcome``, or the
-        ERROR that replaced a result MongoDB refused), None if this worker lost the trial meanwhile.
-
-        The attachments are uploaded under this attempt's names, then the result and the references
-        go in one write conditioned on the claim (retried across outages, up to ``max_disconnect``),
-        so a trial requeued while the server was away is not overwritten; when that write is
-        refused, the uploaded files are deleted again.
-        """
+    def report(self, doc: dict, outcome: Outcome) -> Outcome | None:
+        """Write the outcome and its attachments (``queue.finish``, retried across outages); return
+        what was written (``outcome``, or the ERROR that replaced an outcome the store refused), None
+        if this worker lost the trial meanwhile (then nothing of this attempt is kept)."""
         tid = doc.get("tid")
         self._finishing = True
-        uploaded: list[list] = []
+        written: Outcome | None = outcome
         try:
-            if outcome.attachments:
-                uploaded = self._store(lambda: self.handle.put_attempt_files(doc, outcome.attachments),
-                                       f"store the attachments of trial {tid}")
-            refs, replaced = self._store(lambda: self.handle.refs_after_attempt(doc, uploaded),
-                                         f"read the attachments of trial {tid}")
-            if not uploaded and not replaced:
-                refs = None  # nothing changes: leave the references as they are
-            written: TrialOutcome | None = outcome
             try:
-                ok = self._finish(doc, outcome, refs)
-            except InvalidResultError as e:  # the server refused the document: record why instead
+                ok = self._finish(doc, outcome)
+            except InvalidResultError as e:  # the store refused the outcome: record why instead
                 logger.error("trial %s: %s", tid, e)
-                written = TrialOutcome.from_exception(e)
-                refs, replaced = None, []
+                written = Outcome.from_exception(e)
                 try:
-                    ok = self._finish(doc, written, None)
+                    ok = self._finish(doc, written)
                 except InvalidResultError as e2:
                     logger.error("trial %s: not even the error could be recorded (%s); the lease rules will "
                                  "requeue it", tid, e2)
                     ok = False
-            keep = [fid for _, fid in refs or ()] if ok else []
-            if uploaded or (ok and replaced):
-                def tidy() -> None:
-                    self.handle.discard_attempt_files(doc, keep=keep)
-                    if ok and replaced:
-                        self.handle.delete_trial_file_ids(doc, replaced)
-                self._store(tidy, f"delete unreferenced attachment files of trial {tid}")
         finally:
             with self._lease_lock:
                 self._leased = None
                 self._finishing = False
         if not ok:
             logger.warning("trial %s (attempt %s) was taken from this worker (requeued, cancelled or deleted); "
-                           "its result is dropped%s", tid, doc.get("attempt"),
-                           " and its attachment files deleted" if uploaded else "")
+                           "its result is dropped", tid, doc.get("attempt"))
             return None
         return written
 
-    def _finish(self, doc: dict, outcome: TrialOutcome, refs: list | None) -> bool:
-        """The conditioned result write (with ``refs`` as ``_attachments``); False if the trial was lost."""
-        tid = doc.get("tid")
-        ok = self._store(lambda: self.handle.finish(doc, outcome.state, outcome.result, outcome.error,
-                                                    attachments=refs),
-                         f"write the result of trial {tid}")
-        if not ok:  # a retried write may have landed before the connection dropped
-            cur = self._store(lambda: self.handle.coll.find_one(
-                {"_id": doc["_id"]}, {"state": 1, "owner": 1, "attempt": 1}), f"check trial {tid}")
-            ok = bool(cur and cur.get("owner") == doc.get("owner") and cur.get("attempt") == doc.get("attempt")
-                      and cur.get("state") == outcome.state)
-        return ok
+    def _finish(self, doc: dict, outcome: Outcome) -> bool:
+        return self._store(lambda: self.queue.finish(doc, outcome.state, outcome.result, outcome.error,
+                                                     attachments=outcome.attachments or None),
+                           f"write the result of trial {doc.get('tid')}")
 
     # ---------------------------------------------------------------- control
     def stop(self) -> None:
@@ -528,7 +385,7 @@ class Worker:
             if doc is not None:
                 with self._lease_lock:
                     self._leased = None
-                ok = self.handle.release(doc)
+                ok = self.queue.release(doc)
                 logger.warning("trial %s released back to NEW (%s)%s", doc.get("tid"), why,
                                "" if ok else " — it was no longer owned by this worker")
             self.status = "exited"
@@ -561,15 +418,15 @@ class Worker:
         """Loop until a stop condition; return the exit code (0, 1 or 3)."""
         from .heartbeat import Heartbeat
         c = self.config
-        logger.info("worker %s (id %s) serving %s; evaluation %s, heartbeat %gs, lease %gs, max_attempts %d",
-                    self.owner, self.worker_id,
-                    "every experiment" if c.exp_key is _jobs.ANY_EXPERIMENT else
+        logger.info("worker %s (id %s) on %s serving %s; evaluation %s, heartbeat %gs, lease %gs, max_attempts %d",
+                    self.owner, self.worker_id, self.queue.describe(),
+                    "every experiment" if c.exp_key is ANY_EXPERIMENT else
                     "the default experiment (exp_key None)" if c.exp_key is None else f"exp_key {c.exp_key!r}",
                     "in a child process per trial" if c.subprocess else "in-process (--no-subprocess)",
-                    c.heartbeat_interval, c.lease_timeout, c.max_attempts)
+                    c.heartbeat_interval, c.lease, c.max_attempts)
         if not c.secret:
             logger.warning("worker started without a secret (HPO_MONGO_SECRET / --secret-file): it executes any "
-                           "unsigned payload it finds in the database; anyone who can write to it can run code "
+                           "unsigned payload it finds in the store; anyone who can write to it can run code "
                            "here (see docs/security.md)")
         if c.trial_timeout and not c.subprocess:
             logger.warning("--trial-timeout with --no-subprocess interrupts Python code only (SIGALRM); an "
@@ -578,14 +435,14 @@ class Worker:
         code = EXIT_OK
         try:
             code = self._loop()
-        except _Disconnected as e:
+        except Disconnected as e:
             logger.error("worker exits: %s", e)
             code = EXIT_UNREACHABLE
         finally:
             if self._grace_timer is not None:
                 self._grace_timer.cancel()
             unreachable = code == EXIT_UNREACHABLE
-            # the server is gone: do not wait for a beat in progress, nor try a last one
+            # the store is gone: do not wait for a beat in progress, nor try a last one
             self._heartbeat.stop(timeout=0.2 if unreachable else 5.0)
             self.executor.close()
             self.status, self.current = "exited", None
@@ -637,7 +494,7 @@ class Worker:
                     self._leased = None
                 if self._lease_lost.is_set():
                     return None  # logged by the heartbeat; the trial belongs to someone else now
-                ok = self._store(lambda: self.handle.release(doc), f"release trial {doc['tid']}")
+                ok = self._store(lambda: self.queue.release(doc), f"release trial {doc['tid']}")
                 logger.warning("trial %s released back to NEW (%s)%s", doc["tid"], self._release_reason,
                                "" if ok else " — it was no longer owned by this worker")
                 return EXIT_OK if self._stop.is_set() else None
@@ -663,6 +520,6 @@ class Worker:
 
 
 def main_worker_helper(options: Mapping[str, Any], url: Any = None) -> int:
-    """Run a worker with ``options`` (WorkerConfig fields) on ``url``; return the exit code."""
-    handle = MongoJobs.new_from_connection_str(url)
-    return Worker(handle, WorkerConfig(**options)).run()
+    """Run a worker with ``options`` (WorkerConfig fields) on the queue at ``url``; return the exit code."""
+    from ..trials.factory import connect_queue
+    return Worker(connect_queue(url), WorkerConfig(**options)).run()

@@ -38,6 +38,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ...trials.base import BaseTrials
+
 from .. import rand
 from ..base import docs_from_rows, history
 from .parzen import JointParzen, ParzenParameters, UnivariateParzen, param_table
@@ -79,9 +81,9 @@ def default_weights(n: int, lf: int = DEFAULT_LF) -> np.ndarray:
 
 
 def _internal_history(trials: Any, space: Any, h: Any, table: Any) -> np.ndarray:
-    """``h.X`` in internal coordinates, extended row by row and kept next to the history cache
+    """``h.X`` in internal coordinates, extended row by row and kept in ``trials.algo_cache``
     (which is dropped when trials are pickled)."""
-    owner = getattr(trials, "_history_cache", None)
+    owner = trials.algo_cache if isinstance(trials, BaseTrials) else None
     cache = owner.get("tpe") if isinstance(owner, dict) else None
     n = len(h.tid)
     if (cache is None or cache["space"] is not space or len(cache["tid"]) > n

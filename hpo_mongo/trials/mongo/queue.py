@@ -9,9 +9,10 @@ Nothing here needs transactions, sessions, TTL indexes or ``w=0``, so it runs on
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from bson import ObjectId
 from pymongo import ASCENDING, ReturnDocument, UpdateOne
@@ -66,9 +67,34 @@ class MongoJobQueue:
         return cls(client[parsed.database], parsed.collection, client=client, url=parsed,
                    refresh_overlap=refresh_overlap)
 
+    @classmethod
+    def coerce(cls, arg: Any, *, refresh_overlap: float = DEFAULT_REFRESH_OVERLAP) -> "MongoJobQueue":
+        """A queue from a URL (None: ``$HPO_MONGO_URL``), a parsed URL, a pymongo Database or a queue."""
+        if isinstance(arg, MongoJobQueue):
+            return arg
+        if arg is None or isinstance(arg, (str, MongoURL)):
+            return cls.connect(arg, refresh_overlap=refresh_overlap)
+        if isinstance(arg, Database) or type(arg).__module__.startswith("mongomock"):
+            return cls(arg, refresh_overlap=refresh_overlap)
+        raise InvalidParameterError(
+            "The first parameter of MongoTrials must be a MongoDB URL (mongodb://host:port/db[/collection] "
+            f"or mongodb+srv://…), a pymongo Database or a MongoJobQueue. Got {arg!r} instead.")
+
+    def on_database(self, database: str, collection: str = "jobs") -> "MongoJobQueue":
+        """The queue of ``database`` / ``collection`` through this one's client (same server, same
+        credentials); this queue itself if it is that one already."""
+        if database == self.db.name and collection == self.collection_name:
+            return self
+        client = self.client if self.client is not None else self.db.client
+        url = dataclasses.replace(self.url, database=database, collection=collection) if self.url else None
+        return type(self)(client[database], collection, client=client, url=url, refresh_overlap=self.refresh_overlap)
+
     def close(self) -> None:
         if self.client is not None:
             self.client.close()
+
+    def outcome_check(self) -> Callable[[Mapping[str, Any], Mapping[str, Any]], None]:
+        return _jobs.check_storable
 
     def prepare(self) -> None:
         """Create the indexes of docs/schema.md that are missing (the driver's job, never a worker's)."""
