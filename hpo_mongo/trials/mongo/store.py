@@ -48,7 +48,8 @@ from ..documents import (JOB_FINISHED_STATES, JOB_STATE_ERROR, JOB_STATE_NEW, JO
                          utcnow)
 from . import attachments as _att
 from . import jobs as _jobs
-from .connection import ENV_URL, MongoURL, connect, parse_url, retry, server_time, translate_errors
+from ..outage import retry
+from .connection import ENV_URL, MongoURL, connect, parse_url, server_time, translate_errors
 
 logger = logging.getLogger("hpo_mongo.mongo")
 
