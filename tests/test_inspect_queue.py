@@ -134,7 +134,7 @@ def mq():
     q.insert([new_trial_doc(t, {"x": [t / 10], "act": [t % 3]}, exp_key="e") for t in range(6)])
     q.beat_worker("s:1:x", {"host": "s", "pid": 1, "status": "idle", "serves_all": True, "lease_timeout": LEASE})
     q.beat_worker("g:2:x", {"host": "g", "pid": 2, "status": "exited", "serves_all": True})
-    for tid, loss in ((0, 2.0), (1, 1.0)):
+    for loss in (2.0, 1.0):
         assert q.finish(_claim(q, "a:1"), JOB_STATE_DONE, {"status": "ok", "loss": loss})
     assert q.finish(_claim(q, "a:1"), JOB_STATE_ERROR, {"status": "fail", "failure": "E: boom"},
                     {"type": "E", "message": "boom", "traceback": "Traceback ..."})

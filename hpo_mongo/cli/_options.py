@@ -143,6 +143,7 @@ mongo_options = _bundle(with_exp=False)
 #: ``--mongo``, ``--connect-timeout``, ``--secret-file``, ``--exp-key``
 exp_options = _bundle(with_exp=True)
 
+
 def lease_timeout_option(what: str) -> Callable:
     """``--lease-timeout SECONDS`` (``--stale-after``, its older name, still works): one lease
     length replacing those the trials and workers record."""
