@@ -66,10 +66,10 @@ def main_plot_histogram(trials: Any, do_show: bool = True, title: str = "Loss Hi
 def main_plot_vars(trials: Any, do_show: bool = True, fontsize: int = 10, colorize_best: Any = None,
                    columns: int = 5, arrange_by_loss: bool = False, space: Any = None) -> Any:
     """One panel per parameter, value vs loss (hyperopt's ``main_plot_vars``), plus convergence."""
-    from .export import _space_of
+    from .export import space_of
     from .plot import experiment_figure
     plt = _pyplot()
-    fig, _ = experiment_figure(list(trials.trials), _space_of(trials, space), ncols=max(1, int(columns)))
+    fig, _ = experiment_figure(list(trials.trials), space_of(trials, space), ncols=max(1, int(columns)))
     if do_show:
         plt.show()
     return fig

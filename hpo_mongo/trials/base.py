@@ -24,6 +24,8 @@ class BaseTrials(abc.ABC):
     """Shared, backend-independent half of the Trials API (see the module docstring)."""
 
     asynchronous: bool = False
+    #: the JSON description of the search space (``CompiledSpace.to_json()``), set by fmin
+    space_json: list | None = None
 
     def __init__(self, exp_key: str | None = None):
         self._exp_key = exp_key
@@ -170,6 +172,12 @@ class BaseTrials(abc.ABC):
         """Loss (or ``true_loss``) of the best ok trial; hyperopt's variance weighting is not applied."""
         best = self.best_trial
         return float(best["result"].get("true_loss", best["result"]["loss"]))
+
+    def space_description(self) -> list | None:
+        """The JSON description of the search space (one dict per parameter: label, kind, choice
+        options), which turns stored choice indices into values; None when unknown. Here: what
+        fmin recorded on this object (``space_json``)."""
+        return self.space_json
 
     def to_dataframe(self, space: Any = None) -> Any:
         """One row per trial as a pandas DataFrame (needs the ``pandas`` extra); see hpo_mongo.export."""

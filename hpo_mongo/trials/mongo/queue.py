@@ -422,9 +422,10 @@ class MongoJobQueue:
         with translate_errors("the worker heartbeat"):
             _jobs.upsert_worker(self.workers_coll, worker_id, fields)
 
-    def workers(self) -> list[dict]:
+    def workers(self, *, include_exited: bool = False) -> list[dict]:
+        flt = {} if include_exited else {"status": {"$ne": "exited"}}
         with translate_errors("listing workers"):
-            return list(self.workers_coll.find({"status": {"$ne": "exited"}}).sort([("host", 1), ("pid", 1)]))
+            return list(self.workers_coll.find(flt).sort([("host", 1), ("pid", 1)]))
 
     # ------------------------------------------------------------------ inspection and repairs
     def find(self, exp_key: str | None, *, states: Iterable[int] | None = None, sort: str = "tid",

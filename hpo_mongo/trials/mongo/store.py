@@ -523,6 +523,11 @@ class MongoTrials(BaseTrials):
         """This experiment's document in ``experiments`` (None before fmin ran)."""
         return self.handle.experiment(self._exp_key)
 
+    def space_description(self) -> list | None:
+        """What fmin recorded here, else the experiment document's ``space`` (written by the
+        driver that ran it, so a MongoTrials opened later decodes values too)."""
+        return super().space_description() or (self.experiment() or {}).get("space")
+
     # ---------------------------------------------------------------- fmin
     def _fmin_hooks(self, loop: Any) -> "_DriverHooks":
         return _DriverHooks(self, loop)
