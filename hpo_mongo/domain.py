@@ -8,6 +8,14 @@ from .results import normalize_result
 from .space import CompiledSpace, compile_space, space_eval
 
 
+def trial_seed(ctrl: Any) -> int | None:
+    """The seed of a trial's noise generator: its tid, so a requeued trial sees the same noise
+    (None, a fresh generator, when the trial is unknown)."""
+    trial = ctrl.current_trial if ctrl is not None else None
+    tid = trial.get("tid") if isinstance(trial, Mapping) else None
+    return tid if isinstance(tid, int) and not isinstance(tid, bool) and tid >= 0 else None
+
+
 class Domain:
     """An objective ``fn`` over the search space ``expr`` (hyperopt's ``base.Domain``)."""
 
@@ -30,9 +38,9 @@ class Domain:
         """``{label: node}`` as in hyperopt."""
         return {p.label: p.node for p in self.space.params}
 
-    def config(self, vals: Mapping[str, Any]) -> Any:
-        """The nested object the objective receives for these ``misc.vals``."""
-        return space_eval(self.expr, vals)
+    def config(self, vals: Mapping[str, Any], rng: Any = None) -> Any:
+        """The nested object the objective receives for these ``misc.vals`` (``rng`` feeds noise nodes)."""
+        return space_eval(self.expr, vals, rng=rng)
 
     def evaluate(self, vals: Mapping[str, Any], ctrl: Any = None) -> tuple[dict, dict[str, bytes]]:
         """Call the objective on ``vals``; return ``(result, attachments)`` by the result rules.
@@ -42,7 +50,7 @@ class Domain:
         if self.pass_expr_memo_ctrl:
             raw = self.fn(expr=self.expr, memo=dict(vals), ctrl=ctrl)
         else:
-            raw = self.fn(self.config(vals))
+            raw = self.fn(self.config(vals, rng=trial_seed(ctrl)))
         return normalize_result(raw)
 
     def short_str(self) -> str:

@@ -26,6 +26,14 @@ class DuplicateLabel(InvalidSpaceError):
     """Two different parameters share one label (hyperopt's name for this error)."""
 
 
+#: hyperopt's base class of search-space errors
+BadSearchSpace = InvalidSpaceError
+
+
+class InvalidAnnotatedParameter(InvalidSpaceError):
+    """``fmin(space="annotated")``: a parameter of the objective is not annotated with an hp node."""
+
+
 class UnsupportedExpressionError(InvalidSpaceError):
     """A space uses a pyll construct hpo_mongo does not evaluate."""
 
