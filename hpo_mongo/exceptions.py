@@ -22,6 +22,10 @@ class InvalidSpaceError(HpoMongoError, ValueError):
     """A search space is malformed; the message names the offending label."""
 
 
+class InvalidLabelError(InvalidSpaceError, TypeError):
+    """A hyperparameter label is not a string (a TypeError too, as hyperopt's "require string label")."""
+
+
 class DuplicateLabel(InvalidSpaceError):
     """Two different parameters share one label (hyperopt's name for this error)."""
 
