@@ -85,12 +85,26 @@ def _rstate(rstate: Any) -> np.random.Generator:
         f"a RandomState or None. Got {rstate!r} instead.")
 
 
+TIMEOUT = [v.Interval(float, 0, None, closed="neither"), v.NONE]
+LOSS_THRESHOLD = [v.Interval(float, None, None), v.NONE]
+
+
+def validate_timeout(timeout: Any) -> None:
+    """hyperopt's check: None or a positive number (not a bool)."""
+    v.validate({"timeout": (timeout, TIMEOUT)}, "fmin", HYPEROPT_SENTENCES)
+
+
+def validate_loss_threshold(loss_threshold: Any) -> None:
+    """hyperopt's check: None or a number (not a bool)."""
+    v.validate({"loss_threshold": (loss_threshold, LOSS_THRESHOLD)}, "fmin", HYPEROPT_SENTENCES)
+
+
 def _validate(max_evals, timeout, loss_threshold, max_queue_len, points_to_evaluate,
               early_stop_fn, catch_eval_exceptions, return_argmin, trials_save_file, algo) -> None:
     v.validate({
         "max_evals": (max_evals, [v.Interval(int, 0, None), v.NONE]),
-        "timeout": (timeout, [v.Interval(float, 0, None, closed="neither"), v.NONE]),
-        "loss_threshold": (loss_threshold, [v.Interval(float, None, None), v.NONE]),
+        "timeout": (timeout, TIMEOUT),
+        "loss_threshold": (loss_threshold, LOSS_THRESHOLD),
         "max_queue_len": (max_queue_len, [v.Interval(int, 1, None)]),
         "points_to_evaluate": (points_to_evaluate, [v.NONE, v.Satisfies(
             lambda p: isinstance(p, (list, tuple)) and all(isinstance(x, Mapping) for x in p),

@@ -52,7 +52,11 @@ InvalidLoss = InvalidResultError
 
 
 class InvalidTrial(HpoMongoError, ValueError):
-    """A trial document does not follow the documented schema."""
+    """A trial document does not follow the documented schema (``obj``: the offending object, if given)."""
+
+    def __init__(self, msg: str, obj: object = None):
+        super().__init__(msg if obj is None else f"{msg} {obj}")
+        self.obj = obj
 
 
 class InvalidURLError(InvalidParameterError):

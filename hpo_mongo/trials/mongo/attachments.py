@@ -37,9 +37,13 @@ def _newest(fs: gridfs.GridFS, query: Mapping[str, Any]):
 
 
 def _replace(fs: gridfs.GridFS, filename: str, data: bytes, metadata: dict) -> Any:
-    """Store ``data`` under ``filename``, then delete the older files of that name."""
+    """Store ``data`` under ``filename``, then delete the older files of that name.
+
+    A str is stored UTF-8 encoded (and read back as bytes), as hyperopt's MongoTrials does."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"attachments are bytes; got {type(data).__name__} for {filename!r}")
+        raise TypeError(f"attachments are bytes or str; got {type(data).__name__} for {filename!r}")
     new_id = fs.put(bytes(data), filename=filename, metadata=metadata)
     for old in fs.find({"filename": filename}):
         if old._id != new_id:
