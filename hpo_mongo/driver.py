@@ -145,8 +145,14 @@ class _KeywordObjective:
 def annotated_space(fn: Callable) -> tuple[Callable, dict[str, Any]]:
     """hyperopt's ``space="annotated"``: the space is ``{parameter: hp node}`` read from ``fn``'s
     annotations, and the objective takes the parameters as keywords (a ``return`` annotation is
-    ignored)."""
-    annotations = {k: a for k, a in inspect.getfullargspec(fn).annotations.items() if k != "return"}
+    ignored; string annotations are evaluated in the objective's module)."""
+    annotations = inspect.getfullargspec(fn).annotations
+    if any(isinstance(a, str) for a in annotations.values()):  # ``from __future__ import annotations``
+        try:
+            annotations = inspect.get_annotations(inspect.unwrap(fn), eval_str=True)
+        except Exception:  # noqa: BLE001 - leave them as strings: the check below names the problem
+            pass
+    annotations = {k: a for k, a in annotations.items() if k != "return"}
     for node in annotations.values():
         if not isinstance(node, Expr):
             raise InvalidAnnotatedParameter(
