@@ -6,6 +6,7 @@ from typing import Any, Callable, Mapping
 from .exceptions import InvalidParameterError
 from .results import normalize_result
 from .space import CompiledSpace, compile_space, space_eval
+from .trials.documents import DOMAIN_CMD, STATUS_NEW
 
 
 def trial_seed(ctrl: Any) -> int | None:
@@ -52,6 +53,25 @@ class Domain:
         else:
             raw = self.fn(self.config(vals, rng=trial_seed(ctrl)))
         return normalize_result(raw)
+
+    #: ``misc.cmd`` of this domain's trials (hyperopt's ``Domain.cmd``)
+    cmd = DOMAIN_CMD
+
+    def new_result(self) -> dict:
+        """The ``result`` of a NEW trial."""
+        return {"status": STATUS_NEW}
+
+    def loss(self, result: Mapping[str, Any], config: Any = None) -> Any:
+        return result.get("loss", None)
+
+    def loss_variance(self, result: Mapping[str, Any], config: Any = None) -> Any:
+        return result.get("loss_variance", 0.0)
+
+    def true_loss(self, result: Mapping[str, Any], config: Any = None) -> Any:
+        return result.get("true_loss", self.loss(result, config))
+
+    def status(self, result: Mapping[str, Any], config: Any = None) -> Any:
+        return result["status"]
 
     def short_str(self) -> str:
         return f"Domain{{{getattr(self.fn, '__name__', self.fn)!s}}}"

@@ -488,9 +488,8 @@ class FMinIter:
         return self
 
     def __next__(self) -> BaseTrials:
-        if self._n_finished() >= self.max_evals or self.stop_reason not in (None, "max_evals"):
-            raise StopIteration
+        """Run one more trial; StopIteration once an early stop fired or ``max_evals`` is reached."""
         self.run(1)
-        if self.stop_reason not in (None, "max_evals"):
+        if self.stop_reason not in (None, "max_evals") or self._n_finished() >= self.max_evals:
             raise StopIteration
         return self.trials
