@@ -135,7 +135,7 @@ def path_split_all(path: str) -> Iterator[str]:
 
 def get_closest_dir(workdir: str) -> tuple[str, str]:
     """The deepest existing directory on ``workdir``'s path, and the first missing component."""
-    closest, missing = "", ""
+    closest, missing = (os.sep if os.path.isabs(workdir) else ""), ""
     for part in path_split_all(workdir):
         missing = part
         if not os.path.isdir(os.path.join(closest, part)):

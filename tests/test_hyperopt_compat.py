@@ -6,6 +6,7 @@ encoded here; the comments say which hyperopt call gave them.
 from __future__ import annotations
 
 import importlib
+import pickle
 import threading
 
 import numpy as np
@@ -357,3 +358,89 @@ def test_mongoexp_adapters_have_hyperopts_signatures(mongo_url, mongo_db):
     assert "x" in done["best"] and [t["state"] for t in trials.trials] == [2]
     with pytest.raises(mongoexp.ReserveTimeout):
         mongoexp.MongoWorker(mj=mj, poll_interval=0.05, exp_key="mw").run_one(reserve_timeout=0.3)
+
+
+def test_expr_to_config_and_graph_viz_describe_conditions():
+    from hpo_mongo.graph_viz import dot_hyperparameters
+    from hpo_mongo.pyll_utils import EQ, expr_to_config
+    space = hp.choice("m", [{"a": hp.uniform("a", 0, 1)}, {"k": hp.choice("k", [1, {"g": hp.uniform("g", 0, 1)}])}])
+    hps: dict = {}
+    expr_to_config(space, (), hps)
+    assert hps["m"]["conditions"] == {()} and hps["a"]["conditions"] == {(EQ("m", 0),)}
+    assert hps["g"]["conditions"] == {(EQ("m", 1), EQ("k", 1))} and hps["g"]["label"] == "g"
+    dot = dot_hyperparameters(space)
+    assert dot.startswith("digraph {") and '"m=1 & k=1" -> "g";' in dot and '"m" -> "m=0";' in dot
+
+
+def test_suggest_algo_subclass_proposes_active_values_only():
+    from hpo_mongo import Domain
+    from hpo_mongo.algobase import SuggestAlgo
+
+    class Lowest(SuggestAlgo):  # always the lowest value (choices: the first option)
+        def on_node_hyperparameter(self, memo, node, label):
+            return 0 if node.dist.is_categorical else node.dist.low
+
+    domain = Domain(lambda d: 0.0, hp.choice("m", [{"a": hp.uniform("a", 2, 3)}, {"b": hp.uniform("b", 5, 6)}]))
+    (doc,) = Lowest(domain, Trials(), seed=0)(7)
+    assert doc["tid"] == 7 and doc["misc"]["vals"] == {"m": [0], "a": [2.0], "b": []}
+
+
+def test_main_plot_1d_attachment_draws_one_line_per_trial():
+    require("matplotlib", "plot")
+    import matplotlib
+    matplotlib.use("Agg")
+    from hpo_mongo.plotting import main_plot_1D_attachment
+
+    def objective(x):
+        return {"loss": x, "status": STATUS_OK, "attachments": {"curve": pickle.dumps(np.arange(5) * x)}}
+
+    trials = Trials()
+    fmin(objective, hp.uniform("x", 0, 1), algo=rand.suggest, max_evals=3, trials=trials, **QUIET)
+    fig = main_plot_1D_attachment(trials, "curve", do_show=False)
+    assert len(fig.axes[0].lines) == 3 and fig.axes[0].get_title() == "curve"
+
+
+def test_hyperopt_search_cv_fits_and_warm_starts():
+    require("sklearn", "sklearn")
+    from sklearn.datasets import load_iris
+    from sklearn.svm import SVC
+    from hpo_mongo.sklearn import HyperoptSearchCV
+    X, y = load_iris(return_X_y=True)
+    search = HyperoptSearchCV(SVC(), {"C": hp.loguniform("C", -3, 3), "kernel": hp.choice("k", ["rbf", "linear"])},
+                              max_evals=4, random_state=0, cv=3)
+    search.fit(X, y)
+    assert len(search.trials_) == 4 and set(search.best_params_) == {"C", "kernel"} and search.best_score_ > 0.8
+    search.set_params(warm_start=True, max_evals=6)
+    search.fit(X, y)
+    assert len(search.trials_) == 6  # max_evals is the total, as hyperopt's
+
+
+def test_main_worker_helper_runs_a_worker_from_hyperopts_options(mongo_url):
+    import optparse
+    from hpo_mongo import mongoexp
+    trials = mongoexp.MongoTrials(mongo_url, exp_key="helper")
+    done: dict = {}
+    driver = threading.Thread(target=lambda: done.setdefault("best", fmin(
+        quadratic, {"x": hp.uniform("x", -2, 2)}, algo=rand.suggest, max_evals=1, trials=trials, **QUIET)))
+    driver.start()
+    options = optparse.Values({"mongo": mongo_url, "exp_key": "helper", "poll_interval": 0.05,
+                               "reserve_timeout": 20.0, "max_jobs": 1, "max_consecutive_failures": 4,
+                               "last_job_timeout": None, "workdir": None, "use_subprocesses": False,
+                               "max_jobs_in_db": None})
+    assert mongoexp.main_worker_helper(options, []) == 0
+    driver.join(20)
+    assert "x" in done["best"]
+
+
+def test_utils_dotted_names_and_temp_dir(tmp_path):
+    import os
+    from hpo_mongo import utils
+    assert utils.load_tokens("os.path.join".split(".")) is os.path.join
+    assert utils.json_call("builtins.dict", kwargs={"a": 1}) == {"a": 1}
+    now = utils.coarse_utcnow()
+    assert now.tzinfo is None and now.microsecond % 1000 == 0
+    target = tmp_path / "a" / "b"
+    with utils.temp_dir(str(target), erase_after=True):
+        assert target.is_dir() and (tmp_path / "a.inuse").exists()
+    assert not (tmp_path / "a").exists() and not (tmp_path / "a.inuse").exists()
+    assert list(utils.fast_isin(np.array([1, 2, 3]), np.array([2]))) == [False, True, False]

@@ -3,7 +3,8 @@
 Used by scripts/test-hyperopt-sklearn with real hyperopt and with hpo_mongo alike: it wraps
 ``hyperopt.fmin`` to remember the Trials objects each test used, gives every fmin call that
 passes no ``rstate`` a seed derived from the test and the call number (so both runs are
-reproducible), and writes ``{nodeid: {outcome, trials, ok}}`` as JSON to $COUNT_TRIALS_OUT.
+reproducible), and writes ``{nodeid: {outcome, trials, ok, failures}}`` as JSON to $COUNT_TRIALS_OUT
+(``failures``: why the first unsuccessful trials failed, e.g. hyperopt-sklearn's ``"TimeOut"``).
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ _results: dict = {}
 _current: dict = {"nodeid": None, "trials": [], "calls": 0}
 
 
-def _count(trials_list) -> tuple[int, int]:
-    seen, total, ok = set(), 0, 0
+def _count(trials_list) -> tuple[int, int, list[str]]:
+    seen, total, ok, failures = set(), 0, 0, []
     for trials in trials_list:
         if id(trials) in seen:
             continue
@@ -30,7 +31,9 @@ def _count(trials_list) -> tuple[int, int]:
             result = t.get("result") or {}
             if t.get("state") == 2 and result.get("status") == "ok":
                 ok += 1
-    return total, ok
+            else:
+                failures.append(str(result.get("failure") or (t.get("misc") or {}).get("error") or result)[:200])
+    return total, ok, failures
 
 
 def pytest_configure(config):
@@ -56,8 +59,8 @@ def pytest_configure(config):
 def pytest_runtest_protocol(item, nextitem):
     _current.update(nodeid=item.nodeid, trials=[], calls=0)
     yield
-    total, ok = _count(_current["trials"])
-    _results.setdefault(item.nodeid, {}).update(trials=total, ok=ok)
+    total, ok, failures = _count(_current["trials"])
+    _results.setdefault(item.nodeid, {}).update(trials=total, ok=ok, failures=failures[:5])
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -80,9 +80,9 @@ def check(name, estim, X_test, y_test, *, fitted=True) -> None:
     assert ok >= 1, f"{name}: no successful trial ({len(estim.trials.trials)} trials)"
     if fitted:
         check_is_fitted(learner)
-    score = estim.score(X_test, y_test) if fitted else float("nan")
+    score = f"test score {estim.score(X_test, y_test):.3f}" if fitted else "not refit"
     print(f"  {name}: {ok}/{len(estim.trials.trials)} successful trials, best model "
-          f"{type(learner).__name__}, test score {score:.3f}")
+          f"{type(learner).__name__}, {score}")
 
 
 def main() -> int:
