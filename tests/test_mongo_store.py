@@ -159,8 +159,10 @@ def test_experiment_attachments(db):
     del a.attachments["other"]
     with pytest.raises(KeyError):
         a.attachments["other"]
+    a.attachments["text"] = "str"  # as hyperopt: a str is stored UTF-8 encoded
+    assert a.attachments["text"] == b"str"
     with pytest.raises(TypeError):
-        a.attachments["bad"] = "not bytes"
+        a.attachments["bad"] = 3.5
 
 
 def test_trial_attachments_are_listed_in_the_document(db):
