@@ -4,14 +4,15 @@
 hyperopt user code unchanged.
 """
 from ._version import __version__
-from . import base, early_stop, grid, rand  # noqa: F401 - hyperopt's module paths
+from . import atpe, base, early_stop, exceptions, grid, hp, mix, progress, rand  # noqa: F401 - hyperopt's module paths
 from .domain import Domain
 from . import fmin as _fmin_module  # noqa: F401 - registers hpo_mongo.fmin (hyperopt's module path)
-from .driver import Ctrl, fmin, generate_trials_to_calculate
+from .driver import Ctrl, FMinIter, fmin, fmin_pass_expr_memo_ctrl, generate_trials_to_calculate, partial
 from .exceptions import (AllTrialsFailed, DuplicateLabel, HpoMongoError, InvalidParameterError,
                          InvalidResultError, InvalidSpaceError)
 from .pyll.base import scope
-from .space import hp, space_eval
+from .space import space_eval
+from .spark import SparkTrials
 from .trials.documents import (JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW,
                                JOB_STATE_RUNNING, JOB_STATES, STATUS_FAIL, STATUS_NEW, STATUS_OK,
                                STATUS_RUNNING, STATUS_STRINGS, STATUS_SUSPENDED)
@@ -19,7 +20,8 @@ from .trials.memory import Trials, trials_from_docs
 
 __all__ = [
     "__version__", "fmin", "hp", "space_eval", "Trials", "trials_from_docs", "Domain", "Ctrl",
-    "generate_trials_to_calculate", "rand", "grid", "early_stop", "scope",
+    "generate_trials_to_calculate", "rand", "grid", "early_stop", "scope", "FMinIter",
+    "fmin_pass_expr_memo_ctrl", "partial", "SparkTrials", "atpe", "mix", "exceptions", "progress",
     "STATUS_OK", "STATUS_FAIL", "STATUS_NEW", "STATUS_RUNNING", "STATUS_SUSPENDED", "STATUS_STRINGS",
     "JOB_STATE_NEW", "JOB_STATE_RUNNING", "JOB_STATE_DONE", "JOB_STATE_ERROR", "JOB_STATE_CANCEL",
     "JOB_STATES", "AllTrialsFailed", "DuplicateLabel", "HpoMongoError", "InvalidParameterError",

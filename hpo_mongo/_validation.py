@@ -93,12 +93,21 @@ CALLABLE = Satisfies(callable, "a callable")
 STRING = InstanceOf((str,), "a str")
 
 
-def validate(params: Mapping[str, tuple[Any, Sequence[Constraint]]], owner: str) -> None:
-    """Raise :class:`InvalidParameterError` for the first parameter that fits none of its constraints."""
+def validate(params: Mapping[str, tuple[Any, Sequence[Constraint]]], owner: str,
+             hyperopt_sentences: Mapping[str, str] | None = None) -> None:
+    """Raise :class:`InvalidParameterError` for the first parameter that fits none of its constraints.
+
+    ``hyperopt_sentences`` maps a parameter to the sentence hyperopt raises for it (``{value}`` is
+    replaced by ``str(value)``); the message then starts with that sentence, so code matching
+    hyperopt's message still matches.
+    """
     for name, (value, constraints) in params.items():
         if any(c.ok(value) for c in constraints):
             continue
         texts = [str(c) for c in constraints]
         allowed = texts[0] if len(texts) == 1 else ", ".join(texts[:-1]) + " or " + texts[-1]
-        raise InvalidParameterError(
-            f"The {name!r} parameter of {owner} must be {allowed}. Got {value!r} instead.")
+        message = f"The {name!r} parameter of {owner} must be {allowed}. Got {value!r} instead."
+        sentence = (hyperopt_sentences or {}).get(name)
+        if sentence:
+            message = f"{sentence.format(value=value)}. {message}"
+        raise InvalidParameterError(message)

@@ -8,6 +8,8 @@ whatever the queue length or the timing of the workers.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 import pickle
@@ -21,16 +23,24 @@ import numpy as np
 from . import _validation as v
 from .ctrl import Ctrl  # noqa: F401 - hyperopt's name, re-exported
 from .domain import Domain
-from .exceptions import InvalidParameterError
-from .space import space_eval
+from .exceptions import InvalidAnnotatedParameter, InvalidParameterError
+from .progress import default_callback, no_progress_callback
+from .space import Expr, space_eval
 from .trials.base import BaseTrials
-from .trials.documents import JOB_FINISHED_STATES, JOB_PENDING_STATES, JOB_STATE_DONE, loss_of, new_trial_doc
+from .trials.documents import (JOB_FINISHED_STATES, JOB_PENDING_STATES, JOB_STATE_DONE, JOB_STATE_ERROR, loss_of,
+                               new_trial_doc)
 from .trials.memory import Trials
 from .trials.session import Run, RunSession
 
 logger = logging.getLogger("hpo_mongo.fmin")
 
 SEED_ENV_VARS = ("HPO_MONGO_FMIN_SEED", "HYPEROPT_FMIN_SEED")
+#: hyperopt's own error sentences for these fmin arguments (our messages start with them)
+HYPEROPT_SENTENCES = {
+    "timeout": "The timeout argument should be None or a positive value. Given value: {value}",
+    "loss_threshold": "The loss_threshold argument should be None or a numeric value. Given value: {value}",
+}
+NO_TRIAL_SENTENCE = "There are no evaluation tasks, cannot return argmin of task losses."
 
 
 def default_algo() -> Callable:
@@ -59,12 +69,26 @@ def _rstate(rstate: Any) -> np.random.Generator:
         f"a RandomState or None. Got {rstate!r} instead.")
 
 
+TIMEOUT = [v.Interval(float, 0, None, closed="neither"), v.NONE]
+LOSS_THRESHOLD = [v.Interval(float, None, None), v.NONE]
+
+
+def validate_timeout(timeout: Any) -> None:
+    """hyperopt's check: None or a positive number (not a bool)."""
+    v.validate({"timeout": (timeout, TIMEOUT)}, "fmin", HYPEROPT_SENTENCES)
+
+
+def validate_loss_threshold(loss_threshold: Any) -> None:
+    """hyperopt's check: None or a number (not a bool)."""
+    v.validate({"loss_threshold": (loss_threshold, LOSS_THRESHOLD)}, "fmin", HYPEROPT_SENTENCES)
+
+
 def _validate(max_evals, timeout, loss_threshold, max_queue_len, points_to_evaluate,
               early_stop_fn, catch_eval_exceptions, return_argmin, trials_save_file, algo) -> None:
     v.validate({
         "max_evals": (max_evals, [v.Interval(int, 0, None), v.NONE]),
-        "timeout": (timeout, [v.Interval(float, 0, None, closed="neither"), v.NONE]),
-        "loss_threshold": (loss_threshold, [v.Interval(float, None, None), v.NONE]),
+        "timeout": (timeout, TIMEOUT),
+        "loss_threshold": (loss_threshold, LOSS_THRESHOLD),
         "max_queue_len": (max_queue_len, [v.Interval(int, 1, None)]),
         "points_to_evaluate": (points_to_evaluate, [v.NONE, v.Satisfies(
             lambda p: isinstance(p, (list, tuple)) and all(isinstance(x, Mapping) for x in p),
@@ -74,7 +98,51 @@ def _validate(max_evals, timeout, loss_threshold, max_queue_len, points_to_evalu
         "return_argmin": (return_argmin, [v.BOOL]),
         "trials_save_file": (trials_save_file, [v.STRING, v.InstanceOf((os.PathLike,), "a path")]),
         "algo": (algo, [v.NONE, v.CALLABLE]),
-    }, "fmin")
+    }, "fmin", HYPEROPT_SENTENCES)
+
+
+def fmin_pass_expr_memo_ctrl(f: Callable) -> Callable:
+    """Mark ``f`` as taking ``expr=``, ``memo=`` and ``ctrl=`` instead of the evaluated point
+    (``memo`` is ``{label: [value]}``; ``pyll.rec_eval(expr, memo=memo)`` builds the point)."""
+    f.fmin_pass_expr_memo_ctrl = True
+    return f
+
+
+def partial(fn: Callable, **kwargs: Any) -> functools.partial:
+    """``functools.partial`` that keeps the :func:`fmin_pass_expr_memo_ctrl` mark."""
+    rval = functools.partial(fn, **kwargs)
+    if hasattr(fn, "fmin_pass_expr_memo_ctrl"):
+        rval.fmin_pass_expr_memo_ctrl = fn.fmin_pass_expr_memo_ctrl
+    return rval
+
+
+class _KeywordObjective:
+    """The objective of ``space="annotated"``: called with the point's dict as keyword arguments."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+
+    def __call__(self, point: Mapping[str, Any]) -> Any:
+        return self.fn(**point)
+
+
+def annotated_space(fn: Callable) -> tuple[Callable, dict[str, Any]]:
+    """hyperopt's ``space="annotated"``: the space is ``{parameter: hp node}`` read from ``fn``'s
+    annotations, and the objective takes the parameters as keywords (a ``return`` annotation is
+    ignored; string annotations are evaluated in the objective's module)."""
+    annotations = inspect.getfullargspec(fn).annotations
+    if any(isinstance(a, str) for a in annotations.values()):  # ``from __future__ import annotations``
+        try:
+            annotations = inspect.get_annotations(inspect.unwrap(fn), eval_str=True)
+        except Exception:  # noqa: BLE001 - leave them as strings: the check below names the problem
+            pass
+    annotations = {k: a for k, a in annotations.items() if k != "return"}
+    for node in annotations.values():
+        if not isinstance(node, Expr):
+            raise InvalidAnnotatedParameter(
+                'When using `space="annotated"`, please annotate the objective function arguments with a '
+                "`pyll.base.Apply` subclass. See example in `fmin` docstring")
+    return _KeywordObjective(fn), annotations
 
 
 def fmin(fn: Callable, space: Any, algo: Callable | None = None, max_evals: int | None = None,
@@ -91,6 +159,8 @@ def fmin(fn: Callable, space: Any, algo: Callable | None = None, max_evals: int 
     """
     _validate(max_evals, timeout, loss_threshold, max_queue_len, points_to_evaluate,
               early_stop_fn, catch_eval_exceptions, return_argmin, trials_save_file, algo)
+    if isinstance(space, str) and space == "annotated":
+        fn, space = annotated_space(fn)
     if allow_trials_fmin and trials is not None and not isinstance(trials, BaseTrials) and hasattr(trials, "fmin"):
         return trials.fmin(fn, space, algo=algo, max_evals=max_evals, timeout=timeout,
                            loss_threshold=loss_threshold, rstate=rstate, verbose=verbose,
@@ -120,9 +190,12 @@ def fmin(fn: Callable, space: Any, algo: Callable | None = None, max_evals: int 
         loop.insert_points(points_to_evaluate)
     loop.run()
     if not trials.trials:
-        raise InvalidParameterError("fmin ran no trial (max_evals=0?), so there is no argmin to return")
+        raise InvalidParameterError(f"{NO_TRIAL_SENTENCE} fmin ran no trial (max_evals=0?)")
     if return_argmin:
         return trials.argmin
+    if (catch_eval_exceptions and not trials.asynchronous
+            and all(t["state"] == JOB_STATE_ERROR for t in trials.trials)):
+        return None  # as hyperopt, which drops ERROR trials: no trial, nothing to evaluate
     return space_eval(space, trials.argmin)
 
 
@@ -154,25 +227,17 @@ def _save_trials(trials: Any, path: str) -> None:
 
 
 class _Progress:
-    """tqdm bar showing finished trials and the best loss (or a user's progress context)."""
+    """The progress context of one run: hyperopt's progress callbacks (``True`` = tqdm)."""
 
     def __init__(self, spec: Any, initial: int, total: int):
-        self._cm = None
-        self.bar = None
         if spec is False or spec is None:
-            return
-        if callable(spec) and spec is not True:
-            self._cm = spec(initial=initial, total=total)
-            self.bar = self._cm.__enter__()
-            return
-        from tqdm.auto import tqdm
-        self.bar = tqdm(total=None if total == sys.maxsize else total, initial=initial,
-                        dynamic_ncols=True, unit="trial")
-        self.bar.set_postfix_str("best loss: ?")
+            spec = no_progress_callback
+        elif spec is True:
+            spec = default_callback
+        self._cm = spec(initial=initial, total=total)
+        self.bar = self._cm.__enter__()
 
     def update(self, n: int, best: float | None) -> None:
-        if self.bar is None:
-            return
         if n:
             self.bar.update(n)
         if best is not None:
@@ -182,10 +247,7 @@ class _Progress:
                 self.bar.postfix = f"best loss: {best:.6g}"
 
     def close(self) -> None:
-        if self._cm is not None:
-            self._cm.__exit__(None, None, None)
-        elif self.bar is not None:
-            self.bar.close()
+        self._cm.__exit__(None, None, None)
 
 
 class _FMinLoop:
@@ -194,7 +256,7 @@ class _FMinLoop:
     def __init__(self, domain: Domain, algo: Callable, trials: BaseTrials, rng: np.random.Generator, *,
                  max_evals: int, timeout: float | None, loss_threshold: float | None,
                  catch_eval_exceptions: bool, max_queue_len: int, early_stop_fn: Callable | None,
-                 trials_save_file: str, progress: Any):
+                 trials_save_file: str, progress: Any, start: float | None = None):
         self.domain, self.algo, self.trials, self.rng = domain, algo, trials, rng
         self.max_evals, self.timeout, self.loss_threshold = max_evals, timeout, loss_threshold
         self.catch = catch_eval_exceptions
@@ -203,7 +265,7 @@ class _FMinLoop:
         self.early_stop_args: list = []
         self.save_file = trials_save_file
         self.progress_spec = progress
-        self.start = time.monotonic()
+        self.start = time.monotonic() if start is None else start
         self.exhausted = False
         self.stop_reason: str | None = None
         self.run_spec = Run(domain=domain, algo=algo, max_evals=max_evals, catch_eval_exceptions=catch_eval_exceptions,
@@ -318,3 +380,63 @@ class _FMinLoop:
         finally:
             session.end(self.stop_reason)
             progress.close()
+
+
+class FMinIter:
+    """hyperopt's ``FMinIter``: fmin's loop driven step by step.
+
+    ``run(N)`` evaluates (or, with MongoTrials, waits for) N more finished trials, ``exhaust()``
+    runs up to ``max_evals``, and iterating runs one trial per step. ``timeout`` counts from
+    construction. ``run`` always waits for its trials (``block_until_done`` is accepted and ignored).
+    """
+
+    catch_eval_exceptions = False
+    pickle_protocol = -1
+
+    def __init__(self, algo: Callable, domain: Domain, trials: BaseTrials, rstate: Any,
+                 asynchronous: bool | None = None, max_queue_len: int = 1, poll_interval_secs: float = 1.0,
+                 max_evals: int = sys.maxsize, timeout: float | None = None, loss_threshold: float | None = None,
+                 verbose: bool = False, show_progressbar: Any = True, early_stop_fn: Callable | None = None,
+                 trials_save_file: str = ""):
+        if asynchronous is not None and bool(asynchronous) != trials.asynchronous:
+            raise InvalidParameterError(
+                f"The 'asynchronous' parameter of FMinIter must be None or {trials.asynchronous} "
+                f"(what the trials store is). Got {asynchronous!r} instead.")
+        self.algo, self.domain, self.trials = algo, domain, trials
+        self.rstate = _rstate(rstate)
+        self.asynchronous = trials.asynchronous
+        self.max_queue_len, self.poll_interval_secs = max_queue_len, poll_interval_secs
+        self.max_evals, self.timeout, self.loss_threshold = max_evals, timeout, loss_threshold
+        self.verbose, self.early_stop_fn, self.trials_save_file = verbose, early_stop_fn, trials_save_file
+        self.progress = show_progressbar if verbose else False
+        self.early_stop_args: list = []
+        self.start_time = time.monotonic()
+        self.stop_reason: str | None = None
+
+    def _n_finished(self) -> int:
+        self.trials.refresh()
+        return sum(1 for t in self.trials.trials if t["state"] in JOB_FINISHED_STATES)
+
+    def run(self, N: int, block_until_done: bool = True) -> None:
+        loop = _FMinLoop(self.domain, self.algo, self.trials, self.rstate, max_evals=self._n_finished() + N,
+                         timeout=self.timeout, loss_threshold=self.loss_threshold,
+                         catch_eval_exceptions=self.catch_eval_exceptions, max_queue_len=self.max_queue_len,
+                         early_stop_fn=self.early_stop_fn, trials_save_file=self.trials_save_file,
+                         progress=self.progress, start=self.start_time)
+        loop.early_stop_args = self.early_stop_args
+        loop.run()
+        self.early_stop_args, self.stop_reason = loop.early_stop_args, loop.stop_reason
+
+    def exhaust(self) -> "FMinIter":
+        self.run(max(0, self.max_evals - self._n_finished()))
+        return self
+
+    def __iter__(self) -> "FMinIter":
+        return self
+
+    def __next__(self) -> BaseTrials:
+        """Run one more trial; StopIteration once an early stop fired or ``max_evals`` is reached."""
+        self.run(1)
+        if self.stop_reason not in (None, "max_evals") or self._n_finished() >= self.max_evals:
+            raise StopIteration
+        return self.trials

@@ -23,8 +23,20 @@ class InvalidSpaceError(HpoMongoError, ValueError):
     """A search space is malformed; the message names the offending label."""
 
 
+class InvalidLabelError(InvalidSpaceError, TypeError):
+    """A hyperparameter label is not a string (a TypeError too, as hyperopt's "require string label")."""
+
+
 class DuplicateLabel(InvalidSpaceError):
     """Two different parameters share one label (hyperopt's name for this error)."""
+
+
+#: hyperopt's base class of search-space errors
+BadSearchSpace = InvalidSpaceError
+
+
+class InvalidAnnotatedParameter(InvalidSpaceError):
+    """``fmin(space="annotated")``: a parameter of the objective is not annotated with an hp node."""
 
 
 class UnsupportedExpressionError(InvalidSpaceError):
@@ -41,7 +53,11 @@ InvalidLoss = InvalidResultError
 
 
 class InvalidTrial(HpoMongoError, ValueError):
-    """A trial document does not follow the documented schema."""
+    """A trial document does not follow the documented schema (``obj``: the offending object, if given)."""
+
+    def __init__(self, msg: str, obj: object = None):
+        super().__init__(msg if obj is None else f"{msg} {obj}")
+        self.obj = obj
 
 
 class InvalidURLError(InvalidParameterError):

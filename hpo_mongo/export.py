@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from . import inspect as hi
 from ._json import dumps, iso
 from .exceptions import InvalidParameterError
+from .trials.base import BaseTrials
 
 FORMATS = ("csv", "json", "jsonl")
 _EXT = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -123,26 +124,21 @@ def write_trials(docs: Sequence[Mapping[str, Any]], space: hi.SpaceInfo | None, 
 
 
 # ----------------------------------------------------------------------------- Trials objects
-def _space_of(trials: Any, space: Any) -> hi.SpaceInfo:
+def space_of(trials: Any, space: Any = None) -> hi.SpaceInfo:
+    """The space that decodes ``trials``' values: ``space`` (an hp space or its JSON) when given,
+    else what the store describes (:meth:`BaseTrials.space_description`), else none (values as
+    stored: choice indices)."""
     if space is not None:
         return hi.SpaceInfo.from_space(space)
-    if getattr(trials, "space_json", None):  # a store that remembers its space's JSON description
-        return hi.SpaceInfo.from_json(trials.space_json)
-    handle = getattr(trials, "handle", None)  # MongoTrials: the experiment document has the space
-    if handle is not None and hasattr(handle, "experiment"):
-        try:
-            doc = handle.experiment(getattr(trials, "exp_key", None))
-        except Exception:  # noqa: BLE001 - fall back to raw values
-            doc = None
-        if doc:
-            return hi.SpaceInfo.from_json(doc.get("space"))
+    if isinstance(trials, BaseTrials):
+        return hi.SpaceInfo.from_json(trials.space_description())
     return hi.SpaceInfo()
 
 
 def trial_rows(trials: Any, space: Any = None) -> tuple[list[str], list[dict]]:
     """``(columns, rows)`` for a Trials / MongoTrials / list of trial documents."""
     docs = list(getattr(trials, "trials", trials))
-    return hi.to_rows(docs, _space_of(trials, space), result_columns=True)
+    return hi.to_rows(docs, space_of(trials, space), result_columns=True)
 
 
 def export_trials(trials: Any, path: str | os.PathLike, *, format: str | None = None,
@@ -154,7 +150,7 @@ def export_trials(trials: Any, path: str | os.PathLike, *, format: str | None = 
     Example: ``export_trials(trials, "trials.csv", space=space)``.
     """
     fmt = choose_format(path, format)
-    return write_trials(list(getattr(trials, "trials", trials)), _space_of(trials, space), path, fmt)
+    return write_trials(list(getattr(trials, "trials", trials)), space_of(trials, space), path, fmt)
 
 
 def _pandas() -> Any:

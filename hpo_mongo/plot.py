@@ -404,6 +404,6 @@ def plot_trials(trials: Any, path: Any, *, space: Any = None, title: str | None 
                 labels: Sequence[str] | None = None, dpi: int = 110) -> dict:
     """:func:`plot_experiment` for a ``Trials`` / ``MongoTrials`` (``space`` — the hp space —
     turns choice indices into option labels when the store does not hold it)."""
-    from .export import _space_of
+    from .export import space_of
     docs = list(getattr(trials, "trials", trials))
-    return plot_experiment(docs, _space_of(trials, space), path, title=title, labels=labels, dpi=dpi)
+    return plot_experiment(docs, space_of(trials, space), path, title=title, labels=labels, dpi=dpi)

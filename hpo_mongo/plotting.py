@@ -10,7 +10,7 @@ import numpy as np
 from .exceptions import MissingExtra
 from .trials.documents import JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR, loss_of
 
-__all__ = ["main_plot_history", "main_plot_histogram", "main_plot_vars"]
+__all__ = ["main_plot_history", "main_plot_histogram", "main_plot_vars", "main_plot_1D_attachment"]
 
 
 def _pyplot() -> Any:
@@ -66,10 +66,45 @@ def main_plot_histogram(trials: Any, do_show: bool = True, title: str = "Loss Hi
 def main_plot_vars(trials: Any, do_show: bool = True, fontsize: int = 10, colorize_best: Any = None,
                    columns: int = 5, arrange_by_loss: bool = False, space: Any = None) -> Any:
     """One panel per parameter, value vs loss (hyperopt's ``main_plot_vars``), plus convergence."""
-    from .export import _space_of
+    from .export import space_of
     from .plot import experiment_figure
     plt = _pyplot()
-    fig, _ = experiment_figure(list(trials.trials), _space_of(trials, space), ncols=max(1, int(columns)))
+    fig, _ = experiment_figure(list(trials.trials), space_of(trials, space), ncols=max(1, int(columns)))
+    if do_show:
+        plt.show()
+    return fig
+
+
+def main_plot_1D_attachment(trials: Any, attachment_name: str, do_show: bool = True, colorize_by_loss: bool = True,
+                            max_darkness: float = 0.5, num_trails: int | None = None,
+                            preprocessing_fn: Any = lambda x: x, line_width: float = 0.1) -> Any:  # noqa: N802
+    """One line per trial of its pickled 1-D attachment ``attachment_name``, shaded by loss
+    (hyperopt's ``main_plot_1D_attachment``; ``num_trails`` picks that many trials evenly by loss)."""
+    import pickle
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.set_title(attachment_name)
+    with_loss = [t for t in trials.trials if loss_of(t) is not None]
+    losses = [loss_of(t) for t in with_loss]
+    lo, hi = (min(losses), max(losses)) if losses else (0.0, 1.0)
+    if num_trails is None:
+        plotted = list(trials.trials)
+    else:
+        ranked = sorted(with_loss, key=loss_of)
+        plotted = [ranked[i] for i in np.linspace(0, len(ranked), num_trails, endpoint=False, dtype=int)] if ranked else []
+    for trial in plotted:
+        attachments = trials.trial_attachments(trial)
+        if attachment_name not in attachments:
+            continue
+        data = np.squeeze(np.asanyarray(pickle.loads(attachments[attachment_name])))
+        if data.ndim != 1:
+            continue
+        loss = loss_of(trial)
+        shade = max_darkness * (loss - lo) / (hi - lo) if (colorize_by_loss and loss is not None and hi > lo) else 0.0
+        ax.plot(preprocessing_fn(data), color=(0.0, 0.0, 0.0, shade) if colorize_by_loss else None,
+                linewidth=line_width, label=f"loss: {loss:.5}" if loss is not None else "no loss")
+    if len(plotted) < 10 and plotted:
+        ax.legend()
     if do_show:
         plt.show()
     return fig

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from hpo_mongo.inspect import get_experiment, live_driver
+from hpo_mongo.trials.factory import connect_queue
 from tests.helpers_distributed import Procs, child_env, wait_until, worker_cmd
 from tests.test_cli import clone, exp, run  # noqa: F401
 
@@ -53,13 +54,20 @@ fmin(lambda p: p["x"] ** 2, {"x": hp.uniform("x", -1, 1)}, algo=rand.suggest, ma
 """
 
 
-def test_delete_warns_while_the_driver_runs(mongo_url, mongo_db, tmp_path):
+@pytest.fixture
+def queue(mongo_url):
+    q = connect_queue(mongo_url)
+    yield q
+    q.close()
+
+
+def test_delete_warns_while_the_driver_runs(mongo_url, mongo_db, queue, tmp_path):
     with Procs(tmp_path) as procs:
         driver = procs.python(DRIVER, mongo_url, name="driver")  # no worker: it waits for one
         exp = wait_until(lambda: mongo_db.experiments.find_one({"exp_key": None, "driver.heartbeat": {"$ne": None}})
-                         and mongo_db.jobs.find_one({}) and get_experiment(mongo_db, "jobs", None),
+                         and mongo_db.jobs.find_one({}) and get_experiment(queue, None),
                          timeout=60, what="the driver's experiment")
-        info = live_driver(mongo_db, exp)
+        info = live_driver(queue, exp)
         assert info is not None and info["pid"] == driver.pid
         r = run("delete", "--mongo", mongo_url, "--yes", input="n\n")  # --yes: still asked, declined
         assert r.exit_code == 1
@@ -79,7 +87,11 @@ def test_delete_force_does_not_ask(clone, mongo_url):
     url, db = clone
     db.experiments.update_one({"exp_key": None}, {"$set": {"status": "running"},
                                                   "$currentDate": {"driver.heartbeat": True}})
-    assert live_driver(db, get_experiment(db, "jobs", None)) is not None
+    q = connect_queue(url)
+    try:
+        assert live_driver(q, get_experiment(q, None)) is not None
+    finally:
+        q.close()
     r = run("delete", "--mongo", url, "--force")
     assert r.exit_code == 0 and "[y/N]" not in r.output and "Warning" not in r.output
     assert db.jobs.count_documents({"exp_key": None}) == 0

@@ -42,16 +42,16 @@ def test_six_processes_race_to_claim_200_trials_and_allocate_tids(mongo_url, tmp
         from hpo_mongo.trials.mongo.queue import MongoJobQueue
         url, out, ready, go = sys.argv[1:5]
         h = MongoJobQueue.connect(url)
-        h.coll.find_one({})                      # connected before the start line
+        h.jobs.find_one({})                      # connected before the start line
         open(ready, "w").close()
         while not os.path.exists(go):
             time.sleep(0.005)
         owner = f"claimer:{os.getpid()}"
         # first act as a driver: tids from the shared counter, racing the other processes
-        new_tids = [i for _ in range(10) for i in h.new_trial_ids(1)]
+        new_tids = [i for _ in range(10) for i in h.new_tids(1)]
         got = []
         while True:
-            doc = h.reserve(owner, "race")
+            doc = h.claim(owner, exp_key="race", lease_timeout=30.0, max_attempts=3)
             if doc is None:
                 break
             got.append([doc["tid"], str(doc["_id"]), doc["attempt"], doc["owner"]])

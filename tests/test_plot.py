@@ -140,13 +140,13 @@ def classifier_figure():
     import matplotlib.pyplot as plt
 
     from hpo_mongo import Trials, fmin, rand
-    from hpo_mongo.export import _space_of
+    from hpo_mongo.export import space_of
     from hpo_mongo.plot import experiment_figure
     require_matplotlib_agg()
     trials = Trials()
     fmin(classifier_loss, classifier_space(), algo=rand.suggest, max_evals=30, trials=trials,
          rstate=np.random.default_rng(1), show_progressbar=False, catch_eval_exceptions=True)
-    fig, n = experiment_figure(trials.trials, _space_of(trials, None), title="classifiers")
+    fig, n = experiment_figure(trials.trials, space_of(trials, None), title="classifiers")
     yield trials, fig, n
     plt.close(fig)
 
@@ -214,14 +214,16 @@ def classifier_space_labels():
 
 def test_plot_numbers_trials_within_the_experiment(exp):
     """The "other" experiment's tids follow the default experiment's: its x-axis still starts at 1."""
-    import pymongo
-
     from hpo_mongo import inspect as hi
     from hpo_mongo.plot import experiment_figure
+    from hpo_mongo.trials.factory import connect_queue
     require_matplotlib_agg()
-    db = pymongo.MongoClient(exp["url"], tz_aware=True)[exp["db_name"]]
-    other = hi.get_experiment(db, "jobs", "other")
-    docs = hi.find_trials(db, "jobs", "other")
+    queue = connect_queue(exp["url"])
+    try:
+        other = hi.get_experiment(queue, "other")
+        docs = hi.find_trials(queue, "other")
+    finally:
+        queue.close()
     assert min(d["tid"] for d in docs) >= 16
     fig, _ = experiment_figure(docs, other.space)
     assert panels(fig)[0].get_xlim() == (0.5, len(docs) + 0.5)

@@ -93,6 +93,12 @@ def test_implements_the_protocol(h):
     assert pickle.loads(pickle.dumps(ANY_EXPERIMENT)) is ANY_EXPERIMENT
 
 
+def test_close_may_be_repeated(h):
+    h.queue.count(ANY_EXPERIMENT)
+    assert h.queue.close() is None
+    h.queue.close()
+
+
 # ----------------------------------------------------------------------------- tids and insert
 def test_tids_are_fresh_and_reserve_moves_past(h):
     q = h.queue
@@ -423,6 +429,7 @@ def test_worker_documents(h):
     q.beat_worker("w:2:bb", {"host": "w", "pid": 2, "status": "exited"})
     (w,) = q.workers()
     assert w["_id"] == "w:1:aa" and w["status"] == "busy" and w["host"] == "w"
+    assert [x["_id"] for x in q.workers(include_exited=True)] == ["w:1:aa", "w:2:bb"]  # by host, pid
     assert abs((leases.as_utc(w["started"]) - started).total_seconds()) < 0.01  # set only on creation
     assert leases.worker_is_live(w, q.now())
     h.later(LEASE * 1.5)

@@ -133,5 +133,5 @@ def test_inspecting_live_workers_example(experiment):
 
 def test_inspecting_sample_algorithm_name_is_what_fmin_records():
     from hpo_mongo import tpe
-    from hpo_mongo.trials.mongo.store import _algo_name
-    assert f"algorithm   {_algo_name(tpe.suggest)}\n" in INSPECTING.read_text()
+    from hpo_mongo.trials.queued import algo_name
+    assert f"algorithm   {algo_name(tpe.suggest)}\n" in INSPECTING.read_text()

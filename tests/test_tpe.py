@@ -300,3 +300,12 @@ def test_tpe_module_is_the_algos_package():
     assert tpe.default_gamma(10 ** 6) == 25
     w = tpe.default_weights(30)
     assert w[-25:].tolist() == [1.0] * 25 and w[0] == pytest.approx(1 / 30)
+
+
+def test_conditional_choice_never_active_in_the_good_group():
+    """A categorical parameter with no active observation (np.bincount gives ints) fits as floats."""
+    space = {"u": hp.uniform("u", 0, 1),
+             "m": hp.choice("m", [{"k": 0}, {"k": 1, "c": hp.choice("c", ["x", "y"])}])}
+    best = fmin(lambda d: d["u"] + d["m"]["k"], space, algo=tpe.suggest, max_evals=30,
+                rstate=np.random.default_rng(0), show_progressbar=False)
+    assert best["m"] == 0

@@ -238,15 +238,15 @@ def test_mongoexp_compat_names():
     from hpo_mongo import mongoexp
     from hpo_mongo.cli.worker import main
     assert mongoexp.MongoTrials is MongoTrials is hpo_mongo.MongoTrials
-    assert issubclass(mongoexp.MongoJobs, MongoJobQueue)
-    assert mongoexp.main_worker is main and mongoexp.MongoWorker is Worker
+    assert issubclass(mongoexp.MongoJobs, MongoJobQueue)  # hyperopt's constructor signature on top
+    assert mongoexp.main_worker is main and mongoexp.Worker is Worker
     assert J.ANY_EXPERIMENT is not None
 
 
 def _ctrl_objective(expr, memo, ctrl):
     ctrl.checkpoint({"status": "running", "progress": 0.5})
     doc = ctrl.current_trial
-    seen = ctrl.trials.handle.jobs.find_one({"_id": doc["_id"]})["result"]
+    seen = ctrl.trials.queue.trial(doc["tid"])["result"]  # through the worker, from a forked child too
     ctrl.attachments["ctrl_note"] = b"from ctrl"
     return {"loss": float(memo["x"][0]) ** 2, "status": "ok", "seen": seen}
 

@@ -173,7 +173,7 @@ def test_a_write_the_server_refuses_is_recorded_as_the_trials_error(mongo_url, m
     assert written is not None and written.state == JOB_STATE_ERROR
     stored = mongo_db.jobs.find_one({"_id": doc["_id"]})
     assert stored["state"] == JOB_STATE_ERROR and stored["error"]["type"] == INVALID_RESULT
-    assert "MongoDB refused the outcome" in stored["error"]["message"] and stored["_attachments"] == []
+    assert "result['obj']" in stored["error"]["message"] and stored["_attachments"] == []
     assert mongo_db["fs.files"].count_documents({"metadata.kind": "trial"}) == 0
 
 

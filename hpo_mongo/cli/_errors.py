@@ -17,6 +17,7 @@ import click
 
 from ..exceptions import (HpoMongoError, InvalidParameterError, InvalidURLError, MissingExtra, StoreConfigurationError,
                           StoreUnavailable)
+from ._options import TARGET_META, Target
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -47,25 +48,9 @@ def _one_line(text: str, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def _pymongo_error(exc: BaseException) -> HpoMongoError | None:
-    """pymongo's errors, mapped by connection.translate_errors (the project's single mapping)."""
-    import pymongo.errors as pe
-    if not isinstance(exc, pe.PyMongoError):
-        return None
-    from ..trials.mongo.connection import translate_errors
-    try:
-        with translate_errors():
-            raise exc
-    except HpoMongoError as mapped:
-        return mapped
-
-
 def to_click_error(exc: BaseException, *, url_display: str | None = None,
                    timeout: float | None = None) -> CliError | None:
     """The CLI error for ``exc``, or None when it is not an error the CLI explains (a bug)."""
-    mapped = _pymongo_error(exc)
-    if mapped is not None:
-        exc = mapped
     if isinstance(exc, StoreUnavailable):
         where = f" at {url_display}" if url_display else ""
         within = f" within {timeout:g}s" if timeout else ""
@@ -92,9 +77,9 @@ class ErrorHandlingGroup(click.Group):
         except (click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit):
             raise
         except Exception as exc:  # noqa: BLE001 - mapped below, re-raised when unknown
-            target = ctx.meta.get("hpo_mongo.target")
-            err = to_click_error(exc, url_display=getattr(target, "display", None),
-                                 timeout=getattr(target, "timeout", None))
+            target: Target | None = ctx.meta.get(TARGET_META)
+            err = to_click_error(exc, url_display=None if target is None else target.describe(),
+                                 timeout=None if target is None else target.timeout)
             if err is None:
                 raise
             raise err from None

@@ -5,7 +5,8 @@
 - :func:`exp_options`: the above plus ``--exp-key`` — omitted means the default experiment
   (``exp_key`` None, displayed ``(default)``); ``--exp-key ''`` is the experiment whose key is
   the empty string, a different one;
-- :func:`json_option`: ``--json``; :func:`wide_option`: ``--wide``;
+- :func:`json_option`: ``--json``; :func:`wide_option`: ``--wide``; :func:`lease_timeout_option`:
+  ``--lease-timeout`` (alias ``--stale-after``);
 - :func:`group_options`: ``--mongo``, ``--exp-key`` and ``--connect-timeout`` before the
   subcommand (``hpo-mongo --mongo URL status``). The subcommand's own option wins when both are
   given; either wins over ``$HPO_MONGO_URL``. ``--exp-key`` given to the group applies to the
@@ -22,14 +23,20 @@ from typing import Any, Callable
 import click
 from click.core import ParameterSource
 
+from ..trials.factory import connect_queue
+from ..trials.queue import JobQueue
+
 DEFAULT_CONNECT_TIMEOUT = 5.0
 #: where the group's options wait for the subcommand (``ctx.meta`` is shared by nested contexts)
 _GROUP_META = "hpo_mongo.group_options"
+#: where the command's :class:`Target` is kept for the error handler (``_errors.ErrorHandlingGroup``)
+TARGET_META = "hpo_mongo.target"
 
 
 @dataclass
 class Target:
-    """Where a command looks: the parsed URL, the experiment key, and a lazy connection."""
+    """Where a command looks: the queue at the URL (opened without network access; the connection
+    is made on first use and fails fast when unreachable) and the experiment key."""
 
     url: str | None
     exp_key: str | None = None
@@ -37,41 +44,26 @@ class Target:
     exp_key_given: bool = False
     timeout: float = DEFAULT_CONNECT_TIMEOUT
     secret_file: str | None = None
-    _parsed: Any = field(default=None, repr=False)
-    _client: Any = field(default=None, repr=False)
+    _queue: JobQueue | None = field(default=None, repr=False)
+    _where: str | None = field(default=None, repr=False)
 
     @property
-    def parsed(self) -> Any:
-        if self._parsed is None:
-            from ..trials.mongo.connection import parse_url
-            self._parsed = parse_url(self.url)
-        return self._parsed
-
-    @property
-    def display(self) -> str | None:
-        try:
-            return self.parsed.display
-        except Exception:  # noqa: BLE001 - a bad URL is reported elsewhere
-            return None
-
-    @property
-    def jobs(self) -> str:
-        """The name of the jobs collection."""
-        return self.parsed.collection
-
-    @property
-    def db(self) -> Any:
-        """The pymongo Database (connects on first use; fails fast when unreachable)."""
-        if self._client is None:
-            from ..trials.mongo.connection import connect
+    def queue(self) -> JobQueue:
+        """The job queue (raises :class:`~hpo_mongo.exceptions.InvalidURLError` for a bad URL)."""
+        if self._queue is None:
             ms = max(1, int(self.timeout * 1000))
-            self._client = connect(self.parsed, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms)
-        return self._client[self.parsed.database]
+            self._queue = connect_queue(self.url, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms)
+            self._where = self._queue.describe()
+        return self._queue
+
+    def describe(self) -> str | None:
+        """Where the queue lives, for messages (also once closed); None when the URL did not parse."""
+        return self._where
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        if self._queue is not None:
+            self._queue.close()
+            self._queue = None
 
 
 def _pick(ctx: click.Context, kwargs: dict, name: str) -> tuple[Any, bool]:
@@ -93,9 +85,9 @@ def _make_target(ctx: click.Context, kwargs: dict, with_exp: bool) -> Target:
     exp_key, exp_given = _pick(ctx, kwargs, "exp_key") if with_exp else (None, False)
     target = Target(url=url, timeout=timeout, secret_file=kwargs.pop("secret_file"),
                     exp_key=exp_key, exp_key_given=exp_given)
-    ctx.meta["hpo_mongo.target"] = target
+    ctx.meta[TARGET_META] = target
     ctx.call_on_close(target.close)
-    target.parsed  # noqa: B018 - parse now: a bad URL fails before anything else
+    target.queue  # noqa: B018 - parse the URL now: a bad one fails before anything else
     return target
 
 
@@ -150,6 +142,16 @@ def _bundle(with_exp: bool) -> Callable:
 mongo_options = _bundle(with_exp=False)
 #: ``--mongo``, ``--connect-timeout``, ``--secret-file``, ``--exp-key``
 exp_options = _bundle(with_exp=True)
+
+
+def lease_timeout_option(what: str) -> Callable:
+    """``--lease-timeout SECONDS`` (``--stale-after``, its older name, still works): one lease
+    length replacing those the trials and workers record."""
+    return click.option("--lease-timeout", "--stale-after", "lease_timeout", type=click.FloatRange(min=0),
+                        default=None, metavar="SECONDS",
+                        help=f"{what} (default: each one's own lease, i.e. the worker's --stale-timeout, "
+                             "else 30). --stale-after is an older name.")
+
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print stable JSON instead of a table.")
 wide_option = click.option("--wide", is_flag=True,

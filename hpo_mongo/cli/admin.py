@@ -12,7 +12,7 @@ import click
 
 from .. import inspect as hi
 from ._output import emit, fmt_age
-from ._options import exp_options, json_option
+from ._options import exp_options, json_option, lease_timeout_option
 
 
 def _report(verb: str, changed: list, skipped: list, label: str) -> str:
@@ -31,10 +31,9 @@ def _report(verb: str, changed: list, skipped: list, label: str) -> str:
 @json_option
 @click.option("--stale", is_flag=True, help="Every running trial whose lease expired (heartbeat too old).")
 @click.option("--errors", is_flag=True, help="Every trial in state error.")
-@click.option("--stale-after", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
-              help="Override each trial's lease (the worker's --stale-timeout, else 30).")
+@lease_timeout_option("With --stale: a running trial whose heartbeat is older than this is stale")
 @click.argument("tids", nargs=-1, type=int)
-def requeue_cmd(target: Any, as_json: bool, stale: bool, errors: bool, stale_after: float | None,
+def requeue_cmd(target: Any, as_json: bool, stale: bool, errors: bool, lease_timeout: float | None,
                 tids: tuple) -> None:
     """Put trials back to NEW so that workers run them again: the named TIDS (error, cancel or
     running trials), every stale running trial (--stale) or every failed one (--errors).
@@ -46,9 +45,9 @@ def requeue_cmd(target: Any, as_json: bool, stale: bool, errors: bool, stale_aft
     """
     if not (tids or stale or errors):
         raise click.UsageError("name trial ids, or pass --stale or --errors")
-    exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
-    out = hi.requeue_trials(target.db, target.jobs, exp.exp_key, tids=tids, stale=stale, errors=errors,
-                            stale_after=stale_after)
+    exp = hi.get_experiment(target.queue, target.exp_key)
+    out = hi.requeue_trials(target.queue, exp.exp_key, tids=tids, stale=stale, errors=errors,
+                            lease_timeout=lease_timeout)
     emit(dict(exp_key=exp.exp_key, **out), as_json, _report("requeued", out["requeued"], out["skipped"], exp.label))
 
 
@@ -63,8 +62,8 @@ def cancel_cmd(target: Any, as_json: bool, tids: tuple) -> None:
     Example:
         hpo-mongo cancel 21 22
     """
-    exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
-    out = hi.cancel_trials(target.db, target.jobs, exp.exp_key, tids)
+    exp = hi.get_experiment(target.queue, target.exp_key)
+    out = hi.cancel_trials(target.queue, exp.exp_key, tids)
     emit(dict(exp_key=exp.exp_key, **out), as_json, _report("cancelled", out["cancelled"], out["skipped"], exp.label))
 
 
@@ -83,18 +82,18 @@ def delete_cmd(target: Any, as_json: bool, yes: bool, force: bool) -> None:
     Example:
         hpo-mongo delete --exp-key old-run --yes
     """
-    exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
+    exp = hi.get_experiment(target.queue, target.exp_key)
     if not (yes or force):
-        n = hi.count_by_state(target.db, target.jobs, exp.exp_key)["total"]
-        click.confirm(f"Delete experiment {exp.label} and its {n} trials from {target.display}?", abort=True)
-    driver = None if force else hi.live_driver(target.db, exp)
+        n = hi.count_by_state(target.queue, exp.exp_key)["total"]
+        click.confirm(f"Delete experiment {exp.label} and its {n} trials from {target.describe()}?", abort=True)
+    driver = None if force else hi.live_driver(target.queue, exp)
     if driver is not None:
         click.echo(f"Warning: the driver of experiment {exp.label} is running ({driver['host']}:{driver['pid']}, "
                    f"heartbeat {fmt_age(driver['heartbeat_age'])} ago): it writes back the finished trials it holds "
                    "and queues new ones, so the experiment would not stay deleted. Stop it first, or pass --force.",
                    err=True)
         click.confirm("Delete it while its driver runs?", abort=True)
-    out = hi.delete_experiment(target.db, target.jobs, exp.exp_key)
+    out = hi.delete_experiment(target.queue, exp.exp_key)
     text = (f"deleted experiment {exp.label}: {out['trials']} trials, "
             f"{'its experiments document, ' if out['experiment'] else ''}{out['files']} GridFS files")
     emit(out, as_json, text)

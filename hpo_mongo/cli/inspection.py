@@ -15,7 +15,7 @@ from .. import inspect as hi
 from ..export import FORMATS
 from ._output import (cell, dumps, echo_json, echo_lines, echo_table, ellipsize, emit, fmt_age, fmt_number,
                       key_values, output_width, table)
-from ._options import exp_options, json_option, mongo_options, wide_option
+from ._options import exp_options, json_option, lease_timeout_option, mongo_options, wide_option
 
 STATE_CHOICE = click.Choice(list(hi.known_states()))
 
@@ -39,7 +39,7 @@ def experiments_cmd(target: Any, as_json: bool, wide: bool) -> None:
     Example:
         hpo-mongo experiments --mongo mongodb://localhost:27017/hpo
     """
-    exps = hi.list_experiments(target.db, target.jobs)
+    exps = hi.list_experiments(target.queue)
     rows = [{"exp_key": hi.exp_label(e["exp_key"]), "status": e["status"], "max_evals": e["max_evals"],
              **{k: e["counts"][k] for k in ("total", "new", "running", "done", "error", "cancel")},
              "best_loss": e["best_loss"], "created": e["created"], "last_activity": e["last_activity"]}
@@ -47,7 +47,7 @@ def experiments_cmd(target: Any, as_json: bool, wide: bool) -> None:
     emit(exps, as_json, lambda: echo_table(
         rows, ["exp_key", "status", "max_evals", "total", "new", "running", "done", "error", "cancel",
                "best_loss", "created", "last_activity"],
-        empty=f"no experiments in database {target.parsed.database!r}", wide=wide))
+        empty=f"no experiments in {target.describe()}", wide=wide))
 
 
 # ----------------------------------------------------------------------------- status
@@ -57,10 +57,8 @@ def experiments_cmd(target: Any, as_json: bool, wide: bool) -> None:
 @wide_option
 @click.option("--minutes", type=click.FloatRange(min=0.01), default=hi.DEFAULT_WINDOW_MINUTES, show_default=True,
               help="Window for the throughput.")
-@click.option("--stale-after", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
-              help="A running trial or worker whose heartbeat is older than this is stale "
-                   "(default: each one's lease, i.e. the worker's --stale-timeout, else 30).")
-def status_cmd(target: Any, as_json: bool, wide: bool, minutes: float, stale_after: float | None) -> None:
+@lease_timeout_option("A running trial or worker whose heartbeat is older than this is stale")
+def status_cmd(target: Any, as_json: bool, wide: bool, minutes: float, lease_timeout: float | None) -> None:
     """Counts by state, the best loss with its parameter values, throughput, live workers and
     stale trials of one experiment.
 
@@ -68,8 +66,8 @@ def status_cmd(target: Any, as_json: bool, wide: bool, minutes: float, stale_aft
     Example:
         hpo-mongo status --exp-key mnist
     """
-    exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
-    st = hi.experiment_status(target.db, target.jobs, exp, minutes=minutes, stale_after=stale_after)
+    exp = hi.get_experiment(target.queue, target.exp_key)
+    st = hi.experiment_status(target.queue, exp, minutes=minutes, lease_timeout=lease_timeout)
     emit(st, as_json, lambda: echo_lines(_status_text(st, None if wide else output_width()), wide=wide))
 
 
@@ -109,7 +107,7 @@ def _status_text(st: dict, width: int | None = None) -> str:
                  "heartbeat": fmt_age(w["heartbeat_age"]) + " ago"} for w in st["workers"]]
         lines.append(_indent(table(rows, ["host", "pid", "status", "trial", "heartbeat"], width=_less(width, 2)), 2))
     if st["stale"]:
-        lease = f"{st['stale_after']:g}s" if st["stale_after"] is not None else "their lease"
+        lease = f"{st['lease_timeout']:g}s" if st["lease_timeout"] is not None else "their lease"
         lines.append(key_values([("stale", f"{len(st['stale'])} running trial(s) silent for longer than {lease} "
                                            "(hpo-mongo requeue --stale)")], width=10))
         rows = [{"tid": s["tid"], "owner": s["owner"], "silent": fmt_age(s["heartbeat_age"])} for s in st["stale"]]
@@ -162,8 +160,8 @@ def list_cmd(target: Any, as_json: bool, wide: bool, states: tuple, limit: int |
         hpo-mongo list --state error
         hpo-mongo list --sort loss --limit 10
     """
-    exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
-    docs = hi.find_trials(target.db, target.jobs, exp.exp_key, state=states or None, sort=sort,
+    exp = hi.get_experiment(target.queue, target.exp_key)
+    docs = hi.find_trials(target.queue, exp.exp_key, state=states or None, sort=sort,
                           limit=limit, reverse=reverse)
     if as_json:
         echo_json([hi.trial_record(d, exp.space) for d in docs])
@@ -186,8 +184,8 @@ def best_cmd(target: Any, as_json: bool, wide: bool, n: int) -> None:
     Example:
         hpo-mongo best -n 5
     """
-    exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
-    docs = hi.best_trials(target.db, target.jobs, exp.exp_key, n)
+    exp = hi.get_experiment(target.queue, target.exp_key)
+    docs = hi.best_trials(target.queue, exp.exp_key, n)
     if not as_json and not docs:
         raise click.ClickException(f"experiment {exp.label} has no successful trial yet")
     if as_json:
@@ -214,11 +212,11 @@ def show_cmd(target: Any, as_json: bool, tid: int) -> None:
         hpo-mongo show 17
     """
     if target.exp_key_given:
-        exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
-        doc = hi.get_trial(target.db, target.jobs, exp.exp_key, tid)
+        exp = hi.get_experiment(target.queue, target.exp_key)
+        doc = hi.get_trial(target.queue, exp.exp_key, tid)
     else:
-        doc = hi.get_trial(target.db, target.jobs, ..., tid)
-        exp = hi.get_experiment(target.db, target.jobs, doc.get("exp_key"))
+        doc = hi.get_trial(target.queue, ..., tid)
+        exp = hi.get_experiment(target.queue, doc.get("exp_key"))
     rec = hi.trial_record(doc, exp.space)
     emit(dict(rec, document=doc), as_json, lambda: click.echo(_show_text(rec, doc)))
 
@@ -273,8 +271,8 @@ def export_cmd(target: Any, fmt: str | None, output: str, states: tuple) -> None
     """
     from .. import export as ex
     fmt = ex.choose_format(output, fmt, default="csv")
-    exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
-    docs = hi.find_trials(target.db, target.jobs, exp.exp_key, state=states or None, full=True)
+    exp = hi.get_experiment(target.queue, target.exp_key)
+    docs = hi.find_trials(target.queue, exp.exp_key, state=states or None, full=True)
     n = ex.write_trials(docs, exp.space, output, fmt)
     if output != "-":
         click.echo(f"wrote {n} trials of experiment {exp.label} to {output} ({fmt})", err=True)
@@ -299,8 +297,8 @@ def plot_cmd(target: Any, output: str, labels: str | None, dpi: int, as_json: bo
     """
     from .. import plot as hp_plot
     hp_plot.require_matplotlib()
-    exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
-    docs = hi.find_trials(target.db, target.jobs, exp.exp_key)
+    exp = hi.get_experiment(target.queue, target.exp_key)
+    docs = hi.find_trials(target.queue, exp.exp_key)
     only = [s.strip() for s in labels.split(",") if s.strip()] if labels else None
     info = hp_plot.plot_experiment(docs, exp.space, output, title=f"experiment {exp.label}", labels=only, dpi=dpi)
     if as_json:
@@ -329,10 +327,10 @@ def watch_cmd(target: Any, interval: float, timeout: float | None, as_json: bool
     last = None
     try:
         while True:
-            exp = hi.get_experiment(target.db, target.jobs, target.exp_key)
-            counts = hi.count_by_state(target.db, target.jobs, exp.exp_key)
-            best = hi.best_trials(target.db, target.jobs, exp.exp_key, 1)
-            tp = hi.throughput(target.db, target.jobs, exp.exp_key, minutes=hi.DEFAULT_WINDOW_MINUTES)
+            exp = hi.get_experiment(target.queue, target.exp_key)
+            counts = hi.count_by_state(target.queue, exp.exp_key)
+            best = hi.best_trials(target.queue, exp.exp_key, 1)
+            tp = hi.throughput(target.queue, exp.exp_key, minutes=hi.DEFAULT_WINDOW_MINUTES)
             width = output_width()
             line, finished = _watch_line(exp, counts, best, tp, tty,
                                          width=None if width is None else width - (1 if tty else 0))

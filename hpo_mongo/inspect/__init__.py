@@ -1,10 +1,10 @@
-"""Read (and repair) experiments straight from the documented Mongo schema.
+"""Read (and repair) experiments through the :class:`~hpo_mongo.trials.queue.JobQueue` protocol.
 
-Everything here works on a pymongo ``Database`` plus the name of the jobs collection, following
-docs/schema.md: ``jobs`` (one document per trial), ``experiments`` (one per ``exp_key``, holding
-the JSON description of the search space), ``workers`` (heartbeats, when workers write them) and
-the GridFS bucket ``fs``. Nothing is unpickled: choice indices in ``misc.vals`` become option
-values through the experiment's ``space`` (:class:`SpaceInfo`).
+Every function takes a queue first (``hpo_mongo.trials.factory.connect_queue(url)`` opens the one
+at a MongoDB URL; a :class:`~hpo_mongo.trials.memory_queue.MemoryJobQueue` works as well) and
+reads the documents of docs/schema.md through it: trials, the experiment document (holding the
+JSON description of the search space) and worker documents. Nothing is unpickled: choice indices
+in ``misc.vals`` become option values through the experiment's ``space`` (:class:`SpaceInfo`).
 
 The ``hpo-mongo`` CLI is a thin layer over these functions; they are public so that notebooks
 and scripts can ask the same questions (see docs/inspecting.md).
@@ -14,8 +14,9 @@ The default experiment is the one whose ``exp_key`` is ``None``; it is displayed
 
 One job per module: :mod:`.clock` (server time), :mod:`.space_info` (decoding values),
 :mod:`.experiments`, :mod:`.trials` (trial queries), :mod:`.rows` (flat rows and records),
-:mod:`.liveness` (stale trials, workers, throughput, status) and :mod:`.repairs` (requeue,
-cancel, delete; the writes themselves are in :mod:`hpo_mongo.trials.mongo.jobs`).
+:mod:`.liveness` (stale trials, workers, throughput, status; the rules are those of
+:mod:`hpo_mongo.trials.leases`) and :mod:`.repairs` (requeue, cancel, delete: conditioned writes
+of the queue).
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ __all__ = [
 ]
 
 # public constants, outside __all__
-DEFAULT_STALE_AFTER = liveness.DEFAULT_STALE_AFTER
+DEFAULT_LEASE_TIMEOUT = liveness.DEFAULT_LEASE_TIMEOUT
 DEFAULT_WINDOW_MINUTES = liveness.DEFAULT_WINDOW_MINUTES
 DRIVER_LIVE_WITHIN = liveness.DRIVER_LIVE_WITHIN
 FIXED_COLUMNS = rows.FIXED_COLUMNS

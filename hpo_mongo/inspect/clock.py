@@ -1,32 +1,18 @@
-"""Times as the inspection reads them: the server's clock, and stored dates as aware UTC."""
+"""Time as the inspection reads it: the queue's clock (the server's, for MongoDB)."""
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any
 
-from ..exceptions import HpoMongoError
-
-
-def _utc(t: Any) -> _dt.datetime | None:
-    if not isinstance(t, _dt.datetime):
-        return None
-    return t.replace(tzinfo=_dt.timezone.utc) if t.tzinfo is None else t.astimezone(_dt.timezone.utc)
+from ..exceptions import StoreError
+from ..trials import leases
+from ..trials.queue import JobQueue
 
 
-def server_now(db: Any) -> _dt.datetime:
-    """The server's clock (heartbeats are written with it); the local clock if the server does
-    not tell it. An unreachable server raises :class:`StoreUnavailable`."""
-    from ..exceptions import StoreUnavailable
-    from ..trials.mongo.connection import server_time
-    try:
-        t = _utc(server_time(db))
-    except StoreUnavailable:
-        raise
-    except HpoMongoError:
-        t = None
-    return t if t is not None else _dt.datetime.now(_dt.timezone.utc)
-
-
-def _age(now: _dt.datetime, t: Any) -> float | None:
-    t = _utc(t)
-    return None if t is None else max(0.0, (now - t).total_seconds())
+def server_now(queue: JobQueue) -> _dt.datetime:
+    """The queue's clock as aware UTC: heartbeats and claims are stamped with it, so ages computed
+    from it do not depend on this machine's clock. An unreachable queue raises
+    :class:`~hpo_mongo.exceptions.StoreUnavailable`."""
+    now = leases.as_utc(queue.now())
+    if now is None:
+        raise StoreError(f"{queue.describe()} did not tell its time")
+    return now

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ..trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR, STATE_NAMES, STATUS_OK, loss_of
-from .clock import _utc
+from ..trials.leases import as_utc
 from .space_info import SpaceInfo, decode_vals
 
 #: columns every flat row starts with, before the parameters
@@ -14,13 +14,13 @@ TAIL_COLUMNS = ("attempt", "owner", "book_time", "start_time", "end_time", "dura
 
 
 def _start(doc: Mapping[str, Any]) -> Any:
-    return _utc(doc.get("start_time")) or _utc(doc.get("book_time"))
+    return as_utc(doc.get("start_time")) or as_utc(doc.get("book_time"))
 
 
 def _end(doc: Mapping[str, Any]) -> Any:
-    end = _utc(doc.get("end_time"))
+    end = as_utc(doc.get("end_time"))
     if end is None and doc.get("state") in (JOB_STATE_DONE, JOB_STATE_ERROR):
-        end = _utc(doc.get("refresh_time"))
+        end = as_utc(doc.get("refresh_time"))
     return end
 
 
@@ -119,7 +119,7 @@ def to_rows(docs: Sequence[Mapping[str, Any]], space: SpaceInfo | None = None, *
         row: dict[str, Any] = _row_head(d)
         for col, lab in param_cols.items():
             row[col] = values.get(lab)
-        row.update(attempt=d.get("attempt"), owner=_owner(d), book_time=_utc(d.get("book_time")),
+        row.update(attempt=d.get("attempt"), owner=_owner(d), book_time=as_utc(d.get("book_time")),
                    start_time=_start(d), end_time=_end(d), duration=_duration(d), error=_error_text(d))
         for col in extras:
             row[col] = res.get(col[len("result."):])
@@ -153,7 +153,7 @@ def trial_record(doc: Mapping[str, Any], space: SpaceInfo) -> dict:
         "tid": doc.get("tid"), "exp_key": doc.get("exp_key"), "state": row["state"], "status": row["status"],
         "loss": row["loss"], "params": decode_vals((doc.get("misc") or {}).get("vals"), space),
         "result": dict(doc.get("result") or {}), "attempt": doc.get("attempt"), "requeues": doc.get("requeues"),
-        "owner": _owner(doc), "book_time": _utc(doc.get("book_time")), "start_time": _start(doc),
+        "owner": _owner(doc), "book_time": as_utc(doc.get("book_time")), "start_time": _start(doc),
         "end_time": _end(doc), "duration": _duration(doc), "error": _error_record(doc),
         "attachments": [a[0] for a in (doc.get("_attachments") or []) if isinstance(a, (list, tuple)) and a],
     }

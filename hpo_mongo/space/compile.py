@@ -63,8 +63,9 @@ class CompiledSpace:
         if isinstance(node, Param):
             lab = node.label
             other = nodes.get(lab)
-            if other is not None and other is not node and not _same_param(other, node):
-                raise DuplicateLabel(f"duplicate label {lab!r}: two different hyperparameters use it")
+            if other is not None and other is not node:  # as hyperopt: even two identical definitions
+                raise DuplicateLabel(f"duplicate label {lab!r}: two hyperparameter nodes use it (reuse one node "
+                                     "object to share a hyperparameter)")
             key = (id(node), path)
             if key in seen_path:
                 return
@@ -213,13 +214,6 @@ def _topological(order: list[str], paths: dict[str, set]) -> list[str]:
             stuck = [lab for lab in order if lab not in placed]
             raise InvalidSpaceError(f"hyperparameters {stuck} are conditioned on each other in a cycle")
     return out
-
-
-def _same_param(a: Param, b: Param) -> bool:
-    """Two node objects describing the same distribution (hyperopt tolerates re-created leaves)."""
-    if isinstance(a, Choice) or isinstance(b, Choice):
-        return False
-    return a.dist == b.dist
 
 
 def _option_json(option: Any) -> Any:

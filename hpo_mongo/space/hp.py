@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..exceptions import InvalidSpaceError
+from ..exceptions import InvalidLabelError, InvalidSpaceError
 from .distributions import Distribution
 from .nodes import Choice, Param
 
@@ -17,7 +17,8 @@ def _label(label: Any) -> str:
     if isinstance(label, bytes):
         label = label.decode()
     if not isinstance(label, str):
-        raise InvalidSpaceError(f"hyperparameter labels must be strings, got {label!r} ({type(label).__name__})")
+        raise InvalidLabelError(f"require string label: hyperparameter labels must be strings, got {label!r} "
+                                f"({type(label).__name__})")
     if not label:
         raise InvalidSpaceError("hyperparameter labels must be non-empty strings")
     if "\x00" in label:  # a label is a field name in misc.vals: MongoDB cannot store a NUL there

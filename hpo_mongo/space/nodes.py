@@ -4,17 +4,25 @@ A space is any nesting of dict / list / tuple / constants holding :class:`Param`
 :class:`Choice` nodes (whose options are sub-spaces) and :class:`Apply` nodes (a plain Python
 function applied to sub-expressions, e.g. ``hp.uniform('x', 0, 1) * 10``). Evaluation is plain
 recursion (see :mod:`hpo_mongo.space.evaluate`): no symbol table, no graph interpreter.
+
+:class:`Stochastic` nodes are noise drawn at evaluation time (pyll's ``scope.normal(0, 1)``),
+:class:`Literal` a constant kept as is. The attributes hyperopt code reads on pyll nodes
+(``name``, ``eval()``; on :class:`Apply` also ``pos_args``, ``named_args``, ``inputs()``,
+``set_kwarg``) are live views of the tree: changing them changes the space.
 """
 from __future__ import annotations
 
+import functools
 import math
 import operator
-from typing import Any, Callable
+from collections.abc import MutableSequence
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from ..exceptions import UnsupportedExpressionError
 from .distributions import Distribution
+from .stochastic import STOCHASTIC
 
 
 class Expr:
@@ -49,6 +57,11 @@ class Expr:
     def __iter__(self):
         raise UnsupportedExpressionError(f"{self!r} cannot be iterated before sampling")
 
+    def eval(self, memo: dict | None = None) -> Any:
+        """Evaluate this sub-space: constants only, or with ``memo`` = {label: value} (pyll's ``eval``)."""
+        from .evaluate import space_eval  # evaluate imports this module
+        return space_eval(self, memo or {})
+
 
 class Param(Expr):
     """A sampled hyperparameter: a label and its prior distribution."""
@@ -58,6 +71,11 @@ class Param(Expr):
     def __init__(self, dist: Distribution):
         self.label = dist.label
         self.dist = dist
+
+    @property
+    def name(self) -> str:
+        """pyll's name of the node hp.* returns: ``switch`` (choice), ``int`` or ``float``."""
+        return "switch" if isinstance(self, Choice) else ("int" if self.dist.is_int else "float")
 
     def __repr__(self) -> str:
         args = {k: v for k, v in self.dist.to_json().items() if k not in ("label", "kind", "probs")}
@@ -88,16 +106,177 @@ class Apply(Expr):
     def __repr__(self) -> str:
         return f"scope.{self.name}({', '.join(map(repr, self.args))})"
 
+    @property
+    def pos_args(self) -> "_PosArgs":
+        """The positional arguments, as a live list (pyll's ``pos_args``)."""
+        return _PosArgs(self)
 
-def _switch(index: Any, *options: Any) -> Any:
+    @property
+    def named_args(self) -> "_NamedArgs":
+        """The keyword arguments as a live list of ``[name, value]`` pairs (pyll's ``named_args``)."""
+        return _NamedArgs(self)
+
+    def inputs(self) -> list:
+        """Positional then keyword arguments (pyll's ``inputs()``)."""
+        return list(self.args) + list(self.kwargs.values())
+
+    def set_kwarg(self, name: str, value: Any) -> None:
+        self.kwargs[name] = value
+
+
+class Stochastic(Apply):
+    """A random draw made when the space is evaluated (noise, not a hyperparameter).
+
+    ``fn`` takes ``rng=``: the node's own ``rng`` keyword if it was given one, else the
+    evaluation's generator (see :func:`hpo_mongo.space.evaluate.space_eval`).
+    """
+
+    __slots__ = ()
+
+
+def _constant(obj: Any) -> Any:
+    return obj
+
+
+class Literal(Apply):
+    """A constant kept as is (pyll's ``Literal``): evaluates to ``obj`` itself, never copied."""
+
+    __slots__ = ()
+
+    def __init__(self, obj: Any = None):
+        super().__init__(functools.partial(_constant, obj), (), {}, "literal")
+
+    @property
+    def obj(self) -> Any:
+        return self.fn.args[0]
+
+    def __repr__(self) -> str:
+        return f"Literal({self.obj!r})"
+
+
+class _PosArgs(MutableSequence):
+    def __init__(self, node: Apply):
+        self._node = node
+
+    def __getitem__(self, i):
+        return self._node.args[i]
+
+    def __setitem__(self, i, value) -> None:
+        args = list(self._node.args)
+        args[i] = value
+        self._node.args = tuple(args)
+
+    def __delitem__(self, i) -> None:
+        args = list(self._node.args)
+        del args[i]
+        self._node.args = tuple(args)
+
+    def __len__(self) -> int:
+        return len(self._node.args)
+
+    def insert(self, i: int, value: Any) -> None:
+        args = list(self._node.args)
+        args.insert(i, value)
+        self._node.args = tuple(args)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, (list, tuple, _PosArgs)) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return repr(list(self))
+
+
+class _NamedArg(MutableSequence):
+    """One live ``[name, value]`` pair of :attr:`Apply.named_args`; assigning ``[1]`` sets the value."""
+
+    def __init__(self, node: Apply, key: str):
+        self._node, self._key = node, key
+
+    def __getitem__(self, i):
+        return (self._key, self._node.kwargs[self._key])[i]
+
+    def __setitem__(self, i, value) -> None:
+        if i not in (1, -1):
+            raise TypeError("only the value of a named argument can be replaced")
+        self._node.kwargs[self._key] = value
+
+    def __delitem__(self, i) -> None:
+        raise TypeError("a named argument is a [name, value] pair")
+
+    def __len__(self) -> int:
+        return 2
+
+    def insert(self, i: int, value: Any) -> None:
+        raise TypeError("a named argument is a [name, value] pair")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, (list, tuple, _NamedArg)) and len(other) == 2 and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return repr(list(self))
+
+
+class _NamedArgs(MutableSequence):
+    def __init__(self, node: Apply):
+        self._node = node
+
+    def _keys(self) -> list[str]:
+        return list(self._node.kwargs)
+
+    def __getitem__(self, i):
+        keys = self._keys()
+        if isinstance(i, slice):
+            return [_NamedArg(self._node, k) for k in keys[i]]
+        return _NamedArg(self._node, keys[i])
+
+    def _rebuild(self, pairs: list[tuple[str, Any]]) -> None:
+        self._node.kwargs.clear()
+        self._node.kwargs.update(pairs)
+
+    def __setitem__(self, i, pair) -> None:
+        pairs = list(self._node.kwargs.items())
+        key, value = pair
+        pairs[i] = (key, value)
+        self._rebuild(pairs)
+
+    def __delitem__(self, i) -> None:
+        del self._node.kwargs[self._keys()[i]]
+
+    def __len__(self) -> int:
+        return len(self._node.kwargs)
+
+    def __iter__(self) -> Iterator[_NamedArg]:
+        return iter([_NamedArg(self._node, k) for k in self._keys()])
+
+    def insert(self, i: int, pair) -> None:
+        key, value = pair
+        pairs = [(k, v) for k, v in self._node.kwargs.items() if k != key]
+        pairs.insert(i, (key, value))
+        self._rebuild(pairs)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, (list, tuple, _NamedArgs)) and [list(p) for p in self] == [list(p) for p in other]
+
+    def __repr__(self) -> str:
+        return repr([list(p) for p in self])
+
+
+def switch(index: Any, *options: Any) -> Any:
+    """The option at ``index``; space evaluation evaluates only that option."""
     return options[int(index)]
+
+
+def _pos_args(*args: Any) -> tuple:
+    return args
 
 
 class Scope:
     """hyperopt's ``scope``: ``scope.int(x)``, ``scope.float(x)``, ``@scope.define`` and friends.
 
-    ``scope.NAME(*args)`` returns an :class:`Apply` node evaluated after sampling. Only
-    deterministic functions are supported; names not defined raise a clear error.
+    ``scope.NAME(*args)`` returns an :class:`Apply` node evaluated after sampling. pyll's
+    stochastic names (``scope.uniform``, ``normal``, ``randint``, ``categorical``... and
+    ``scope.choice(options)`` / ``scope.one_of(*options)``) build :class:`Stochastic` noise
+    drawn at evaluation time; names not defined raise a clear error.
     """
 
     def __init__(self) -> None:
@@ -111,7 +290,8 @@ class Scope:
             "mul": operator.mul, "truediv": operator.truediv, "div": operator.truediv,
             "floordiv": operator.floordiv, "neg": operator.neg, "pos": operator.pos,
             "eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "le": operator.le,
-            "gt": operator.gt, "ge": operator.ge, "switch": _switch, "identity": lambda x: x,
+            "gt": operator.gt, "ge": operator.ge, "switch": switch, "identity": _constant,
+            "pos_args": _pos_args,
         }
         object.__setattr__(self, "_impls", builtin)
 
@@ -121,6 +301,19 @@ class Scope:
         return fn
 
     define_pure = define
+
+    def define_if_new(self, fn: Callable) -> Callable:
+        """Register ``fn`` unless a function of that name is already registered."""
+        self._impls.setdefault(fn.__name__, fn)
+        return fn
+
+    def one_of(self, *options: Any) -> Apply:
+        """One of ``options`` drawn uniformly at evaluation time (noise, not a hyperparameter)."""
+        return Apply(switch, (self.randint(len(options)), *options), {}, "switch")
+
+    def choice(self, options: Any) -> Apply:
+        """pyll's ``scope.choice(options)``: ``one_of(*options)``."""
+        return self.one_of(*options)
 
     def define_info(self, **_ignored: Any) -> Callable[[Callable], Callable]:
         """Decorator form accepted for compatibility; the extra info is ignored."""
@@ -133,12 +326,19 @@ class Scope:
     def __getattr__(self, name: str) -> Callable[..., Apply]:
         if name.startswith("__"):
             raise AttributeError(name)
+        if name in STOCHASTIC and name not in self._impls:
+            draw = STOCHASTIC[name]
+
+            def build_stochastic(*args: Any, **kwargs: Any) -> Stochastic:
+                return Stochastic(draw, args, kwargs, name)
+
+            build_stochastic.__name__ = name
+            return build_stochastic
         try:
             fn = self._impls[name]
         except KeyError:
             raise UnsupportedExpressionError(
-                f"scope.{name} is not defined; register a deterministic function with "
-                f"@scope.define (stochastic pyll nodes are not supported, use hp.*)") from None
+                f"scope.{name} is not defined; register it with @scope.define") from None
 
         def build(*args: Any, **kwargs: Any) -> Apply:
             return Apply(fn, args, kwargs, name)

@@ -29,12 +29,12 @@ class BaseTrials(abc.ABC):
     """Shared, backend-independent half of the Trials API (see the module docstring)."""
 
     asynchronous: bool = False
+    #: the JSON description of the search space (``CompiledSpace.to_json()``), set by fmin
+    space_json: list | None = None
 
     def __init__(self, exp_key: str | None = None):
         self._exp_key = exp_key
         self._trials: list[dict] = []
-        #: what fmin recorded of the space (its JSON description), for export and plots
-        self.space_json: list | None = None
         #: arrays algorithms derive from the trials (e.g. ``algos.base.history``); never pickled
         self.algo_cache: dict[str, Any] = {}
 
@@ -83,8 +83,10 @@ class BaseTrials(abc.ABC):
         """What fmin drives while it runs on this store (see :mod:`hpo_mongo.trials.session`)."""
 
     def space_description(self) -> list | None:
-        """The JSON description of the experiment's space (``CompiledSpace.to_json``) — what the
-        store recorded when fmin ran (MongoDB: ``experiments.space``) — or None."""
+        """The JSON description of the search space (one dict per parameter: label, kind, choice
+        options), which turns stored choice indices into values; None when unknown. Here: what
+        fmin recorded on this object (``space_json``); queue-backed stores fall back to the
+        experiment document."""
         return self.space_json
 
     # ------------------------------------------------------------ inserting

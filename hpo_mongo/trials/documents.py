@@ -79,6 +79,13 @@ def new_trial_doc(tid: int, vals: Mapping[str, list], *, exp_key: str | None = N
     }
 
 
+def tid_order(tid: Any) -> tuple:
+    """Sort key of tids: numbers by value, then any other tids (hyperopt allows e.g. strings) by type and text."""
+    if isinstance(tid, (int, float, np.integer, np.floating)) and not isinstance(tid, bool):
+        return (0, tid, "")
+    return (1, 0, f"{type(tid).__name__}:{tid}")
+
+
 def validate_trial_doc(doc: Mapping[str, Any], exp_key: Any = ...) -> None:
     """Raise :class:`InvalidTrial` naming the problem if ``doc`` breaks the schema."""
     if not isinstance(doc, Mapping):

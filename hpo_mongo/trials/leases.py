@@ -14,6 +14,13 @@ liveness question (``hpo-mongo status``, fmin's queue length), for every queue b
 - A worker is live when its document's status is not ``exited`` and its heartbeat is younger
   than its own ``lease_timeout``; it serves an experiment when it serves every experiment or that
   ``exp_key``.
+- A driver is live while its experiment is ``running`` and the driver heartbeat on the experiment
+  document (renewed about once a second while fmin runs) is younger than
+  :data:`DRIVER_LIVE_WITHIN` (``hpo-mongo delete`` asks again before deleting under it).
+
+``hpo-mongo status`` / ``requeue --stale`` may replace every recorded lease by one length of their
+own (``--lease-timeout``): the ``lease_timeout`` argument of :func:`lease_expired` and
+:func:`worker_is_live`.
 """
 from __future__ import annotations
 
@@ -30,6 +37,9 @@ DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 #: a worker's default lease is this many heartbeat intervals
 LEASE_PER_HEARTBEAT = 6.0
+
+#: seconds a running experiment's driver heartbeat stays fresh
+DRIVER_LIVE_WITHIN = 30.0
 
 LOST_ERROR_TYPE = "LeaseExpired"
 
@@ -80,16 +90,23 @@ def lease_start(doc: Mapping[str, Any]) -> _dt.datetime | None:
     return as_utc(doc.get("heartbeat")) or as_utc(doc.get("book_time"))
 
 
-def lease_cutoff(doc: Mapping[str, Any], now: _dt.datetime, default: float = DEFAULT_LEASE_TIMEOUT) -> _dt.datetime:
-    """A lease that started before this moment has expired."""
-    return now - _dt.timedelta(seconds=lease_timeout_of(doc, default))
+def _lease_length(doc: Mapping[str, Any], default: float, lease_timeout: float | None) -> float:
+    return float(lease_timeout) if lease_timeout is not None else lease_timeout_of(doc, default)
 
 
-def lease_expired(doc: Mapping[str, Any], now: _dt.datetime, default: float = DEFAULT_LEASE_TIMEOUT) -> bool:
-    """Whether a RUNNING trial's lease is older than its ``lease_timeout`` (a trial with no lease
-    date at all counts as expired)."""
+def lease_cutoff(doc: Mapping[str, Any], now: _dt.datetime, default: float = DEFAULT_LEASE_TIMEOUT, *,
+                 lease_timeout: float | None = None) -> _dt.datetime:
+    """A lease that started before this moment has expired (``lease_timeout``: replaces the
+    length recorded on ``doc``)."""
+    return now - _dt.timedelta(seconds=_lease_length(doc, default, lease_timeout))
+
+
+def lease_expired(doc: Mapping[str, Any], now: _dt.datetime, default: float = DEFAULT_LEASE_TIMEOUT, *,
+                  lease_timeout: float | None = None) -> bool:
+    """Whether a RUNNING trial's lease is older than its ``lease_timeout`` (or the
+    ``lease_timeout`` given, which replaces it); a trial with no lease date at all counts as expired."""
     start = lease_start(doc)
-    return start is None or start < lease_cutoff(doc, now, default)
+    return start is None or start < lease_cutoff(doc, now, default, lease_timeout=lease_timeout)
 
 
 def times_lost(doc: Mapping[str, Any]) -> int:
@@ -119,17 +136,27 @@ def requeued_message(doc: Mapping[str, Any], now: _dt.datetime, default_lease: f
             f"lost {times_lost(doc)} time(s)")
 
 
-def worker_is_live(worker: Mapping[str, Any], now: _dt.datetime, default: float = DEFAULT_LEASE_TIMEOUT) -> bool:
-    """A worker document describes a live worker: not exited, heartbeat younger than its lease."""
+def worker_is_live(worker: Mapping[str, Any], now: _dt.datetime, default: float = DEFAULT_LEASE_TIMEOUT, *,
+                   lease_timeout: float | None = None) -> bool:
+    """A worker document describes a live worker: not exited, heartbeat younger than its lease
+    (or the ``lease_timeout`` given, which replaces it)."""
     if worker.get("status") == "exited":
         return False
     a = age(now, worker.get("heartbeat"))
-    return a is not None and a <= lease_timeout_of(worker, default)
+    return a is not None and a <= _lease_length(worker, default, lease_timeout)
 
 
 def worker_serves(worker: Mapping[str, Any], exp_key: Any) -> bool:
     """A worker serves ``exp_key`` when it serves every experiment or that one."""
     return bool(worker.get("serves_all")) or worker.get("exp_key") == exp_key
+
+
+def driver_is_live(experiment: Mapping[str, Any] | None, now: _dt.datetime) -> bool:
+    """An experiment document's driver is running: the experiment is ``running`` and its driver
+    heartbeat is younger than :data:`DRIVER_LIVE_WITHIN`."""
+    doc = experiment or {}
+    a = age(now, (doc.get("driver") or {}).get("heartbeat"))
+    return doc.get("status") == "running" and a is not None and a < DRIVER_LIVE_WITHIN
 
 
 def log_events(events: Iterable[Mapping[str, Any]], log: logging.Logger) -> None:

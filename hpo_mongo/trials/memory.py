@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator, MutableMapping
 from ..ctrl import Ctrl
 from ..results import error_info, error_result
 from .base import BaseTrials
-from .documents import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING, JOB_STATES, utcnow
+from .documents import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING, JOB_STATES, tid_order, utcnow
 from .session import Run
 
 logger = logging.getLogger("hpo_mongo.fmin")
@@ -69,14 +69,14 @@ class Trials(BaseTrials):
     def refresh(self) -> None:
         with self._lock:
             if self._exp_key is None:
-                self._trials = sorted(self._dynamic_trials, key=lambda t: t["tid"])
+                self._trials = sorted(self._dynamic_trials, key=lambda t: tid_order(t["tid"]))
             else:
                 self._trials = sorted((t for t in self._dynamic_trials if t["exp_key"] == self._exp_key),
-                                      key=lambda t: t["tid"])
+                                      key=lambda t: tid_order(t["tid"]))
 
     def new_trial_ids(self, n: int) -> list[int]:
         with self._lock:
-            start = max(self._ids, default=-1) + 1
+            start = max((i for i in self._ids if isinstance(i, int)), default=-1) + 1
             ids = list(range(start, start + n))
             self._ids.update(ids)
             return ids

@@ -34,6 +34,12 @@ def _match_exp(doc: Mapping[str, Any], exp_key: Any) -> bool:
     return exp_key is ANY_EXPERIMENT or doc.get("exp_key") == exp_key
 
 
+def _host_pid(worker: Mapping[str, Any]) -> tuple[str, float]:
+    """The order of :meth:`MemoryJobQueue.workers`: by host, then pid (numbers as numbers)."""
+    pid = worker.get("pid")
+    return str(worker.get("host") or ""), float(pid) if isinstance(pid, (int, float)) else float("-inf")
+
+
 def _sort_experiments(keys: Iterable[Any]) -> list[Any]:
     return sorted(set(keys), key=lambda k: (k is not None, "" if k is None else str(k)))
 
@@ -150,6 +156,9 @@ class MemoryJobQueue:
 
     def prepare(self) -> None:
         return None
+
+    def close(self) -> None:
+        """Nothing to release: the queue lives as long as the object."""
 
     # ------------------------------------------------------------------ clock
     def now(self) -> _dt.datetime:
@@ -502,9 +511,11 @@ class MemoryJobQueue:
             doc.update(fields)
             doc["heartbeat"] = self._clock()
 
-    def workers(self) -> list[dict]:
+    def workers(self, *, include_exited: bool = False) -> list[dict]:
         with self._lock:
-            return [copy.deepcopy(w) for w in self._workers.values() if w.get("status") != "exited"]
+            found = [w for w in self._workers.values() if include_exited or w.get("status") != "exited"]
+            found.sort(key=_host_pid)
+            return [copy.deepcopy(w) for w in found]
 
     # ------------------------------------------------------------------ inspection and repairs
     def find(self, exp_key: str | None, *, states: Iterable[int] | None = None, sort: str = "tid",

@@ -102,6 +102,11 @@ class JobQueue(Protocol):
         call, never a worker's; idempotent, and cheap when everything exists."""
         ...
 
+    def close(self) -> None:
+        """Release what the queue holds (connections, for Mongo and the proxy); the caller that
+        opened the queue calls it once it is done. Calling it again does nothing."""
+        ...
+
     # ------------------------------------------------------------------ clock
     def now(self) -> _dt.datetime:
         """The queue's clock (tz-aware UTC): the time every stamp the queue writes comes from."""
@@ -294,8 +299,10 @@ class JobQueue(Protocol):
         created) and stamp ``heartbeat``. A worker leaving calls it with ``status="exited"``."""
         ...
 
-    def workers(self) -> list[dict]:
-        """Every worker document not marked exited (liveness: ``leases.worker_is_live``)."""
+    def workers(self, *, include_exited: bool = False) -> list[dict]:
+        """Every worker document not marked exited (liveness: ``leases.worker_is_live``), sorted by
+        ``host``, ``pid``; with ``include_exited`` the exited ones too (so that a reader tells "no
+        worker ever registered here", e.g. hyperopt's own workers, from "every worker left")."""
         ...
 
     # ------------------------------------------------------------------ inspection and repairs

@@ -293,8 +293,9 @@ class QueueTrials(BaseTrials):
                            secret=self._secret, secret_file=self._secret_file)
 
     def space_description(self) -> list | None:
-        exp = self._queue.experiment(self._exp_key) or {}
-        return exp.get("space") or super().space_description()
+        """What fmin recorded here, else the experiment document's ``space`` (written by the driver
+        that ran it, so a store opened later decodes values too)."""
+        return super().space_description() or (self.experiment() or {}).get("space")
 
     def experiment(self) -> dict | None:
         """This experiment's document (None before fmin ran)."""

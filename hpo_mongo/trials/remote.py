@@ -24,9 +24,10 @@ from .queue import ANY_EXPERIMENT, CLAIM_KEYS, JobQueue
 
 logger = logging.getLogger("hpo_mongo.queue")
 
-#: the methods a proxy may call: exactly those the protocol declares
+#: the methods a proxy may call: those the protocol declares, except ``close`` (a proxy closes its
+#: own connection; the served queue belongs to whoever serves it)
 QUEUE_METHODS = frozenset(name for name, value in vars(JobQueue).items()
-                          if callable(value) and not name.startswith("_"))
+                          if callable(value) and not name.startswith("_")) - {"close"}
 
 
 class QueueServer:
@@ -114,6 +115,7 @@ class RemoteJobQueue:
         self._lock = threading.Lock()
 
     def close(self) -> None:
+        """Close this proxy's connection (the served queue stays open)."""
         if self._conn is not None:
             self._conn.close()
 
@@ -251,8 +253,8 @@ class RemoteJobQueue:
     def beat_worker(self, worker_id: str, fields: Mapping[str, Any]) -> None:
         return self._call("beat_worker", worker_id, dict(fields))
 
-    def workers(self) -> list[dict]:
-        return self._call("workers")
+    def workers(self, *, include_exited: bool = False) -> list[dict]:
+        return self._call("workers", include_exited=include_exited)
 
     def find(self, exp_key: str | None, *, states: Iterable[int] | None = None, sort: str = "tid",
              limit: int | None = None, reverse: bool = False, full: bool = False) -> list[dict]:

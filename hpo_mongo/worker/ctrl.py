@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Mapping, MutableMapping
 from ..trials.queue import JobQueue
 from ..trials.queued import QueueTrialAttachments, QueueTrials
 from ..trials.remote import QUEUE_METHODS, RemoteJobQueue
+from .executor import CollectingCtrl, TrialChannel, TrialCtrl
 
 logger = logging.getLogger("hpo_mongo.worker")
 
@@ -88,21 +89,7 @@ class _StoredAttachments(Mapping):
         return len(self._names())
 
 
-class TrialChannel:
-    """The child's end of the trial pipe: one request, one reply (see the module docstring)."""
-
-    def __init__(self, conn: Any):
-        self.conn = conn
-
-    def call(self, name: str, *args: Any) -> Any:
-        self.conn.send(("call", name, args))
-        kind, value = self.conn.recv()
-        if kind == "error":
-            raise value
-        return value
-
-
-class WorkerCtrl:
+class WorkerCtrl(TrialCtrl):
     """The ctrl of one claimed trial in the worker process (see the module docstring)."""
 
     #: the requests a child may send (:meth:`answer`)
@@ -156,7 +143,7 @@ class WorkerCtrl:
         return getattr(self.queue, method)(*call_args, **call_kwargs)
 
 
-class ChildCtrl:
+class ChildCtrl(CollectingCtrl):
     """The ctrl in the forked child: every request goes to the worker over the trial's pipe."""
 
     def __init__(self, channel: TrialChannel, claim: Mapping[str, Any]):

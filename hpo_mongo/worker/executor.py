@@ -174,6 +174,20 @@ class CollectingCtrl(abc.ABC):
         """``{name: value}`` the objective wrote to ``ctrl.attachments`` during this evaluation."""
 
 
+class TrialChannel:
+    """The child's end of the trial pipe: one request, one reply (answered by :meth:`TrialCtrl.answer`)."""
+
+    def __init__(self, conn: Any):
+        self.conn = conn
+
+    def call(self, name: str, *args: Any) -> Any:
+        self.conn.send(("call", name, args))
+        kind, value = self.conn.recv()
+        if kind == "error":
+            raise value
+        return value
+
+
 class TrialCtrl(CollectingCtrl):
     """A ``ctrl`` living in the worker (``hpo_mongo.worker.ctrl.WorkerCtrl``): in a forked child the
     objective gets :meth:`in_child`'s ctrl instead, whose requests the worker answers (:meth:`answer`)
@@ -248,7 +262,6 @@ def _die_with_parent() -> None:
 def _child_main(domain: Any, vals: Mapping, ctrl: Any, workdir: str | None, conn: Any,
                 check: OutcomeCheck | None = None) -> None:
     """Runs in the forked child: evaluate, send the outcome, exit without running the parent's atexit hooks."""
-    from .ctrl import TrialChannel
     code = 0
     try:
         os.setsid()  # the trial's own session and process group: ended as a whole (end_trial_processes)

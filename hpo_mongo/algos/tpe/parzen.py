@@ -301,7 +301,7 @@ class UnivariateParzen:
         B, M = cc.size, t.max_options
         act = W > 0
         idx = (np.arange(B)[None, :] * M + np.where(act, V, 0).astype(np.int64))[act]
-        counts = np.bincount(idx, weights=W[act], minlength=B * M).reshape(B, M)
+        counts = np.bincount(idx, weights=W[act], minlength=B * M).astype(float).reshape(B, M)
         counts += self._params.prior_weight * (t.n_options[cc][:, None] if self._params.cat_prior_per_option else 1.0) * t.cat_prior[cc]
         self._probs = counts / counts.sum(axis=1, keepdims=True)
 

@@ -76,9 +76,12 @@ def read_file(db: Database, f: Any) -> bytes:
 
 
 def as_blob(name: str, value: Any) -> bytes:
-    """``value`` as the bytes of attachment ``name``; TypeError naming it unless it is bytes-like."""
+    """``value`` as the bytes of attachment ``name``: a str is stored UTF-8 encoded (and read back as
+    bytes), as hyperopt's MongoTrials does; TypeError naming it for anything else but bytes-like."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
     if not isinstance(value, (bytes, bytearray, memoryview)):
-        raise TypeError(f"attachments are bytes; got {type(value).__name__} for {name!r}")
+        raise TypeError(f"attachments are bytes or str; got {type(value).__name__} for {name!r}")
     return bytes(value)
 
 

@@ -316,8 +316,10 @@ class MongoJobQueue:
             try:
                 self.jobs.bulk_write(ops, ordered=True)
             except (BulkWriteError, DuplicateKeyError) as e:
-                raise DuplicateTrialError(f"a trial id already exists in {self.db.name}.{self.jobs.name}: "
-                                          f"{_first_write_error(e)}") from e
+                index = _failed_index(e)
+                tid = docs[index]["tid"] if index is not None else "?"
+                raise DuplicateTrialError(f"a trial with tid {tid} already exists in {self.db.name}.{self.jobs.name} "
+                                          f"(the {index or 0} trials before it were queued)") from e
         return ids
 
     def changed(self, exp_key: str | None, since: Any = None) -> tuple[list[dict], Any]:
@@ -423,12 +425,13 @@ class MongoJobQueue:
                 if uploaded:
                     _att.discard_attempt_files(self.db, claim)
                 raise
-            if not ok and _jobs.finished_by(self.jobs, claim, state):  # a retried call whose first one landed
+            if not ok:  # lost, or a retried call whose first one landed: keep what the job references now
                 current = self.jobs.find_one({"_id": claim["_id"]}, {"_attachments": 1}) or {}
-                refs, replaced, ok = current.get("_attachments") or [], [], True
-            if uploaded or (ok and replaced):
-                _att.discard_attempt_files(self.db, claim, keep=[fid for _, fid in refs] if ok else [])
-                if ok and replaced:
+                refs, replaced = current.get("_attachments") or [], []
+                ok = _jobs.finished_by(self.jobs, claim, state)
+            if uploaded or replaced:
+                _att.discard_attempt_files(self.db, claim, keep=[ref[1] for ref in refs])
+                if replaced:
                     _att.delete_trial_file_ids(self.db, claim, replaced)
             return ok
 
@@ -448,9 +451,10 @@ class MongoJobQueue:
         with translate_errors("the worker heartbeat"):
             _jobs.upsert_worker(self.workers_coll, worker_id, fields)
 
-    def workers(self) -> list[dict]:
+    def workers(self, *, include_exited: bool = False) -> list[dict]:
+        flt = {} if include_exited else {"status": {"$ne": "exited"}}
         with translate_errors("listing workers"):
-            return list(self.workers_coll.find({"status": {"$ne": "exited"}}).sort([("host", 1), ("pid", 1)]))
+            return list(self.workers_coll.find(flt).sort([("host", 1), ("pid", 1)]))
 
     # ------------------------------------------------------------------ inspection and repairs
     def find(self, exp_key: str | None, *, states: Iterable[int] | None = None, sort: str = "tid",
@@ -529,7 +533,8 @@ class MongoJobQueue:
             return _jobs.cancel_unchanged(self.jobs, doc, failure=failure, end_time=end_time)
 
 
-def _first_write_error(e: BaseException) -> str:
-    details = getattr(e, "details", None) or {}
-    errors = details.get("writeErrors") or []
-    return str(errors[0].get("errmsg")) if errors else str(e)
+def _failed_index(e: BaseException) -> int | None:
+    """The position of the operation an ordered bulk write stopped at (None if unknown)."""
+    details = e.details if isinstance(e, BulkWriteError) else None
+    errors = (details or {}).get("writeErrors") or []
+    return int(errors[0]["index"]) if errors and "index" in errors[0] else None
