@@ -21,6 +21,8 @@ import numpy as np
 from . import _validation as v
 from .domain import Domain
 from .exceptions import InvalidParameterError
+from .pruners import BasePruner, NopPruner
+from .reporting import LocalReporter, evaluate_trial, report, should_prune
 from .results import error_info, error_result
 from .space import space_eval
 from .trials.base import BaseTrials
@@ -48,6 +50,14 @@ class Ctrl:
         """Record an intermediate result on the running trial."""
         if result is not None and self.current_trial is not None:
             self.current_trial["result"] = dict(result)
+
+    def report(self, value: float, step: int, *, raise_pruned: bool = True) -> None:
+        """:func:`hpo_mongo.report` for ``pass_expr_memo_ctrl`` objectives."""
+        report(value, step, raise_pruned=raise_pruned)
+
+    def should_prune(self) -> bool:
+        """:func:`hpo_mongo.should_prune` for ``pass_expr_memo_ctrl`` objectives."""
+        return should_prune()
 
 
 def default_algo() -> Callable:
@@ -77,7 +87,8 @@ def _rstate(rstate: Any) -> np.random.Generator:
 
 
 def _validate(max_evals, timeout, loss_threshold, max_queue_len, points_to_evaluate,
-              early_stop_fn, catch_eval_exceptions, return_argmin, trials_save_file, algo) -> None:
+              early_stop_fn, catch_eval_exceptions, return_argmin, trials_save_file, algo,
+              pruner=None) -> None:
     v.validate({
         "max_evals": (max_evals, [v.Interval(int, 0, None), v.NONE]),
         "timeout": (timeout, [v.Interval(float, 0, None, closed="neither"), v.NONE]),
@@ -91,6 +102,7 @@ def _validate(max_evals, timeout, loss_threshold, max_queue_len, points_to_evalu
         "return_argmin": (return_argmin, [v.BOOL]),
         "trials_save_file": (trials_save_file, [v.STRING, v.InstanceOf((os.PathLike,), "a path")]),
         "algo": (algo, [v.NONE, v.CALLABLE]),
+        "pruner": (pruner, [v.NONE, v.InstanceOf((BasePruner,), "a pruner from hpo_mongo.pruners")]),
     }, "fmin")
 
 
@@ -100,21 +112,23 @@ def fmin(fn: Callable, space: Any, algo: Callable | None = None, max_evals: int 
          catch_eval_exceptions: bool = False, verbose: bool = True, return_argmin: bool = True,
          points_to_evaluate: list[dict] | None = None, max_queue_len: int = 1,
          show_progressbar: Any = True, early_stop_fn: Callable | None = None,
-         trials_save_file: str = "") -> Any:
+         trials_save_file: str = "", pruner: BasePruner | None = None) -> Any:
     """Minimize ``fn`` over ``space``; hyperopt's signature and semantics (see docs/compat.md).
 
     Returns the best point as ``{label: value}`` (choice values as indices) or, with
-    ``return_argmin=False``, the evaluated space at that point.
+    ``return_argmin=False``, the evaluated space at that point. ``pruner`` (default: none) stops
+    trials early from the values their objective ``report``s (docs/pruning.md).
     """
     _validate(max_evals, timeout, loss_threshold, max_queue_len, points_to_evaluate,
-              early_stop_fn, catch_eval_exceptions, return_argmin, trials_save_file, algo)
+              early_stop_fn, catch_eval_exceptions, return_argmin, trials_save_file, algo, pruner)
     if allow_trials_fmin and trials is not None and not isinstance(trials, BaseTrials) and hasattr(trials, "fmin"):
         return trials.fmin(fn, space, algo=algo, max_evals=max_evals, timeout=timeout,
                            loss_threshold=loss_threshold, rstate=rstate, verbose=verbose,
                            max_queue_len=max_queue_len, show_progressbar=show_progressbar,
                            catch_eval_exceptions=catch_eval_exceptions, return_argmin=return_argmin,
                            points_to_evaluate=points_to_evaluate, early_stop_fn=early_stop_fn,
-                           trials_save_file=trials_save_file)
+                           trials_save_file=trials_save_file,
+                           **({} if pruner is None else {"pruner": pruner}))
     if algo is None:
         algo = default_algo()
     max_evals = sys.maxsize if max_evals is None else max_evals
@@ -127,12 +141,17 @@ def fmin(fn: Callable, space: Any, algo: Callable | None = None, max_evals: int 
     elif not isinstance(trials, BaseTrials):
         raise InvalidParameterError(
             f"The 'trials' parameter of fmin must be a Trials or MongoTrials. Got {trials!r} instead.")
+    if trials.asynchronous and pruner is not None:
+        raise InvalidParameterError(
+            f"The 'pruner' parameter of fmin works with in-memory Trials only for now; {type(trials).__name__} "
+            f"workers do not record reports yet. Got {pruner!r} instead.")
     trials.space_json = domain.space.to_json()  # lets export/plot show choice values, not indices
     loop = _FMinLoop(domain, algo, trials, rng, max_evals=max_evals, timeout=timeout,
                      loss_threshold=loss_threshold, catch_eval_exceptions=catch_eval_exceptions,
                      max_queue_len=max_queue_len, early_stop_fn=early_stop_fn,
                      trials_save_file=trials_save_file,
-                     progress=show_progressbar if verbose else False)
+                     progress=show_progressbar if verbose else False,
+                     pruner=pruner if pruner is not None else NopPruner())
     if points_to_evaluate:
         loop.insert_points(points_to_evaluate)
     loop.run()
@@ -211,8 +230,9 @@ class _FMinLoop:
     def __init__(self, domain: Domain, algo: Callable, trials: BaseTrials, rng: np.random.Generator, *,
                  max_evals: int, timeout: float | None, loss_threshold: float | None,
                  catch_eval_exceptions: bool, max_queue_len: int, early_stop_fn: Callable | None,
-                 trials_save_file: str, progress: Any):
+                 trials_save_file: str, progress: Any, pruner: BasePruner):
         self.domain, self.algo, self.trials, self.rng = domain, algo, trials, rng
+        self.pruner = pruner
         self.max_evals, self.timeout, self.loss_threshold = max_evals, timeout, loss_threshold
         self.catch = catch_eval_exceptions
         self.max_queue_len = max_queue_len
@@ -304,8 +324,9 @@ class _FMinLoop:
                 return
             trials._mark_running(doc)
             ctrl = Ctrl(trials, doc)
+            reporter = LocalReporter(trials.reports, doc, self.pruner)
             try:
-                result, attachments = self.domain.evaluate(doc["misc"]["vals"], ctrl)
+                result, attachments = evaluate_trial(self.domain, doc["misc"]["vals"], ctrl, reporter)
             except KeyboardInterrupt:
                 doc.update(state=JOB_STATE_NEW, owner=None, book_time=None)
                 raise

@@ -7,6 +7,7 @@ from typing import Any, Iterable, Iterator, MutableMapping
 from .base import BaseTrials
 from .documents import (JOB_STATE_NEW, JOB_STATE_RUNNING, STATUS_NEW, new_trial_doc,  # noqa: F401
                         utcnow)
+from .reports import MemoryReports
 
 
 class _TrialAttachments(MutableMapping):
@@ -50,6 +51,7 @@ class Trials(BaseTrials):
         state = self.__dict__.copy()
         state.pop("_lock", None)
         state.pop("_history_cache", None)
+        state.pop("_reports", None)
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -86,12 +88,15 @@ class Trials(BaseTrials):
             self._dynamic_trials = []
             self._ids = set()
             self._attachments = {}
+            self.__dict__.pop("_reports", None)
             self.refresh()
 
     def view(self, exp_key: str | None = None, refresh: bool = True) -> "Trials":
         """Another Trials over the same documents, filtered by ``exp_key``."""
         rval = object.__new__(Trials)
         rval.__dict__.update(self.__dict__)
+        rval.__dict__.pop("_reports", None)
+        rval.__dict__.pop("_history_cache", None)
         rval._exp_key = exp_key
         rval._trials = []
         if refresh:
@@ -105,8 +110,18 @@ class Trials(BaseTrials):
     def trial_attachments(self, trial: dict) -> MutableMapping[str, bytes]:
         return _TrialAttachments(self._attachments, trial["tid"])
 
+    @property
+    def reports(self) -> MemoryReports:
+        """The intermediate values of this experiment's trials: what pruners read
+        (:class:`~hpo_mongo.trials.reports.ReportHistory`) and what in-process reports write."""
+        rep = self.__dict__.get("_reports")
+        if rep is None:
+            rep = self._reports = MemoryReports(self)
+        return rep
+
     # ------------------------------------------------------------ in-process evaluation
     def _mark_running(self, doc: dict) -> None:
+        self.reports.start_attempt(doc)
         now = utcnow()
         doc.update(state=JOB_STATE_RUNNING, book_time=now, refresh_time=now, owner="local")
         doc["version"] = doc.get("version", 0) + 1
