@@ -1,0 +1,400 @@
+"""Pruning benchmark: hpo_mongo's pruners against Optuna's, both with their default TPE.
+
+    python -m bench.pruning                          # synthetic + sgd + mlp, 10 seeds (mlp ≈ long)
+    python -m bench.pruning --tasks synthetic --seeds 10
+    python -m bench.pruning --tasks mlp --seeds 3 --budget-trials 40     # a reduced run
+    python -m bench.pruning --rules --tasks synthetic,sgd                # TPE's pruned-trial rule
+
+Tasks (no downloads): ``synthetic``, a learning-curve family with a known optimum (crossing
+curves: a large learning rate converges fast to a worse loss); ``sgd``, scikit-learn's
+SGDClassifier (log loss) and ``mlp``, MLPClassifier, both trained epoch by epoch with
+``partial_fit`` on the bundled digits data, validation log loss reported after every epoch.
+Each trial runs up to ``EPOCHS`` epochs, reporting ``step = epochs done``. A run stops when
+the epochs spent (all trials, pruned ones included) reach the budget (``--budget-trials`` full
+trials' worth; no-pruning runs get ``NONE_FACTOR`` times more). Measured per method over seeds:
+the best final (fully trained) validation loss as a function of the epochs spent (anytime
+curve, plotted to ``bench/out/``), and the epochs spent until it first reaches a target: the
+median over the no-pruning runs (both libraries) of their best loss at the budget.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import time
+import warnings
+from typing import Any, Callable
+
+import numpy as np
+
+EPOCHS = 27
+METHODS = ("none", "median", "asha", "hyperband")
+#: no-pruning runs get this many times the budget, so their epochs to the target can be measured
+NONE_FACTOR = 4
+OUT = os.path.join(os.path.dirname(__file__), "out")
+
+
+# =========================================================================== tasks
+class Task:
+    """A search space (a list of ``(name, kind, *args)``) and a trainer: ``start(params, seed)``
+    returns ``step() -> validation loss`` advancing one epoch."""
+
+    name = ""
+    space: list[tuple] = []
+
+    def start(self, params: dict, seed: int) -> Callable[[], float]:
+        raise NotImplementedError
+
+
+class Synthetic(Task):
+    """Learning curves ``final + (2.3 - final) * exp(-k t) + noise``; ``final`` is minimal (0.05) at
+    lr=1e-2, alpha=1e-4, width=128, opt=adam; the rate ``k`` grows with lr, so curves cross."""
+
+    name = "synthetic"
+    space = [("lr", "loguniform", 1e-4, 1.0), ("alpha", "loguniform", 1e-7, 1e-1),
+             ("width", "quniform", 16, 256, 16), ("opt", "choice", ("sgd", "adam", "rmsprop"))]
+    _opt_penalty = {"sgd": 0.6, "adam": 0.0, "rmsprop": 0.25}
+
+    def start(self, params: dict, seed: int) -> Callable[[], float]:
+        lr = math.log10(params["lr"])
+        q = (((lr + 2) / 1.2) ** 2 + ((math.log10(params["alpha"]) + 4) / 2.5) ** 2
+             + ((params["width"] - 128) / 110) ** 2 + self._opt_penalty[params["opt"]])
+        final = 0.05 + 0.6 * q / (1 + q)
+        k = 0.03 + 0.5 / (1 + math.exp(-2.5 * (lr + 2.5)))
+        rng = np.random.default_rng([seed, int(1e6 * params["lr"]) % 2**31, int(1e9 * params["alpha"]) % 2**31])
+        t = [0]
+
+        def step() -> float:
+            t[0] += 1
+            return float(final + (2.3 - final) * math.exp(-k * t[0]) + rng.normal(0, 0.01))
+
+        return step
+
+
+class _Digits(Task):
+    def data(self):
+        if not hasattr(self, "_data"):
+            from sklearn.datasets import load_digits
+            from sklearn.model_selection import train_test_split
+            from sklearn.preprocessing import StandardScaler
+            X, y = load_digits(return_X_y=True)
+            Xtr, Xva, ytr, yva = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
+            sc = StandardScaler().fit(Xtr)
+            self._data = (sc.transform(Xtr), sc.transform(Xva), ytr, yva, np.unique(y))
+        return self._data
+
+    def _loop(self, model, seed: int) -> Callable[[], float]:
+        from sklearn.metrics import log_loss
+        Xtr, Xva, ytr, yva, classes = self.data()
+        rng = np.random.default_rng(seed)
+
+        def step() -> float:
+            order = rng.permutation(len(ytr))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model.partial_fit(Xtr[order], ytr[order], classes=classes)
+                p = model.predict_proba(Xva)
+            if not np.all(np.isfinite(p)):
+                return float("nan")
+            return float(log_loss(yva, np.clip(p, 1e-7, 1.0), labels=classes))
+
+        return step
+
+
+class SGD(_Digits):
+    name = "sgd"
+    space = [("alpha", "loguniform", 1e-7, 1e-1), ("eta0", "loguniform", 1e-5, 1.0),
+             ("learning_rate", "choice", ("constant", "invscaling", "adaptive")),
+             ("penalty", "choice", ("l2", "l1", "elasticnet"))]
+
+    def start(self, params: dict, seed: int) -> Callable[[], float]:
+        from sklearn.linear_model import SGDClassifier
+        model = SGDClassifier(loss="log_loss", alpha=params["alpha"], eta0=params["eta0"],
+                              learning_rate=params["learning_rate"], penalty=params["penalty"],
+                              random_state=seed)
+        return self._loop(model, seed)
+
+
+class MLP(_Digits):
+    name = "mlp"
+    space = [("lr", "loguniform", 1e-5, 1e-1), ("alpha", "loguniform", 1e-7, 1e-1),
+             ("width", "quniform", 8, 128, 8), ("batch", "choice", (32, 128, 512))]
+
+    def start(self, params: dict, seed: int) -> Callable[[], float]:
+        from sklearn.neural_network import MLPClassifier
+        model = MLPClassifier(hidden_layer_sizes=(int(params["width"]),), learning_rate_init=params["lr"],
+                              alpha=params["alpha"], batch_size=int(params["batch"]), random_state=seed)
+        return self._loop(model, seed)
+
+
+TASKS = {t.name: t for t in (Synthetic(), SGD(), MLP())}
+
+
+# =========================================================================== the two libraries
+class Ledger:
+    """Epochs spent and ``(epochs at trial end, final loss or None)`` per trial of one run."""
+
+    def __init__(self, budget: int):
+        self.budget, self.epochs, self.ends = budget, 0, []
+
+    @property
+    def spent(self) -> bool:
+        return self.epochs >= self.budget
+
+
+def _train(task: Task, params: dict, seed: int, ledger: Ledger, report: Callable[[float, int], None]) -> float:
+    """One trial: train up to EPOCHS epochs, calling ``report`` after each (it raises to prune)."""
+    step = task.start(params, seed + 7919 * len(ledger.ends))
+    value = float("nan")
+    try:
+        for epoch in range(1, EPOCHS + 1):
+            value = step()
+            ledger.epochs += 1
+            report(value, epoch)
+    except BaseException:
+        ledger.ends.append((ledger.epochs, None))
+        raise
+    ledger.ends.append((ledger.epochs, value if math.isfinite(value) else None))
+    return value if math.isfinite(value) else float("inf")
+
+
+def _hpo_pruner(method: str):
+    from hpo_mongo import pruners
+    return {"none": None, "median": pruners.MedianPruner(),
+            "asha": pruners.SuccessiveHalvingPruner(),
+            "hyperband": pruners.HyperbandPruner(max_resource=EPOCHS)}[method]
+
+
+def run_hpo(task: Task, method: str, seed: int, budget: int) -> Ledger:
+    from hpo_mongo import Trials, fmin, hp, report, tpe
+    space = {}
+    for name, kind, *args in task.space:
+        if kind == "choice":
+            space[name] = hp.choice(name, list(args[0]))
+        elif kind == "loguniform":  # hyperopt's bounds are in log space
+            space[name] = hp.loguniform(name, math.log(args[0]), math.log(args[1]))
+        else:
+            space[name] = hp.quniform(name, *args)
+    ledger = Ledger(budget)
+
+    def objective(params: dict) -> float:
+        return _train(task, params, seed, ledger, lambda v, s: report(v, step=s))
+
+    fmin(objective, space, algo=tpe.suggest, max_evals=100_000, trials=Trials(), pruner=_hpo_pruner(method),
+         rstate=np.random.default_rng(seed), show_progressbar=False,
+         early_stop_fn=lambda trials, *a: (ledger.spent, a))
+    return ledger
+
+
+def run_optuna(task: Task, method: str, seed: int, budget: int) -> Ledger:
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pruner = {"none": optuna.pruners.NopPruner(), "median": optuna.pruners.MedianPruner(),
+              "asha": optuna.pruners.SuccessiveHalvingPruner(),
+              "hyperband": optuna.pruners.HyperbandPruner(max_resource=EPOCHS)}[method]
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner)
+    ledger = Ledger(budget)
+
+    def objective(trial) -> float:
+        params = {}
+        for name, kind, *args in task.space:
+            if kind == "choice":
+                params[name] = trial.suggest_categorical(name, list(args[0]))
+            elif kind == "loguniform":
+                params[name] = trial.suggest_float(name, args[0], args[1], log=True)
+            else:
+                params[name] = trial.suggest_float(name, args[0], args[1], step=args[2])
+
+        def rep(v: float, s: int) -> None:
+            trial.report(v, s)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        return _train(task, params, seed, ledger, rep)
+
+    def stop(study, trial) -> None:
+        if ledger.spent:
+            study.stop()
+
+    study.optimize(objective, n_trials=100_000, callbacks=[stop])
+    return ledger
+
+
+LIBS = {"hpo_mongo": run_hpo, "optuna": run_optuna}
+
+
+# =========================================================================== measures
+def anytime(ledger: Ledger, budgets: np.ndarray) -> np.ndarray:
+    """Best final loss among the trials that completed within each budget (inf: none yet)."""
+    ends = np.array([e for e, _ in ledger.ends], float)
+    final = np.array([np.inf if v is None else v for _, v in ledger.ends], float)
+    best = np.minimum.accumulate(final) if len(final) else final
+    idx = np.searchsorted(ends, budgets, side="right") - 1
+    return np.where(idx >= 0, best[np.maximum(idx, 0)] if len(best) else np.inf, np.inf)
+
+
+def epochs_to(ledger: Ledger, target: float) -> float:
+    """Epochs spent when the best final loss first reached ``target`` (inf: never)."""
+    for ends, v in ledger.ends:
+        if v is not None and v <= target:
+            return float(ends)
+    return math.inf
+
+
+def _q(x: np.ndarray) -> tuple[float, float, float]:
+    return tuple(float(np.percentile(x, p)) for p in (25, 50, 75))
+
+
+def run_task(task: Task, seeds: int, budget_trials: int, libs: list[str], methods: list[str], log) -> dict:
+    budget = budget_trials * EPOCHS
+    grid = np.unique(np.linspace(budget / 20, budget, 40).astype(int))
+    curves: dict[str, np.ndarray] = {}
+    ledgers: dict[str, list[Ledger]] = {}
+    for lib in libs:
+        for method in methods:
+            key = f"{lib} {method}"
+            t0 = time.time()
+            run_budget = budget * (NONE_FACTOR if method == "none" else 1)
+            ledgers[key] = [LIBS[lib](task, method, seed, run_budget) for seed in range(seeds)]
+            curves[key] = np.array([anytime(led, grid) for led in ledgers[key]])
+            n_trials = np.median([len(led.ends) for led in ledgers[key]])
+            log(f"  {task.name:9s} {key:20s} {time.time() - t0:7.1f} s  median {n_trials:.0f} trials")
+    return {"grid": grid, "curves": curves, "ledgers": ledgers, "budget": budget}
+
+
+def report_task(task: Task, res: dict, out: list[str]) -> None:
+    grid, curves, ledgers, budget = res["grid"], res["curves"], res["ledgers"], res["budget"]
+    none_keys = [k for k in curves if k.endswith(" none")]
+    target = float(np.median(np.concatenate([curves[k][:, -1] for k in none_keys]))) if none_keys else None
+    out.append(f"\n### {task.name}: best final validation loss vs epochs spent (median [IQR] over "
+               f"{len(next(iter(ledgers.values())))} seeds; budget {budget} epochs = {budget // EPOCHS} full trials)\n")
+    marks = [int(round(budget * f)) for f in (0.1, 0.25, 0.5, 1.0)]
+    cols = [int(np.searchsorted(grid, m, side="left")) for m in marks]
+    cols = [min(c, len(grid) - 1) for c in cols]
+    out.append("| method | " + " | ".join(f"{grid[c]} epochs" for c in cols) + " | trials | epochs to target |")
+    out.append("|---|" + "---|" * (len(cols) + 2))
+    for key, cur in curves.items():
+        cells = []
+        for c in cols:
+            lo, med, hi = _q(cur[:, c])
+            cells.append(f"{med:.4f} [{lo:.4f}, {hi:.4f}]")
+        n_trials = np.median([len(led.ends) for led in ledgers[key]])
+        if target is not None:
+            e = np.array([epochs_to(led, target) for led in ledgers[key]])
+            reached = np.isfinite(e)
+            e_txt = f"{np.median(e):.0f} ({reached.sum()}/{len(e)} reached)" if reached.any() else "never"
+        else:
+            e_txt = "-"
+        out.append(f"| {key} | " + " | ".join(cells) + f" | {n_trials:.0f} | {e_txt} |")
+    if target is not None:
+        out.append(f"\nTarget: {target:.4f}, the no-pruning median at the budget ({budget} epochs; no-pruning "
+                   f"runs continue to {NONE_FACTOR * budget}). Epochs to target: median over seeds (inf: not reached).")
+        for lib in sorted({k.split()[0] for k in curves}):
+            if f"{lib} none" not in curves:
+                continue
+            b = np.median([epochs_to(led, target) for led in ledgers[f"{lib} none"]])
+            ratios = []
+            for key in curves:
+                if key.startswith(lib + " ") and not key.endswith(" none"):
+                    m = np.median([epochs_to(led, target) for led in ledgers[key]])
+                    ratios.append(f"{key.split()[1]} {b / m:.1f}x" if math.isfinite(m) and m > 0 else f"{key.split()[1]} -")
+            out.append(f"- {lib}: epochs saved vs no pruning: " + ", ".join(ratios))
+
+
+def plot_task(task: Task, res: dict, stamp: str) -> str | None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key, cur in res["curves"].items():
+        c = np.where(np.isfinite(cur), cur, np.nan)
+        lo, med, hi = (np.nanpercentile(c, p, axis=0) for p in (25, 50, 75))
+        style = "-" if key.startswith("hpo_mongo") else "--"
+        line, = ax.plot(res["grid"], med, style, label=key)
+        ax.fill_between(res["grid"], lo, hi, color=line.get_color(), alpha=0.12)
+    ax.set_xlabel("epochs spent (all trials)")
+    ax.set_ylabel("best final validation loss")
+    ax.set_title(f"{task.name}: anytime best loss (median, IQR shaded)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    os.makedirs(OUT, exist_ok=True)
+    path = os.path.join(OUT, f"pruning-{task.name}-{stamp}.png")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def run_rules(tasks: list[Task], seeds: int, budget_trials: int, log) -> list[str]:
+    """TPE's rule for pruned trials (hpo_mongo.algos.base.PRUNED_RULE), under median and ASHA."""
+    from hpo_mongo.algos import base
+    out = ["\n### TPE's pruned-trial rule (hpo_mongo.algos.base.PRUNED_RULE): best final loss at the budget "
+           f"(median [IQR] over {seeds} seeds)\n", "| task | pruner | " + " | ".join(base.PRUNED_RULES) + " |",
+           "|---|---|" + "---|" * len(base.PRUNED_RULES)]
+    saved = base.PRUNED_RULE
+    try:
+        for task in tasks:
+            budget = budget_trials * EPOCHS
+            for method in ("median", "asha"):
+                cells = []
+                for rule in base.PRUNED_RULES:
+                    base.PRUNED_RULE = rule
+                    t0 = time.time()
+                    final = np.array([anytime(run_hpo(task, method, s, budget), np.array([budget]))[0]
+                                      for s in range(seeds)])
+                    lo, med, hi = _q(final)
+                    cells.append(f"{med:.4f} [{lo:.4f}, {hi:.4f}]")
+                    log(f"  rules {task.name} {method} {rule}: {med:.4f} ({time.time() - t0:.0f} s)")
+                out.append(f"| {task.name} | {method} | " + " | ".join(cells) + " |")
+    finally:
+        base.PRUNED_RULE = saved
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", default="synthetic,sgd,mlp")
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--budget-trials", type=int, default=100, help="epoch budget in full trials (x EPOCHS)")
+    ap.add_argument("--libs", default="hpo_mongo,optuna")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--rules", action="store_true", help="compare TPE's pruned-trial rules instead")
+    args = ap.parse_args(argv)
+    tasks = [TASKS[t] for t in args.tasks.split(",")]
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    t_start = time.time()
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    out = [f"## Pruning benchmark ({_dt.date.today()}, `python -m bench.pruning {' '.join(argv or [])}`, "
+           f"load {os.getloadavg()[0]:.2f})"]
+    if args.rules:
+        out += run_rules(tasks, args.seeds, args.budget_trials, log)
+    else:
+        raw = {}
+        for task in tasks:
+            res = run_task(task, args.seeds, args.budget_trials, args.libs.split(","), args.methods.split(","), log)
+            report_task(task, res, out)
+            path = plot_task(task, res, stamp)
+            if path:
+                out.append(f"\nPlot: `{os.path.relpath(path, os.path.dirname(OUT))}`")
+            raw[task.name] = {k: [led.ends for led in v] for k, v in res["ledgers"].items()}
+        os.makedirs(OUT, exist_ok=True)
+        with open(os.path.join(OUT, f"pruning-raw-{stamp}.json"), "w") as f:
+            json.dump(raw, f)
+    out.append(f"\n({time.time() - t_start:.0f} s, load {os.getloadavg()[0]:.2f} at the end)")
+    text = "\n".join(out)
+    print(text)
+    os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, f"pruning-{stamp}.md"), "w") as f:
+        f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
