@@ -12,9 +12,10 @@ SGDClassifier (log loss) and ``mlp``, MLPClassifier, both trained epoch by epoch
 Each trial runs up to ``EPOCHS`` epochs, reporting ``step = epochs done``. A run stops when
 the epochs spent (all trials, pruned ones included) reach the budget (``--budget-trials`` full
 trials' worth; no-pruning runs get ``NONE_FACTOR`` times more). Measured per method over seeds:
-the best final (fully trained) validation loss as a function of the epochs spent (anytime
-curve, plotted to ``bench/out/``), and the epochs spent until it first reaches a target: the
-median over the no-pruning runs (both libraries) of their best loss at the budget.
+the quality of the best complete trial so far (picked by its final validation loss; scored by
+that loss, without the synthetic task's measurement noise) as a function of the epochs spent
+(anytime curve, plotted to ``bench/out/``), and the epochs spent until it first reaches a
+target: the median over the no-pruning runs (both libraries) of that quality at the budget.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ import numpy as np
 EPOCHS = 27
 METHODS = ("none", "median", "asha", "hyperband")
 #: no-pruning runs get this many times the budget, so their epochs to the target can be measured
+#: (``--none-factor``)
 NONE_FACTOR = 4
 OUT = os.path.join(os.path.dirname(__file__), "out")
 
@@ -39,7 +41,8 @@ OUT = os.path.join(os.path.dirname(__file__), "out")
 # =========================================================================== tasks
 class Task:
     """A search space (a list of ``(name, kind, *args)``) and a trainer: ``start(params, seed)``
-    returns ``step() -> validation loss`` advancing one epoch."""
+    returns ``step() -> validation loss`` advancing one epoch; ``step.clean`` is the loss without
+    measurement noise (the quality the benchmark scores; = the value for real tasks)."""
 
     name = ""
     space: list[tuple] = []
@@ -49,8 +52,9 @@ class Task:
 
 
 class Synthetic(Task):
-    """Learning curves ``final + (2.3 - final) * exp(-k t) + noise``; ``final`` is minimal (0.05) at
-    lr=1e-2, alpha=1e-4, width=128, opt=adam; the rate ``k`` grows with lr, so curves cross."""
+    """Learning curves ``(final + (2.3 - final) * exp(-k t)) * (1 + 0.03 noise)``; ``final`` is
+    minimal (0.05) at lr=1e-2, alpha=1e-4, width=128, opt=adam; the rate ``k`` grows with lr, so
+    curves cross (a large lr converges fast to a worse loss)."""
 
     name = "synthetic"
     space = [("lr", "loguniform", 1e-4, 1.0), ("alpha", "loguniform", 1e-7, 1e-1),
@@ -68,7 +72,8 @@ class Synthetic(Task):
 
         def step() -> float:
             t[0] += 1
-            return float(final + (2.3 - final) * math.exp(-k * t[0]) + rng.normal(0, 0.01))
+            step.clean = float(final + (2.3 - final) * math.exp(-k * t[0]))
+            return step.clean * (1.0 + 0.03 * float(rng.standard_normal()))
 
         return step
 
@@ -96,9 +101,9 @@ class _Digits(Task):
                 warnings.simplefilter("ignore")
                 model.partial_fit(Xtr[order], ytr[order], classes=classes)
                 p = model.predict_proba(Xva)
-            if not np.all(np.isfinite(p)):
-                return float("nan")
-            return float(log_loss(yva, np.clip(p, 1e-7, 1.0), labels=classes))
+                ok = np.all(np.isfinite(p))
+                step.clean = float(log_loss(yva, np.clip(p, 1e-7, 1.0), labels=classes)) if ok else float("nan")
+            return step.clean
 
         return step
 
@@ -134,7 +139,8 @@ TASKS = {t.name: t for t in (Synthetic(), SGD(), MLP())}
 
 # =========================================================================== the two libraries
 class Ledger:
-    """Epochs spent and ``(epochs at trial end, final loss or None)`` per trial of one run."""
+    """Epochs spent and ``(epochs at trial end, final loss, its clean value)`` per trial of one run
+    (losses None for a pruned trial)."""
 
     def __init__(self, budget: int):
         self.budget, self.epochs, self.ends = budget, 0, []
@@ -154,10 +160,11 @@ def _train(task: Task, params: dict, seed: int, ledger: Ledger, report: Callable
             ledger.epochs += 1
             report(value, epoch)
     except BaseException:
-        ledger.ends.append((ledger.epochs, None))
+        ledger.ends.append((ledger.epochs, None, None))
         raise
-    ledger.ends.append((ledger.epochs, value if math.isfinite(value) else None))
-    return value if math.isfinite(value) else float("inf")
+    ok = math.isfinite(value)
+    ledger.ends.append((ledger.epochs, value if ok else None, step.clean if ok else None))
+    return value if ok else float("inf")
 
 
 def _hpo_pruner(method: str):
@@ -226,28 +233,38 @@ LIBS = {"hpo_mongo": run_hpo, "optuna": run_optuna}
 
 
 # =========================================================================== measures
+def best_so_far(ledger: Ledger) -> tuple[np.ndarray, np.ndarray]:
+    """``(epochs at each trial end, clean loss of the best complete trial so far)``: the trial a
+    user would pick (lowest final validation loss), scored by its clean loss (inf: none yet)."""
+    ends = np.array([e for e, _, _ in ledger.ends], float)
+    final = np.array([np.inf if v is None else v for _, v, _ in ledger.ends], float)
+    clean = np.array([np.inf if c is None else c for _, _, c in ledger.ends], float)
+    if not len(final):
+        return ends, final
+    pick = np.maximum.accumulate(np.where(final == np.minimum.accumulate(final), np.arange(len(final)), 0))
+    return ends, np.where(np.isfinite(np.minimum.accumulate(final)), clean[pick], np.inf)
+
+
 def anytime(ledger: Ledger, budgets: np.ndarray) -> np.ndarray:
-    """Best final loss among the trials that completed within each budget (inf: none yet)."""
-    ends = np.array([e for e, _ in ledger.ends], float)
-    final = np.array([np.inf if v is None else v for _, v in ledger.ends], float)
-    best = np.minimum.accumulate(final) if len(final) else final
+    """The quality of the best trial that completed within each budget (inf: none yet)."""
+    ends, best = best_so_far(ledger)
     idx = np.searchsorted(ends, budgets, side="right") - 1
     return np.where(idx >= 0, best[np.maximum(idx, 0)] if len(best) else np.inf, np.inf)
 
 
 def epochs_to(ledger: Ledger, target: float) -> float:
-    """Epochs spent when the best final loss first reached ``target`` (inf: never)."""
-    for ends, v in ledger.ends:
-        if v is not None and v <= target:
-            return float(ends)
-    return math.inf
+    """Epochs spent when the picked trial's quality first reached ``target`` (inf: never)."""
+    ends, best = best_so_far(ledger)
+    hit = np.flatnonzero(best <= target)
+    return float(ends[hit[0]]) if hit.size else math.inf
 
 
 def _q(x: np.ndarray) -> tuple[float, float, float]:
     return tuple(float(np.percentile(x, p)) for p in (25, 50, 75))
 
 
-def run_task(task: Task, seeds: int, budget_trials: int, libs: list[str], methods: list[str], log) -> dict:
+def run_task(task: Task, seeds: int, budget_trials: int, libs: list[str], methods: list[str], log,
+             none_factor: int = NONE_FACTOR) -> dict:
     budget = budget_trials * EPOCHS
     grid = np.unique(np.linspace(budget / 20, budget, 40).astype(int))
     curves: dict[str, np.ndarray] = {}
@@ -256,12 +273,12 @@ def run_task(task: Task, seeds: int, budget_trials: int, libs: list[str], method
         for method in methods:
             key = f"{lib} {method}"
             t0 = time.time()
-            run_budget = budget * (NONE_FACTOR if method == "none" else 1)
+            run_budget = budget * (none_factor if method == "none" else 1)
             ledgers[key] = [LIBS[lib](task, method, seed, run_budget) for seed in range(seeds)]
             curves[key] = np.array([anytime(led, grid) for led in ledgers[key]])
             n_trials = np.median([len(led.ends) for led in ledgers[key]])
             log(f"  {task.name:9s} {key:20s} {time.time() - t0:7.1f} s  median {n_trials:.0f} trials")
-    return {"grid": grid, "curves": curves, "ledgers": ledgers, "budget": budget}
+    return {"grid": grid, "curves": curves, "ledgers": ledgers, "budget": budget, "none_factor": none_factor}
 
 
 def report_task(task: Task, res: dict, out: list[str]) -> None:
@@ -290,7 +307,7 @@ def report_task(task: Task, res: dict, out: list[str]) -> None:
         out.append(f"| {key} | " + " | ".join(cells) + f" | {n_trials:.0f} | {e_txt} |")
     if target is not None:
         out.append(f"\nTarget: {target:.4f}, the no-pruning median at the budget ({budget} epochs; no-pruning "
-                   f"runs continue to {NONE_FACTOR * budget}). Epochs to target: median over seeds (inf: not reached).")
+                   f"runs continue to {res['none_factor'] * budget}). Epochs to target: median over seeds (inf: not reached).")
         for lib in sorted({k.split()[0] for k in curves}):
             if f"{lib} none" not in curves:
                 continue
@@ -363,6 +380,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--budget-trials", type=int, default=100, help="epoch budget in full trials (x EPOCHS)")
     ap.add_argument("--libs", default="hpo_mongo,optuna")
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--none-factor", type=int, default=NONE_FACTOR, help="budget multiplier of no-pruning runs")
     ap.add_argument("--rules", action="store_true", help="compare TPE's pruned-trial rules instead")
     args = ap.parse_args(argv)
     tasks = [TASKS[t] for t in args.tasks.split(",")]
@@ -379,7 +397,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         raw = {}
         for task in tasks:
-            res = run_task(task, args.seeds, args.budget_trials, args.libs.split(","), args.methods.split(","), log)
+            res = run_task(task, args.seeds, args.budget_trials, args.libs.split(","), args.methods.split(","), log,
+                           args.none_factor)
             report_task(task, res, out)
             path = plot_task(task, res, stamp)
             if path:

@@ -62,9 +62,9 @@ def test_memory_reports_answer_the_protocol_and_keep_the_first_value_of_a_step()
     assert rep.record(docs[1], 4, 0.25) is True  # the cached reached(1) column sees new reports
     assert sorted(rep.reached(1).value.tolist()) == [0.5, 3.0]
     assert sorted(rep.reached(3).value.tolist()) == [0.25]
-    assert rep.n_complete() == 1
+    assert rep.completed_at_least(1) and not rep.completed_at_least(2)
     docs[1]["state"], docs[1]["result"] = JOB_STATE_DONE, {"status": STATUS_OK, "loss": 0.25}
-    assert rep.n_complete() == 2
+    assert rep.completed_at_least(2)
     assert rep.at_step(4).kind.tolist() == [KIND_COMPLETE]
 
 

@@ -11,7 +11,7 @@ Contract every pruner keeps:
   is a function of ``(trial, history)`` only. So the pruner is pickled with the experiment and
   every worker holding a copy decides the same, with no state shared between processes.
 - **Few queries.** A decision reads the history with at most one value query (``at_step`` or
-  ``reached``) per rung or step it checks, plus the cacheable ``n_complete``; the own-trial
+  ``reached``) per rung or step it checks, plus the cacheable ``completed_at_least``; the own-trial
   conditions (warm-up, interval) are checked first, so most reports cost no query at all.
 - **Minimisation.** Lower values are better; NaN is worse than anything (a NaN report of the
   trial itself prunes it wherever the pruner would compare it), ±inf compare as numbers.

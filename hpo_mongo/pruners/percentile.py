@@ -22,7 +22,7 @@ class PercentilePruner(BasePruner):
     The trial's own best is the lowest of all its reports (a trial whose reports are all NaN is
     pruned); the completed trials' value is their report at exactly that step (NaN values are
     left out of the percentile). Ties are kept: a trial equal to the percentile goes on.
-    One ``at_step`` query per checked report, plus ``n_complete``.
+    One ``at_step`` query per checked report (and ``completed_at_least`` until the start-up is over).
     """
 
     def __init__(self, percentile: float, n_startup_trials: int = 5, n_warmup_steps: int = 0,
@@ -43,7 +43,7 @@ class PercentilePruner(BasePruner):
     def prune(self, trial: TrialReports, history: ReportHistory) -> bool:
         if not checked_step(trial, self.n_warmup_steps, self.interval_steps):
             return False
-        if history.n_complete() < max(self.n_startup_trials, 1):
+        if not history.completed_at_least(max(self.n_startup_trials, 1)):
             return False
         own = trial.value[~np.isnan(trial.value)]
         if own.size == 0:

@@ -121,10 +121,10 @@ class ReportHistory(Protocol):
         report order, a positional projection returns the first match).
         """
 
-    def n_complete(self) -> int:
-        """How many trials of the experiment are DONE with status ok (KIND_COMPLETE), with or
-        without reports. Non-decreasing while trials are not deleted, so a backend may cache
-        it once it passes the largest threshold its pruner asks about."""
+    def completed_at_least(self, n: int) -> bool:
+        """Whether at least ``n`` trials of the experiment are DONE with status ok (KIND_COMPLETE),
+        with or without reports (``n <= 0``: True). Monotone while trials are not deleted, so a
+        backend may cache a True answer for good, and count with a limit of ``n``."""
 
 
 # ------------------------------------------------------------------------------ in memory
@@ -208,7 +208,10 @@ class MemoryReports:
                         break
         return self._rows(col)
 
-    def n_complete(self) -> int:
+    def completed_at_least(self, n: int) -> bool:
+        return n <= 0 or self._n_complete() >= n
+
+    def _n_complete(self) -> int:
         self._sync()
         docs = self._trials.trials
         if self._final_docs is not docs:  # refreshed: recount the finished prefix
