@@ -328,7 +328,7 @@ class _FMinLoop:
             try:
                 result, attachments = evaluate_trial(self.domain, doc["misc"]["vals"], ctrl, reporter)
             except KeyboardInterrupt:
-                doc.update(state=JOB_STATE_NEW, owner=None, book_time=None)
+                trials._requeue(doc)
                 raise
             except Exception as e:
                 info = error_info(e)
@@ -349,7 +349,7 @@ class _FMinLoop:
         if not trials.asynchronous:  # nothing else evaluates in-memory trials: RUNNING ones were interrupted
             for t in trials.trials:
                 if t["state"] == JOB_STATE_RUNNING:
-                    t.update(state=JOB_STATE_NEW, owner=None, book_time=None)
+                    trials._requeue(t)
         hooks = self.hooks()
         n_finished, _, _, best = self._counts()
         progress = _Progress(self.progress_spec, min(n_finished, self.max_evals), self.max_evals)

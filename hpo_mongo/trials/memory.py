@@ -126,6 +126,11 @@ class Trials(BaseTrials):
         doc.update(state=JOB_STATE_RUNNING, book_time=now, refresh_time=now, owner="local")
         doc["version"] = doc.get("version", 0) + 1
 
+    def _requeue(self, doc: dict) -> None:
+        """Back to NEW (an interrupted in-process evaluation): no owner, no reports."""
+        self.reports.start_attempt(doc)
+        doc.update(state=JOB_STATE_NEW, owner=None, book_time=None)
+
     def _finish(self, doc: dict, state: int, result: dict | None, error: dict | None = None) -> None:
         now = utcnow()
         doc.update(state=state, refresh_time=now)

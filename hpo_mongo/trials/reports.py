@@ -22,7 +22,7 @@ Invariants every store keeps (the in-memory one here, the Mongo one alike):
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -273,11 +273,3 @@ class MemoryReports:
                 self._live.discard(slot)
         slots = col.slot[:col.n]
         return StepValues(self._tid[slots], col.value[:col.n].copy(), self._kind[slots])
-
-
-def reports_of(doc: dict) -> TrialReports:
-    """A document's stored reports as :class:`TrialReports`."""
-    rows: Iterable[dict] = doc.get(REPORTS_FIELD) or ()
-    rows = list(rows)
-    return TrialReports(int(doc["tid"]), np.fromiter((r["step"] for r in rows), np.int64, count=len(rows)),
-                        np.fromiter((r["value"] for r in rows), float, count=len(rows)))
