@@ -256,3 +256,35 @@ def test_anneal_and_rand_ignore_pruned_trials():
     from hpo_mongo.domain import Domain
     h = history(Domain(curve, SPACE).space, trials)
     assert not (h.complete & h.pruned).any()
+
+
+def test_any_reporter_plugs_into_evaluate_trial():
+    """The seam the worker and the forked child use: their own Reporter, the same evaluate_trial."""
+    from hpo_mongo.domain import Domain
+    from hpo_mongo.reporting import LocalReporter, ReportLedger, Reporter, evaluate_trial
+
+    class StopAtTwo:  # e.g. a child that asks its worker over a pipe
+        def __init__(self):
+            self.ledger = ReportLedger(7)
+
+        def report(self, value, step):
+            self.ledger.add(step, value)
+            self.ledger.decision = step >= 2
+            return self.ledger.decision
+
+        @property
+        def should_prune(self):
+            return self.ledger.decision
+
+        @property
+        def reports(self):
+            return self.ledger.reports
+
+    reporter = StopAtTwo()
+    assert isinstance(reporter, Reporter)
+    assert isinstance(LocalReporter(Trials().reports, {"tid": 0}, pruners.NopPruner()), Reporter)
+    result, attachments = evaluate_trial(Domain(curve, SPACE), {"x": [0.5]}, None, reporter)
+    assert result == {"status": STATUS_PRUNED, "loss": 0.25 + 1.0 / 3, "pruned_step": 2}
+    assert reporter.reports.step.tolist() == [0, 1, 2] and attachments == {}
+    with pytest.raises(NoCurrentTrial):  # the reporter is current only during the evaluation
+        report(1.0, 0)
