@@ -24,6 +24,7 @@ import datetime as _dt
 import json
 import math
 import os
+import sys
 import time
 import warnings
 from typing import Callable
@@ -422,7 +423,8 @@ def main(argv: list[str] | None = None) -> None:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    out = [f"## Pruning benchmark ({_dt.date.today()}, `python -m bench.pruning {' '.join(argv or [])}`, "
+    shown = sys.argv[1:] if argv is None else argv
+    out = [f"## Pruning benchmark ({_dt.date.today()}, `python -m bench.pruning {' '.join(shown)}`, "
            f"load {os.getloadavg()[0]:.2f})"]
     if args.rules:
         out += run_rules(tasks, args.seeds, args.budget_trials, log)
