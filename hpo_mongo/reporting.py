@@ -7,10 +7,10 @@ context sees it) and runs the objective through :func:`evaluate_trial`, which re
 :func:`report` validates its input here, once, and hands it to the current reporter, which
 stores it and asks the pruner.
 
-Implementations: :class:`LocalReporter` (in-process, in-memory ``Trials``); the worker's writes
-each report to the store and asks the experiment's pruner; a forked child's sends each report to
-its worker over the pipe and waits for the decision. All keep the trial's own reports in a
-:class:`ReportLedger`, which applies the repeated-step rule before anything is sent or stored.
+:class:`LocalReporter` is the in-process implementation (in-memory ``Trials``). Another evaluator
+(a worker writing to its store, a forked child asking its worker over a pipe) implements the
+same protocol; each keeps the trial's own reports in a :class:`ReportLedger`, which applies the
+repeated-step rule before anything is sent or stored.
 
 Value rules: a real number (numpy scalars, size-1 arrays and ``__float__`` objects count); NaN
 and ±inf are accepted and stored (a diverged loss is something to prune, not an error): NaN is

@@ -102,9 +102,9 @@ class ReportHistory(Protocol):
     RUNNING trial's row for a step never changes while its attempt lasts (invariant 2), though
     the row disappears if the trial is requeued, and new rows appear as trials report.
 
-    Mongo mapping (one indexed query each, no driver round trip): reports stored per trial with
-    ``{exp_key, tid, attempt, step, value}`` in report order, the trial's state/status next to
-    them or joined by tid.
+    A database backend answers each method with one indexed query, in the process where the
+    report happens: e.g. with each trial's current reports stored on it in report order, ``at_step``
+    and ``reached`` are one find on ``(exp_key, reports.step)`` projecting the first matching report.
     """
 
     def at_step(self, step: int) -> StepValues:
