@@ -9,13 +9,15 @@ from .domain import Domain
 from . import fmin as _fmin_module  # noqa: F401 - registers hpo_mongo.fmin (hyperopt's module path)
 from .driver import Ctrl, FMinIter, fmin, fmin_pass_expr_memo_ctrl, generate_trials_to_calculate, partial
 from .exceptions import (AllTrialsFailed, DuplicateLabel, HpoMongoError, InvalidParameterError,
-                         InvalidResultError, InvalidSpaceError)
+                         InvalidResultError, InvalidSpaceError, NoCurrentTrial, TrialPruned)
+from . import pruners
+from .reporting import report, should_prune
 from .pyll.base import scope
 from .space import space_eval
 from .spark import SparkTrials
 from .trials.documents import (JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW,
                                JOB_STATE_RUNNING, JOB_STATES, STATUS_FAIL, STATUS_NEW, STATUS_OK,
-                               STATUS_RUNNING, STATUS_STRINGS, STATUS_SUSPENDED)
+                               STATUS_PRUNED, STATUS_RUNNING, STATUS_STRINGS, STATUS_SUSPENDED)
 from .trials.memory import Trials, trials_from_docs
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "JOB_STATE_NEW", "JOB_STATE_RUNNING", "JOB_STATE_DONE", "JOB_STATE_ERROR", "JOB_STATE_CANCEL",
     "JOB_STATES", "AllTrialsFailed", "DuplicateLabel", "HpoMongoError", "InvalidParameterError",
     "InvalidResultError", "InvalidSpaceError",
+    "report", "should_prune", "pruners", "TrialPruned", "NoCurrentTrial", "STATUS_PRUNED",
 ]
 
 try:  # the algorithms and stores added by later modules; absent pieces are simply not exported

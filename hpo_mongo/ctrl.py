@@ -1,7 +1,8 @@
 """``Ctrl``: the handle an objective gets when it takes ``ctrl`` (``pass_expr_memo_ctrl``), in-process.
 
 hyperopt's ``base.Ctrl``: ``ctrl.trials`` (the store), ``ctrl.current_trial`` (the document being
-evaluated), ``ctrl.attachments`` (the trial's attachments) and ``ctrl.checkpoint(result)``.
+evaluated), ``ctrl.attachments`` (the trial's attachments) and ``ctrl.checkpoint(result)``; and
+``ctrl.report(value, step)`` / ``ctrl.should_prune()`` (pruning, docs/pruning.md).
 Workers give their objectives their own ctrl with the same attributes (:mod:`hpo_mongo.worker.ctrl`).
 """
 from __future__ import annotations
@@ -24,3 +25,13 @@ class Ctrl:
         """Record an intermediate result on the running trial."""
         if result is not None and self.current_trial is not None:
             self.current_trial["result"] = dict(result)
+
+    def report(self, value: float, step: int, *, raise_pruned: bool = True) -> None:
+        """:func:`hpo_mongo.report` for ``pass_expr_memo_ctrl`` objectives."""
+        from .reporting import report
+        report(value, step, raise_pruned=raise_pruned)
+
+    def should_prune(self) -> bool:
+        """:func:`hpo_mongo.should_prune` for ``pass_expr_memo_ctrl`` objectives."""
+        from .reporting import should_prune
+        return should_prune()

@@ -25,6 +25,7 @@ from .ctrl import Ctrl  # noqa: F401 - hyperopt's name, re-exported
 from .domain import Domain
 from .exceptions import InvalidAnnotatedParameter, InvalidParameterError
 from .progress import default_callback, no_progress_callback
+from .pruners import BasePruner, NopPruner
 from .space import Expr, space_eval
 from .trials.base import BaseTrials
 from .trials.documents import (JOB_FINISHED_STATES, JOB_PENDING_STATES, JOB_STATE_DONE, JOB_STATE_ERROR, loss_of,
@@ -84,7 +85,8 @@ def validate_loss_threshold(loss_threshold: Any) -> None:
 
 
 def _validate(max_evals, timeout, loss_threshold, max_queue_len, points_to_evaluate,
-              early_stop_fn, catch_eval_exceptions, return_argmin, trials_save_file, algo) -> None:
+              early_stop_fn, catch_eval_exceptions, return_argmin, trials_save_file, algo,
+              pruner=None) -> None:
     v.validate({
         "max_evals": (max_evals, [v.Interval(int, 0, None), v.NONE]),
         "timeout": (timeout, TIMEOUT),
@@ -98,6 +100,7 @@ def _validate(max_evals, timeout, loss_threshold, max_queue_len, points_to_evalu
         "return_argmin": (return_argmin, [v.BOOL]),
         "trials_save_file": (trials_save_file, [v.STRING, v.InstanceOf((os.PathLike,), "a path")]),
         "algo": (algo, [v.NONE, v.CALLABLE]),
+        "pruner": (pruner, [v.NONE, v.InstanceOf((BasePruner,), "a pruner from hpo_mongo.pruners")]),
     }, "fmin", HYPEROPT_SENTENCES)
 
 
@@ -151,14 +154,15 @@ def fmin(fn: Callable, space: Any, algo: Callable | None = None, max_evals: int 
          catch_eval_exceptions: bool = False, verbose: bool = True, return_argmin: bool = True,
          points_to_evaluate: list[dict] | None = None, max_queue_len: int = 1,
          show_progressbar: Any = True, early_stop_fn: Callable | None = None,
-         trials_save_file: str = "") -> Any:
+         trials_save_file: str = "", pruner: BasePruner | None = None) -> Any:
     """Minimize ``fn`` over ``space``; hyperopt's signature and semantics (see docs/compat.md).
 
     Returns the best point as ``{label: value}`` (choice values as indices) or, with
-    ``return_argmin=False``, the evaluated space at that point.
+    ``return_argmin=False``, the evaluated space at that point. ``pruner`` (default: none) stops
+    trials early from the values their objective ``report``s (docs/pruning.md).
     """
     _validate(max_evals, timeout, loss_threshold, max_queue_len, points_to_evaluate,
-              early_stop_fn, catch_eval_exceptions, return_argmin, trials_save_file, algo)
+              early_stop_fn, catch_eval_exceptions, return_argmin, trials_save_file, algo, pruner)
     if isinstance(space, str) and space == "annotated":
         fn, space = annotated_space(fn)
     if allow_trials_fmin and trials is not None and not isinstance(trials, BaseTrials) and hasattr(trials, "fmin"):
@@ -167,7 +171,8 @@ def fmin(fn: Callable, space: Any, algo: Callable | None = None, max_evals: int 
                            max_queue_len=max_queue_len, show_progressbar=show_progressbar,
                            catch_eval_exceptions=catch_eval_exceptions, return_argmin=return_argmin,
                            points_to_evaluate=points_to_evaluate, early_stop_fn=early_stop_fn,
-                           trials_save_file=trials_save_file)
+                           trials_save_file=trials_save_file,
+                           **({} if pruner is None else {"pruner": pruner}))
     if algo is None:
         algo = default_algo()
     max_evals = sys.maxsize if max_evals is None else max_evals
@@ -180,12 +185,17 @@ def fmin(fn: Callable, space: Any, algo: Callable | None = None, max_evals: int 
     elif not isinstance(trials, BaseTrials):
         raise InvalidParameterError(
             f"The 'trials' parameter of fmin must be a Trials or MongoTrials. Got {trials!r} instead.")
+    if trials.asynchronous and pruner is not None:
+        raise InvalidParameterError(
+            f"The 'pruner' parameter of fmin works with in-memory Trials only for now; {type(trials).__name__} "
+            f"workers do not record reports yet. Got {pruner!r} instead.")
     trials.space_json = domain.space.to_json()  # lets export/plot show choice values, not indices
     loop = _FMinLoop(domain, algo, trials, rng, max_evals=max_evals, timeout=timeout,
                      loss_threshold=loss_threshold, catch_eval_exceptions=catch_eval_exceptions,
                      max_queue_len=max_queue_len, early_stop_fn=early_stop_fn,
                      trials_save_file=trials_save_file,
-                     progress=show_progressbar if verbose else False)
+                     progress=show_progressbar if verbose else False,
+                     pruner=pruner if pruner is not None else NopPruner())
     if points_to_evaluate:
         loop.insert_points(points_to_evaluate)
     loop.run()
@@ -256,7 +266,8 @@ class _FMinLoop:
     def __init__(self, domain: Domain, algo: Callable, trials: BaseTrials, rng: np.random.Generator, *,
                  max_evals: int, timeout: float | None, loss_threshold: float | None,
                  catch_eval_exceptions: bool, max_queue_len: int, early_stop_fn: Callable | None,
-                 trials_save_file: str, progress: Any, start: float | None = None):
+                 trials_save_file: str, progress: Any, start: float | None = None,
+                 pruner: BasePruner | None = None):
         self.domain, self.algo, self.trials, self.rng = domain, algo, trials, rng
         self.max_evals, self.timeout, self.loss_threshold = max_evals, timeout, loss_threshold
         self.catch = catch_eval_exceptions
@@ -269,7 +280,8 @@ class _FMinLoop:
         self.exhausted = False
         self.stop_reason: str | None = None
         self.run_spec = Run(domain=domain, algo=algo, max_evals=max_evals, catch_eval_exceptions=catch_eval_exceptions,
-                            deadline=None if timeout is None else self.start + timeout)
+                            deadline=None if timeout is None else self.start + timeout,
+                            pruner=pruner if pruner is not None else NopPruner())
         self._session: RunSession | None = None
 
     def session(self) -> RunSession:

@@ -6,7 +6,9 @@
 - fix the URL or the database user: :class:`StoreConfigurationError` (retrying does not help);
 - treat as "someone else got there first": :class:`DuplicateTrialError`, :class:`TrialNotOwned`;
 - give up on the trial: :class:`ObjectiveLoadError`, :class:`PayloadSignatureError`;
-- nothing to report: :class:`AllTrialsFailed`.
+- nothing to report: :class:`AllTrialsFailed`;
+- control flow inside an objective: :class:`TrialPruned` (stop this trial, it is recorded as
+  pruned), :class:`NoCurrentTrial` (``report()`` called where no trial is being evaluated).
 """
 from __future__ import annotations
 
@@ -70,6 +72,17 @@ class MissingExtra(HpoMongoError, ImportError):
 
 class AllTrialsFailed(HpoMongoError):
     """No trial finished with status 'ok', so there is no best trial."""
+
+
+class TrialPruned(HpoMongoError):
+    """Raised inside an objective to stop its trial early; the trial ends DONE with status "pruned".
+
+    :func:`hpo_mongo.report` raises it when the pruner says stop; an objective may raise it itself.
+    """
+
+
+class NoCurrentTrial(HpoMongoError, RuntimeError):
+    """``report()`` / ``should_prune()`` was called outside an objective that fmin or a worker evaluates."""
 
 
 class StoreError(HpoMongoError):

@@ -17,12 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from .trials.documents import STATUS_FAIL, STATUS_OK, STATUS_STRINGS, sonify
+from .trials.documents import STATUS_FAIL, STATUS_OK, STATUS_PRUNED, STATUS_STRINGS, sonify
 
 
-def _as_loss(value: Any) -> tuple[float | None, str | None]:
+def as_number(value: Any, what: str = "loss") -> tuple[float | None, str | None]:
+    """``(float(value), None)`` for a real number (NaN and inf included: the caller decides),
+    else ``(None, why)``; numpy scalars, size-1 arrays and objects with ``__float__`` count."""
     if isinstance(value, (bool, np.bool_)):
-        return None, f"loss must be a number, got a bool ({value!r})"
+        return None, f"{what} must be a number, got a bool ({value!r})"
     if isinstance(value, np.ndarray) and value.size == 1:
         value = value.reshape(()).item()
     if not isinstance(value, (numbers.Real, np.number)):
@@ -32,13 +34,20 @@ def _as_loss(value: Any) -> tuple[float | None, str | None]:
             else:
                 raise TypeError
         except (TypeError, ValueError):
-            return None, f"loss must be a number, got {type(value).__name__} ({value!r:.80})"
-    loss = float(value)
-    if math.isnan(loss):
+            return None, f"{what} must be a number, got {type(value).__name__} ({value!r:.80})"
+    try:
+        return float(value), None
+    except (TypeError, ValueError, OverflowError):  # e.g. a complex number
+        return None, f"{what} must be a real number, got {type(value).__name__} ({value!r:.80})"
+
+
+def _as_loss(value: Any) -> tuple[float | None, str | None]:
+    loss, why = as_number(value)
+    if why is None and math.isnan(loss):
         return None, "loss is NaN"
-    if loss == -math.inf:
+    if why is None and loss == -math.inf:
         return None, "loss is -inf"
-    return loss, None
+    return loss, why
 
 
 def normalize_result(raw: Any) -> tuple[dict, dict[str, bytes]]:
@@ -93,3 +102,11 @@ def error_result(info: dict[str, str]) -> dict:
     """
     failure = info["message"] if info.get("type") == "Timeout" else f"{info['type']}: {info['message']}"
     return {"status": STATUS_FAIL, "failure": failure}
+
+
+def pruned_result(last_step: int | None, last_value: float | None) -> dict:
+    """The ``result`` of a pruned trial: status "pruned", ``loss`` = its last reported value
+    (None when it reported nothing or NaN) and ``pruned_step`` = that report's step."""
+    loss = None if last_value is None or math.isnan(last_value) else float(last_value)
+    return {"status": STATUS_PRUNED, "loss": loss,
+            "pruned_step": None if last_step is None else int(last_step)}

@@ -12,7 +12,8 @@ trials:
 * choice / pchoice / randint: keep the value, or with probability ``shrinking`` redraw from the prior.
 
 Parameters with no history (and everything before the first finished trial) come from the
-prior. Only trials that finished with status ``ok`` and a loss are used.
+prior. Only trials that finished with status ``ok`` and a loss are used (pruned trials are not:
+their values are not comparable with final losses).
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def suggest(new_ids: Sequence[int], domain: Any, trials: Any, seed: int,
     """One document per id in ``new_ids``, reproducible from ``seed``."""
     space = domain.space
     h = history(space, trials)
-    ok = h.ok
+    ok = h.complete
     if not ok.any():
         return rand.suggest(new_ids, domain, trials, seed)
     rng = np.random.default_rng(seed)

@@ -36,7 +36,9 @@ STATUS_RUNNING = "running"
 STATUS_SUSPENDED = "suspended"
 STATUS_OK = "ok"
 STATUS_FAIL = "fail"
-STATUS_STRINGS = (STATUS_NEW, STATUS_RUNNING, STATUS_SUSPENDED, STATUS_OK, STATUS_FAIL)
+#: a trial its pruner stopped early (DONE; ``result.loss`` = its last reported value)
+STATUS_PRUNED = "pruned"
+STATUS_STRINGS = (STATUS_NEW, STATUS_RUNNING, STATUS_SUSPENDED, STATUS_OK, STATUS_FAIL, STATUS_PRUNED)
 
 TRIAL_KEYS = frozenset({"tid", "spec", "result", "misc", "state", "owner", "book_time",
                         "refresh_time", "exp_key"})

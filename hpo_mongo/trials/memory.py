@@ -12,9 +12,12 @@ import threading
 from typing import Any, Iterable, Iterator, MutableMapping
 
 from ..ctrl import Ctrl
+from ..pruners import NopPruner
+from ..reporting import LocalReporter, evaluate_trial
 from ..results import error_info, error_result
 from .base import BaseTrials
 from .documents import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING, JOB_STATES, tid_order, utcnow
+from .reports import MemoryReports
 from .session import Run
 
 logger = logging.getLogger("hpo_mongo.fmin")
@@ -60,6 +63,7 @@ class Trials(BaseTrials):
     def __getstate__(self) -> dict:
         state = super().__getstate__()
         state.pop("_lock", None)
+        state.pop("_reports", None)
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -96,12 +100,15 @@ class Trials(BaseTrials):
             self._dynamic_trials = []
             self._ids = set()
             self._attachments = {}
+            self.__dict__.pop("_reports", None)
             self.refresh()
 
     def view(self, exp_key: str | None = None, refresh: bool = True) -> "Trials":
         """Another Trials over the same documents, filtered by ``exp_key``."""
         rval = object.__new__(Trials)
         rval.__dict__.update(self.__dict__)
+        rval.__dict__.pop("_reports", None)
+        rval.__dict__.pop("_history_cache", None)
         rval._exp_key = exp_key
         rval._trials = []
         if refresh:
@@ -115,14 +122,29 @@ class Trials(BaseTrials):
     def trial_attachments(self, trial: dict) -> MutableMapping[str, bytes]:
         return _TrialAttachments(self._attachments, trial["tid"])
 
+    @property
+    def reports(self) -> MemoryReports:
+        """The intermediate values of this experiment's trials: what pruners read
+        (:class:`~hpo_mongo.trials.reports.ReportHistory`) and what in-process reports write."""
+        rep = self.__dict__.get("_reports")
+        if rep is None:
+            rep = self._reports = MemoryReports(self)
+        return rep
+
     # ------------------------------------------------------------ in-process evaluation
     def open_session(self, run: Run) -> "MemorySession":
         return MemorySession(self, run)
 
     def _mark_running(self, doc: dict) -> None:
+        self.reports.start_attempt(doc)
         now = utcnow()
         doc.update(state=JOB_STATE_RUNNING, book_time=now, refresh_time=now, owner="local")
         doc["version"] = doc.get("version", 0) + 1
+
+    def _requeue(self, doc: dict) -> None:
+        """Back to NEW (an interrupted in-process evaluation): no owner, no reports."""
+        self.reports.start_attempt(doc)
+        doc.update(state=JOB_STATE_NEW, owner=None, book_time=None)
 
     def _finish(self, doc: dict, state: int, result: dict | None, error: dict | None = None) -> None:
         now = utcnow()
@@ -143,7 +165,7 @@ class MemorySession:
         trials.refresh()
         for doc in trials.trials:  # nothing else evaluates these: a RUNNING one was interrupted
             if doc["state"] == JOB_STATE_RUNNING:
-                doc.update(state=JOB_STATE_NEW, owner=None, book_time=None)
+                trials._requeue(doc)
 
     def tick(self) -> None:
         return None
@@ -164,10 +186,11 @@ class MemorySession:
         if doc is None or self.run.expired():
             return
         trials._mark_running(doc)
+        reporter = LocalReporter(trials.reports, doc, self.run.pruner or NopPruner())
         try:
-            result, attachments = self.run.domain.evaluate(doc["misc"]["vals"], Ctrl(trials, doc))
+            result, attachments = evaluate_trial(self.run.domain, doc["misc"]["vals"], Ctrl(trials, doc), reporter)
         except KeyboardInterrupt:
-            doc.update(state=JOB_STATE_NEW, owner=None, book_time=None)
+            trials._requeue(doc)
             raise
         except Exception as e:
             info = error_info(e)
