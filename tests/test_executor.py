@@ -218,15 +218,21 @@ def _raises_keyboard_interrupt(cfg):
 
 def test_inprocess_keyboard_interrupt_of_the_objective_fails_the_trial_a_real_sigint_stops():
     import signal as _signal
-    domain = Domain(_raises_keyboard_interrupt, {"real": hp.choice("real", [False, True])})
-    out = run_trial(domain, {"real": [0]}, subprocess=False)
-    assert out.state == JOB_STATE_ERROR and out.error["type"] == "KeyboardInterrupt"
-    assert _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler
-    timer = threading.Timer(0.2, os.kill, args=(os.getpid(), _signal.SIGINT))
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        run_trial(domain, {"real": [1]}, subprocess=False)
-    assert _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler
+    # Python's own SIGINT handling, whatever the test process inherited (a shell's background
+    # job starts with SIGINT ignored)
+    previous = _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+    try:
+        domain = Domain(_raises_keyboard_interrupt, {"real": hp.choice("real", [False, True])})
+        out = run_trial(domain, {"real": [0]}, subprocess=False)
+        assert out.state == JOB_STATE_ERROR and out.error["type"] == "KeyboardInterrupt"
+        assert _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler
+        timer = threading.Timer(0.2, os.kill, args=(os.getpid(), _signal.SIGINT))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            run_trial(domain, {"real": [1]}, subprocess=False)
+        assert _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler
+    finally:
+        _signal.signal(_signal.SIGINT, previous)
 
 
 def test_check_refuses_an_outcome_where_the_objective_ran():
