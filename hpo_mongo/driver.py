@@ -30,6 +30,7 @@ from .space import Expr, space_eval
 from .trials.base import BaseTrials
 from .trials.documents import (JOB_FINISHED_STATES, JOB_PENDING_STATES, JOB_STATE_DONE, JOB_STATE_ERROR, loss_of,
                                new_trial_doc)
+from .trials.failures import FailureLog
 from .trials.memory import Trials
 from .trials.session import Run, RunSession
 
@@ -283,6 +284,7 @@ class _FMinLoop:
                             deadline=None if timeout is None else self.start + timeout,
                             pruner=pruner if pruner is not None else NopPruner())
         self._session: RunSession | None = None
+        self.failures = FailureLog(logger)
 
     def session(self) -> RunSession:
         """The store's run session, opened once, before anything is queued (also before
@@ -314,6 +316,7 @@ class _FMinLoop:
             s = t["state"]
             if s in JOB_FINISHED_STATES:
                 n_finished += 1
+                self.failures.note(t)
                 if s == JOB_STATE_DONE:
                     loss = loss_of(t)
                     if loss is not None and (best is None or loss < best):
@@ -392,6 +395,7 @@ class _FMinLoop:
         finally:
             session.end(self.stop_reason)
             progress.close()
+            self.failures.summary()
 
 
 class FMinIter:
