@@ -15,7 +15,6 @@ import os
 import pickle
 import sys
 import time
-import warnings
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
@@ -46,14 +45,9 @@ NO_TRIAL_SENTENCE = "There are no evaluation tasks, cannot return argmin of task
 
 
 def default_algo() -> Callable:
-    """TPE when available, else random search (with a warning)."""
-    try:
-        from .algos import tpe  # noqa: WPS433
-        return tpe.suggest
-    except (ImportError, AttributeError):
-        from .algos import rand
-        warnings.warn("TPE is not available yet; fmin(algo=None) uses rand.suggest", stacklevel=3)
-        return rand.suggest
+    """fmin's algorithm when none is given: TPE (hyperopt's default)."""
+    from .algos import tpe
+    return tpe.suggest
 
 
 def _rstate(rstate: Any) -> np.random.Generator:
