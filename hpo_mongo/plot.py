@@ -148,11 +148,13 @@ def plot_parameter(ax: Any, label: str, values: Sequence[Any], losses: Sequence[
         if space.is_log(label) and x.size and np.all(x > 0):
             ax.set_xscale("log")
         p = space.param(label) or {}
-        if p.get("kind") in ("uniform", "quniform", "uniformint") and _finite(p.get("low")) and _finite(p.get("high")):
-            pad = 0.03 * (p["high"] - p["low"])
-            ax.set_xlim(p["low"] - pad, p["high"] + pad)
-        elif p.get("kind") in ("loguniform", "qloguniform") and _finite(p.get("low")) and _finite(p.get("high")):
-            ax.set_xlim(math.exp(p["low"]) / 1.15, math.exp(p["high"]) * 1.15)
+        f = space.flags(label)
+        if f is not None and f.bounded and f.ordered and _finite(p.get("low")) and _finite(p.get("high")):
+            if f.log:
+                ax.set_xlim(math.exp(p["low"]) / 1.15, math.exp(p["high"]) * 1.15)
+            else:
+                pad = 0.03 * (p["high"] - p["low"])
+                ax.set_xlim(p["low"] - pad, p["high"] + pad)
     if log_loss:
         ax.set_yscale("log")
     if not losses.size:

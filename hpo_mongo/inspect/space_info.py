@@ -5,12 +5,19 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from ..space.distributions import KindFlags, kind_flags
+
 
 @dataclass
 class SpaceInfo:
     """The experiment's JSON space: labels, kinds and choice options (no user code needed)."""
 
     params: list[dict] = field(default_factory=list)
+    _flags: dict[str, KindFlags | None] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for p in self.params:
+            self._flags.setdefault(p["label"], kind_flags(p))
 
     @classmethod
     def from_json(cls, space: Sequence[Mapping[str, Any]] | None) -> "SpaceInfo":
@@ -42,11 +49,17 @@ class SpaceInfo:
         p = self.param(label)
         return p.get("kind") if p else None
 
+    def flags(self, label: str) -> KindFlags | None:
+        """The parameter's kind flags (None for an unknown label or kind)."""
+        return self._flags.get(label)
+
     def is_categorical(self, label: str) -> bool:
-        return self.kind(label) in ("choice", "pchoice")
+        f = self.flags(label)
+        return bool(f and f.categorical)
 
     def is_log(self, label: str) -> bool:
-        return self.kind(label) in ("loguniform", "qloguniform", "lognormal", "qlognormal")
+        f = self.flags(label)
+        return bool(f and f.log)
 
     def options(self, label: str) -> list | None:
         p = self.param(label)
@@ -57,7 +70,8 @@ class SpaceInfo:
         p = self.param(label)
         if p is None or raw is None:
             return raw
-        if p.get("kind") in ("choice", "pchoice"):
+        f = self.flags(label)
+        if f is not None and f.categorical:
             options = p.get("options")
             try:
                 idx = int(raw)
@@ -66,10 +80,9 @@ class SpaceInfo:
             if options is not None and 0 <= idx < len(options):
                 return options[idx]
             return raw
-        if p.get("kind") in ("randint", "uniformint") and isinstance(raw, float) and raw.is_integer():
+        if f is not None and f.integer and isinstance(raw, float) and raw.is_integer():
             return int(raw)
         return raw
-
 
 def decode_vals(vals: Mapping[str, Any] | None, space: SpaceInfo) -> dict[str, Any]:
     """``misc.vals`` (``{label: [v] or []}``) → ``{label: value or None}`` with option values.
