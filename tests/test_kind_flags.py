@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 
+from bench.domains import DOMAINS
 from hpo_mongo import hp
 from hpo_mongo.inspect import SpaceInfo
 from hpo_mongo.space import compile_space
@@ -11,13 +12,7 @@ from hpo_mongo.space.distributions import KINDS, KindFlags, kind_flags
 
 
 def _all_kinds():
-    return compile_space({
-        "a": hp.choice("a", [0, 1, 2]), "b": hp.randint("b", 10), "bb": hp.uniformint("bb", 0, 10),
-        "c": hp.uniform("c", 4, 7), "d": hp.loguniform("d", -2, 0), "e": hp.quniform("e", 0, 10, 3),
-        "f": hp.qloguniform("f", 0, 3, 2), "g": hp.normal("g", 4, 7), "h": hp.lognormal("h", -2, 2),
-        "i": hp.qnormal("i", 0, 10, 2), "j": hp.qlognormal("j", 0, 2, 1),
-        "k": hp.pchoice("k", [(0.1, 0), (0.9, 1)]),
-    })
+    return compile_space(DOMAINS["many_dists"].space(hp))  # all twelve kinds, labels "a" to "k"
 
 
 def test_every_kind_has_flags_in_its_json():

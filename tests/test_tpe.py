@@ -335,8 +335,10 @@ def test_split_ranks_finished_trials_with_ties_in_tid_order():
             ("done", np.nan), ("done", 1.0), ("new", np.nan), ("done", 5.0)]
     h = History(X=np.zeros((len(rows), 1)), loss=np.array([r[1] for r in rows]),
                 state=np.array([S[r[0]] for r in rows]), tid=np.arange(len(rows)))
-    s = split(h, tpe.TPEOptions(gamma=lambda n: 2))
+    s = split(h, tpe.TPEOptions(gamma=lambda n: 2, n_startup_jobs=6))
+    assert s is not None
     assert s.below.tolist() == [1, 5]  # three trials tie at 1.0: the first two in tid order are good
     assert s.above.tolist() == [0, 3, 7, 9]  # failed (no loss) and errored trials are left out
     assert s.pending.tolist() == [4, 8] and s.n_finished == 6
-    assert split(h, tpe.TPEOptions(constant_liar=False)).pending.size == 0
+    assert split(h, tpe.TPEOptions(constant_liar=False, n_startup_jobs=0)).pending.size == 0
+    assert split(h, tpe.TPEOptions(n_startup_jobs=7)) is None  # start-up: six finished trials only

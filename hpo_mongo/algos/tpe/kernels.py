@@ -18,7 +18,8 @@ and how it scores them, both for the independent estimator (one mixture per colu
 the joint one (one product kernel per component, dimensions adding their log terms). Numeric
 kinds share the truncated-normal components the estimators fit (means, bandwidths, log
 truncation masses); the categorical kind scores option probabilities. :data:`KERNEL_KINDS`
-lists them in the order the estimators evaluate them.
+lists them in the order the estimators evaluate them: adding a kind is one class here and
+its entry there.
 """
 from __future__ import annotations
 

@@ -71,18 +71,22 @@ def bandwidths(S: np.ndarray, prior_sigma: np.ndarray, n: np.ndarray | int, lone
     padding, its bandwidths are undefined); None: every centre is.
     """
     B, k = S.shape
-    gap = np.full((B, k), np.nan)
-    if k > 1:
+    if k < 2:
+        gap = np.array(np.broadcast_to(lone, (B, k)), dtype=float)
+    else:
         d = S[:, 1:] - S[:, :-1]
-        left = gap.copy()
-        left[:, 1:] = d
-        right = gap.copy()
-        right[:, :-1] = d
-        if count is not None:
-            right[np.arange(1, k + 1)[None, :] >= count[:, None]] = np.nan
-        gap = np.fmax(left, right)
-    gap = np.where(np.isnan(gap), lone, gap)
-    return np.minimum(np.maximum(gap, min_bandwidth(prior_sigma, n)[:, None]), prior_sigma[:, None])
+        gap = np.empty((B, k))
+        gap[:, 0] = d[:, 0]
+        gap[:, -1] = d[:, -1]
+        np.maximum(d[:, 1:], d[:, :-1], out=gap[:, 1:-1])
+        if count is not None and (count < k).any():
+            # a row's last real centre has only its left neighbour, a lone centre none
+            rows = np.flatnonzero((count >= 2) & (count < k))
+            gap[rows, count[rows] - 1] = d[rows, count[rows] - 2]
+            rows = np.flatnonzero(count == 1)
+            gap[rows, 0] = lone[rows, 0]
+    np.maximum(gap, min_bandwidth(prior_sigma, n)[:, None], out=gap)
+    return np.minimum(gap, prior_sigma[:, None], out=gap)
 
 
 # ============================================================================ weights
@@ -109,8 +113,45 @@ def forgetting_weights(active: np.ndarray, lf: int) -> np.ndarray:
     return np.where(active, w, 0.0)
 
 
+# ============================================================================ estimators
+class _Estimator:
+    """What both estimators hold: the modelled columns, the numeric components, the
+    categorical tables, and read-only views of them."""
+
+    _t: ParamTable
+    _g: ColumnGroup
+    _comps: Components | None
+    _probs: np.ndarray | None
+
+    @property
+    def columns(self) -> ColumnGroup:
+        """The modelled columns and their constants."""
+        return self._g
+
+    @property
+    def components(self) -> Components | None:
+        """The numeric columns' components ``(B, K)``, the prior component last (univariate:
+        padding components have weight 0)."""
+        return self._comps
+
+    @property
+    def option_probs(self) -> np.ndarray | None:
+        """The categorical columns' option probabilities: ``(B, max_options)`` univariate,
+        ``(B, K, max_options)`` per component joint."""
+        return self._probs
+
+    def _block(self, kg: KindGroup) -> Components | np.ndarray:
+        """The fitted arrays one kernel kind scores: its rows of the numeric components or of
+        the categorical tables."""
+        if kg.kind.numeric:
+            assert self._comps is not None
+            return self._comps.rows(kg.rows)
+        assert self._probs is not None
+        return self._probs[kg.rows]
+
+
 # ============================================================================ univariate
-class UnivariateParzen:
+class UnivariateParzen(_Estimator):
     """Independent mixtures for the columns ``cols``, fitted together as stacked arrays.
 
     ``V`` holds the observations ``(n, len(cols))`` in age order (NaN = inactive). ``liars``
@@ -204,29 +245,6 @@ class UnivariateParzen:
         counts += prm.prior_weight * (n_options[:, None] if prm.cat_prior_per_option else 1.0) * g.cat_prior
         return counts / counts.sum(axis=1, keepdims=True)
 
-    # -------------------------------------------------------------- views
-    @property
-    def columns(self) -> ColumnGroup:
-        """The modelled columns and their constants."""
-        return self._g
-
-    @property
-    def components(self) -> Components | None:
-        """The numeric columns' components ``(B, K)`` (prior last, padding weight 0)."""
-        return self._comps
-
-    @property
-    def option_probs(self) -> np.ndarray | None:
-        """The categorical columns' option probabilities ``(B, max_options)``."""
-        return self._probs
-
-    def _block(self, kg: KindGroup) -> Components | np.ndarray:
-        if kg.kind.numeric:
-            assert self._comps is not None
-            return self._comps.rows(kg.rows)
-        assert self._probs is not None
-        return self._probs[kg.rows]
-
     # -------------------------------------------------------------- public
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` draws per column → ``(len(cols), n)`` external values."""
@@ -275,7 +293,7 @@ class _JointScoring(NamedTuple):
                              tuple(a.join(b) for a, b in zip(self.arrays, other.arrays)))
 
 
-class JointParzen:
+class JointParzen(_Estimator):
     """One product-kernel mixture over the columns ``cols`` (all active on the same rows).
 
     ``V`` is as for :class:`UnivariateParzen`; rows with a NaN are left out. ``liars``
@@ -360,24 +378,9 @@ class JointParzen:
 
     # -------------------------------------------------------------- views
     @property
-    def columns(self) -> ColumnGroup:
-        """The modelled columns and their constants."""
-        return self._g
-
-    @property
     def weights(self) -> np.ndarray:
         """The components' weights ``(K,)`` (prior last)."""
         return self._w
-
-    @property
-    def components(self) -> Components | None:
-        """The numeric dimensions' components ``(d, K)`` (prior last)."""
-        return self._comps
-
-    @property
-    def option_probs(self) -> np.ndarray | None:
-        """The categorical dimensions' option probabilities per component ``(d, K, max_options)``."""
-        return self._probs
 
     def median_bandwidth(self) -> np.ndarray | None:
         """Per numeric dimension, the median bandwidth of the observations' kernels (the prior
@@ -413,13 +416,7 @@ class JointParzen:
         base = self._logw.copy()
         arrays = []
         for kg in self._g.kinds:
-            if kg.kind.numeric:
-                assert self._comps is not None
-                block = self._comps.rows(kg.rows)
-            else:
-                assert self._probs is not None
-                block = self._probs[kg.rows]
-            arrays.append(kg.kind.joint_arrays(self._t, kg.cols, block, base))
+            arrays.append(kg.kind.joint_arrays(self._t, kg.cols, self._block(kg), base))
         return _JointScoring(base, tuple(arrays))
 
     def _features(self, V: np.ndarray) -> list:

@@ -71,18 +71,22 @@ class Split:
         return int(self.below.size + self.above.size)
 
 
-def split(h: History, options: TPEOptions) -> Split:
-    """Split the history's trials into the good, bad and pending groups.
+def split(h: History, options: TPEOptions) -> Split | None:
+    """Split the history's trials into the good, bad and pending groups; None while fewer
+    than ``options.n_startup_jobs`` (and at least one) trials have finished.
 
-    Finished trials (``h.ok``: DONE, status ok, a loss) are ranked by loss; the
-    ``options.n_good(n)`` lowest are good, ties broken in tid order (the first rows of a
-    stable sort). Failed, errored and cancelled trials are left out; pending (NEW / RUNNING)
-    ones become liars when ``options.constant_liar``.
+    This is the one place deciding which trials feed the model and in which role. Finished
+    trials (``h.ok``: DONE, status ok, a loss) are ranked by loss; the ``options.n_good(n)``
+    lowest are good, ties broken in tid order (the first rows of a stable sort). Failed,
+    errored and cancelled trials are left out; pending (NEW / RUNNING) ones become liars when
+    ``options.constant_liar``.
     """
     finished = np.flatnonzero(h.ok)
-    loss = h.loss[finished]
     n_ok = finished.size
-    n_below = options.n_good(n_ok) if n_ok else 0
+    if n_ok == 0 or n_ok < options.n_startup_jobs:
+        return None
+    loss = h.loss[finished]
+    n_below = options.n_good(n_ok)
     if n_below < n_ok:
         kth = np.partition(loss, n_below - 1)[n_below - 1]
         below = loss < kth
@@ -236,7 +240,7 @@ def suggest(new_ids: Sequence[int], domain: Any, trials: Any, seed: int,
     space = domain.space
     h = history(space, trials)
     groups = split(h, options)
-    if groups.n_finished == 0 or groups.n_finished < options.n_startup_jobs:
+    if groups is None:
         return rand.suggest(new_ids, domain, trials, seed)
     rng = np.random.default_rng(seed)
     table = param_table(space)
