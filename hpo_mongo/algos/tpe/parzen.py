@@ -61,18 +61,20 @@ def min_bandwidth(prior_sigma: np.ndarray, n: np.ndarray | int) -> np.ndarray:
     return prior_sigma / np.minimum(100.0, n + 2.0)
 
 
-def bandwidths(S: np.ndarray, prior_sigma: np.ndarray, n: np.ndarray | int, lone: np.ndarray,
+def bandwidths(S: np.ndarray, prior_sigma: np.ndarray, n: np.ndarray | int, lone: np.ndarray | None,
                count: np.ndarray | None = None) -> np.ndarray:
     """Neighbour-gap bandwidths of kernel centres ``S (B, k)``, sorted along each row.
 
     Each centre gets the larger gap to its neighbours (one-sided at the ends, ``lone (B, 1)``
     for a row's only centre), clipped to ``[min_bandwidth(prior_sigma, n), prior_sigma]``.
     ``count (B,)``: only the first ``count[b]`` centres of row ``b`` are real (the rest is
-    padding, its bandwidths are undefined); None: every centre is.
+    padding, its bandwidths are undefined); None: every centre is. ``lone`` may be None when
+    no row has a single centre.
     """
     B, k = S.shape
     if k < 2:
-        gap = np.array(np.broadcast_to(lone, (B, k)), dtype=float)
+        assert lone is not None or k == 0
+        gap = np.array(np.broadcast_to(lone if k else 0.0, (B, k)), dtype=float)
     else:
         d = S[:, 1:] - S[:, :-1]
         gap = np.empty((B, k))
@@ -84,7 +86,9 @@ def bandwidths(S: np.ndarray, prior_sigma: np.ndarray, n: np.ndarray | int, lone
             rows = np.flatnonzero((count >= 2) & (count < k))
             gap[rows, count[rows] - 1] = d[rows, count[rows] - 2]
             rows = np.flatnonzero(count == 1)
-            gap[rows, 0] = lone[rows, 0]
+            if rows.size:
+                assert lone is not None
+                gap[rows, 0] = lone[rows, 0]
     np.maximum(gap, min_bandwidth(prior_sigma, n)[:, None], out=gap)
     return np.minimum(gap, prior_sigma[:, None], out=gap)
 
@@ -462,8 +466,10 @@ def _gap_sigmas(Z: np.ndarray, g: ColumnGroup) -> np.ndarray:
     order = np.argsort(Z, axis=1)
     rows = np.arange(Z.shape[0])[:, None]
     S = Z[rows, order]
-    lone = np.fmax(S[:, :1] - g.low[:, None], g.high[:, None] - S[:, :1])
-    lone = np.where(np.isfinite(lone), lone, g.prior_sigma[:, None])
+    lone = None
+    if Z.shape[1] == 1:
+        lone = np.fmax(S - g.low[:, None], g.high[:, None] - S)
+        lone = np.where(np.isfinite(lone), lone, g.prior_sigma[:, None])
     sg = bandwidths(S, g.prior_sigma, Z.shape[1], lone)
     out = np.empty_like(sg)
     out[rows, order] = sg
