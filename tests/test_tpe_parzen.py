@@ -70,6 +70,17 @@ def test_logsumexp_and_component_choice():
     assert abs((idx == 1).mean() - 0.75) < 0.02
 
 
+def test_unique_inverse_and_in_place_logsumexp_match_numpy():
+    rng = np.random.default_rng(3)
+    for v in (np.round(rng.normal(size=200) * 3), np.array([-np.inf, 2.0, -np.inf, 1.0]), np.array([5.0])):
+        for got, want in zip(mx.unique_inverse(v), np.unique(v, return_inverse=True)):
+            np.testing.assert_array_equal(got, want)
+    a = np.log(rng.random((3, 5, 7)))
+    a[0, 0] = -np.inf
+    want = mx.logsumexp(a, axis=-1)
+    np.testing.assert_array_equal(mx.logsumexp(a.copy(), axis=-1, overwrite=True), want)
+
+
 def _space():
     return compile_space({
         "u": hp.uniform("u", -2, 3), "lu": hp.loguniform("lu", -3, 2), "n": hp.normal("n", 1, 2),

@@ -193,7 +193,7 @@ class QuantizedKernel(_TruncatedNormalKind):
         # per dimension: the distinct values' cells and each point's index among them
         cells = []
         for j in range(cols.size):
-            u, inv = np.unique(V[j], return_inverse=True)
+            u, inv = mx.unique_inverse(V[j])
             a, b = table.cells(u[None, :], cols[j:j + 1])
             cells.append((a[0], b[0], inv))
         return cells

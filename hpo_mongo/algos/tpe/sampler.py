@@ -41,7 +41,6 @@ Model
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
@@ -58,8 +57,7 @@ Estimator = UnivariateParzen | JointParzen
 
 
 # --------------------------------------------------------------------------- split
-@dataclass(frozen=True)
-class Split:
+class Split(NamedTuple):
     """Rows of a :class:`~hpo_mongo.algos.base.History` (ascending, so in tid order) by role."""
 
     below: np.ndarray  # the good group: the n_good lowest losses
@@ -271,7 +269,7 @@ def _options(*values: Any) -> TPEOptions:
     """The :class:`TPEOptions` of these values, checked once per distinct combination (the
     same few combinations come with every call of an optimisation run)."""
     try:
-        key = tuple((type(x), x) for x in values)
+        key = values + tuple(map(type, values))
         hash(key)
     except TypeError:  # an unhashable value: checked (and refused) without caching
         return TPEOptions(*values)
