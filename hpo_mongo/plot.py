@@ -134,7 +134,6 @@ def plot_parameter(ax: Any, label: str, values: Sequence[Any], losses: Sequence[
     losses = np.asarray(losses, dtype=float)
     color = np.asarray(order, dtype=float)
     vmax = max(2, n_total or (int(color.max()) if color.size else 2))
-    kind = space.kind(label)
     options = space.options(label) if space.is_categorical(label) else None
     if options is not None or (values and not all(_finite(v) for v in values)):
         if options is not None:
@@ -167,20 +166,21 @@ def plot_parameter(ax: Any, label: str, values: Sequence[Any], losses: Sequence[
             ax.set_xscale("log")
         elif space.is_integer(label) or (not p and x.size and np.all(np.mod(x, 1) == 0)):
             _integer_ticks(ax.xaxis)
-        if p.get("kind") in ("uniform", "quniform", "uniformint", "randint") and _finite(p.get("low")) \
-                and _finite(p.get("high")):
-            high = p["high"] - 1 if p.get("kind") == "randint" else p["high"]
-            pad = max(0.03 * (high - p["low"]), 0.5 if space.is_integer(label) else 0.0)
-            ax.set_xlim(p["low"] - pad, high + pad)
-        elif p.get("kind") in ("loguniform", "qloguniform") and log_x and _finite(p.get("low")) \
-                and _finite(p.get("high")):
-            ax.set_xlim(math.exp(p["low"]) / 1.15, math.exp(p["high"]) * 1.15)
+        bounds = space.value_bounds(label)
+        if bounds is not None and _finite(bounds[0]) and _finite(bounds[1]):
+            low, high = bounds
+            if log_x:
+                ax.set_xlim(low / 1.15, high * 1.15)
+            elif not space.is_log(label):
+                pad = max(0.03 * (high - low), 0.5 if space.is_integer(label) else 0.0)
+                ax.set_xlim(low - pad, high + pad)
     if best_index is not None:
         ax.scatter([x_best[best_index]], [losses[best_index]], marker="*", s=170, color=_BEST_COLOR,
                    edgecolor="black", linewidth=0.6, zorder=4)
     if log_loss:
         ax.set_yscale("log")
     cond = _condition_text(space, label)
+    kind = space.kind(label)  # shown as is, for people
     title = f"{label}  [{kind}]" if kind else label
     ax.set_title(_short(title, 44), loc="left", fontsize=10, fontweight="bold")
     ax.set_xlabel(f"{losses.size} trials" + (f" (when {cond})" if cond else ""), fontsize=8, color="dimgray")
@@ -192,18 +192,18 @@ def plot_parameter(ax: Any, label: str, values: Sequence[Any], losses: Sequence[
 def _position(space: hi.SpaceInfo, label: str, values: Sequence[Any]) -> tuple[np.ndarray, str]:
     """Values as positions in the parameter's range (0 = low, 1 = high) and the range as text."""
     p = space.param(label) or {}
-    kind = p.get("kind")
+    flags = space.flags(label)
     if space.is_categorical(label) and space.options(label) is not None:
         names = hi.option_labels(space.options(label))
         n = max(1, len(names) - 1)
         return np.array([int(v) / n for v in values], dtype=float), " | ".join(_short(x, 18) for x in names)
     x = np.asarray(values, dtype=float)
     log = space.is_log(label)
-    if kind in ("uniform", "quniform", "uniformint", "randint", "loguniform", "qloguniform") \
-            and _finite(p.get("low")) and _finite(p.get("high")):
-        low, high = float(p["low"]), float(p["high"]) - (1.0 if kind == "randint" else 0.0)
-        text = (f"{math.exp(low):.3g}…{math.exp(high):.3g} (log)" if log else f"{low:.4g}…{high:.4g}")
-    elif kind in ("normal", "qnormal", "lognormal", "qlognormal") and _finite(p.get("mu")) and _finite(p.get("sigma")):
+    bounds = space.value_bounds(label)
+    if bounds is not None and all(_finite(b) and (b > 0 or not log) for b in bounds):
+        low, high = (math.log(bounds[0]), math.log(bounds[1])) if log else bounds
+        text = (f"{bounds[0]:.3g}…{bounds[1]:.3g} (log)" if log else f"{low:.4g}…{high:.4g}")
+    elif flags is not None and not flags.bounded and _finite(p.get("mu")) and _finite(p.get("sigma")):
         low, high = p["mu"] - 3 * p["sigma"], p["mu"] + 3 * p["sigma"]
         text = (f"{math.exp(low):.3g}…{math.exp(high):.3g} (log)" if log else f"{low:.4g}…{high:.4g}")
     else:  # no description: the observed range

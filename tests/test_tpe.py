@@ -309,3 +309,45 @@ def test_conditional_choice_never_active_in_the_good_group():
     best = fmin(lambda d: d["u"] + d["m"]["k"], space, algo=tpe.suggest, max_evals=30,
                 rstate=np.random.default_rng(0), show_progressbar=False)
     assert best["m"] == 0
+
+
+# ------------------------------------------------------------------ options and steps
+@pytest.mark.parametrize("name, bad", [
+    ("prior_weight", -1.0), ("n_startup_jobs", -1), ("n_startup_jobs", 2.5), ("n_EI_candidates", 0),
+    ("gamma", 0.0), ("gamma", "sqrt"), ("linear_forgetting", -1), ("constant_liar", 1),
+    ("multivariate", "yes"), ("max_components", 0), ("cat_prior_per_option", None),
+    ("liar_weight", float("nan")), ("liar_bandwidth", -0.5),
+])
+def test_every_option_is_checked_and_named(name, bad):
+    from hpo_mongo.exceptions import InvalidParameterError
+    domain, trials = _history(_mixed, _mixed_loss, 20)
+    with pytest.raises(InvalidParameterError, match=f"The '{name}' parameter of tpe.suggest must be .* Got {bad!r} instead"):
+        tpe.suggest([20], domain, trials, 0, **{name: bad})
+
+
+def test_options_table_covers_every_option():
+    import dataclasses
+    import inspect
+    fields = {f.name for f in dataclasses.fields(tpe.TPEOptions)}
+    params = set(inspect.signature(tpe.suggest).parameters) - {"new_ids", "domain", "trials", "seed", "verbose"}
+    assert fields == params
+    assert tpe.TPEOptions().n_good(100) == 10 and tpe.TPEOptions(gamma=0.25).n_good(100) == 3
+    assert tpe.TPEOptions(gamma=lambda n: 500).n_good(40) == 40  # clamped to the finished trials
+
+
+def test_split_ranks_finished_trials_with_ties_in_tid_order():
+    from hpo_mongo.algos.base import History
+    from hpo_mongo.algos.tpe.sampler import split
+    from hpo_mongo.trials.documents import JOB_STATE_NEW
+    S = {"done": JOB_STATE_DONE, "err": JOB_STATE_ERROR, "run": JOB_STATE_RUNNING, "new": JOB_STATE_NEW}
+    rows = [("done", 3.0), ("done", 1.0), ("err", np.nan), ("done", 2.0), ("run", np.nan), ("done", 1.0),
+            ("done", np.nan), ("done", 1.0), ("new", np.nan), ("done", 5.0)]
+    h = History(X=np.zeros((len(rows), 1)), loss=np.array([r[1] for r in rows]),
+                state=np.array([S[r[0]] for r in rows]), tid=np.arange(len(rows)))
+    s = split(h, tpe.TPEOptions(gamma=lambda n: 2, n_startup_jobs=6))
+    assert s is not None
+    assert s.below.tolist() == [1, 5]  # three trials tie at 1.0: the first two in tid order are good
+    assert s.above.tolist() == [0, 3, 7, 9]  # failed (no loss) and errored trials are left out
+    assert s.pending.tolist() == [4, 8] and s.n_finished == 6
+    assert split(h, tpe.TPEOptions(constant_liar=False, n_startup_jobs=0)).pending.size == 0
+    assert split(h, tpe.TPEOptions(n_startup_jobs=7)) is None  # start-up: six finished trials only

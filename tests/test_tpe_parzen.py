@@ -6,7 +6,9 @@ from scipy import stats
 from hpo_mongo import hp
 from hpo_mongo.algos.tpe import mixtures as mx
 from hpo_mongo.algos.tpe._truncnorm import log_gauss_mass, sample_standard
-from hpo_mongo.algos.tpe.parzen import JointParzen, ParzenParameters, UnivariateParzen, param_table
+from hpo_mongo.algos.tpe.kernels import CATEGORICAL, CONTINUOUS, KERNEL_KINDS, QUANTIZED
+from hpo_mongo.algos.tpe.parzen import (JointParzen, ParzenParameters, UnivariateParzen, bandwidths, min_bandwidth,
+                                       param_table)
 from hpo_mongo.space import compile_space
 
 
@@ -66,6 +68,17 @@ def test_logsumexp_and_component_choice():
     idx = mx.choose_components(rng, np.array([[1.0, 3.0, 0.0]]), 20000)
     assert set(np.unique(idx)) <= {0, 1}
     assert abs((idx == 1).mean() - 0.75) < 0.02
+
+
+def test_unique_inverse_and_in_place_logsumexp_match_numpy():
+    rng = np.random.default_rng(3)
+    for v in (np.round(rng.normal(size=200) * 3), np.array([-np.inf, 2.0, -np.inf, 1.0]), np.array([5.0])):
+        for got, want in zip(mx.unique_inverse(v), np.unique(v, return_inverse=True)):
+            np.testing.assert_array_equal(got, want)
+    a = np.log(rng.random((3, 5, 7)))
+    a[0, 0] = -np.inf
+    want = mx.logsumexp(a, axis=-1)
+    np.testing.assert_array_equal(mx.logsumexp(a.copy(), axis=-1, overwrite=True), want)
 
 
 def _space():
@@ -172,24 +185,25 @@ def test_stacked_log_ratio_equals_difference_of_log_pdfs():
 def _joint_reference_log_pdf(est, V):
     """The joint mixture density written out kernel by kernel with scipy (the oracle for the
     quadratic-form / shared-edge scoring of :class:`JointParzen`)."""
-    t, cols = est._t, est._cols
+    t, g = est._t, est.columns
+    comps, probs, w = est.components, est.option_probs, est.weights
     out = np.empty(V.shape[1])
     for i in range(V.shape[1]):
         terms = []
-        for k in range(est._w.size):
-            lp = np.log(est._w[k] / est._w.sum())
-            for jn, j in enumerate(est._num):
-                col = cols[j]
-                mu, sg = est._mu[jn, k], est._sigma[jn, k]
+        for k in range(w.size):
+            lp = np.log(w[k] / w.sum())
+            for jn, j in enumerate(g.num):
+                col = g.cols[j]
+                mu, sg = comps.mu[jn, k], comps.sigma[jn, k]
                 lo, hi = t.low[col], t.high[col]
                 tn = stats.truncnorm((lo - mu) / sg, (hi - mu) / sg, loc=mu, scale=sg)
-                if t.qkind[col] == 0:
+                if not t.on_grid[col]:
                     lp += tn.logpdf(t.internal(V[j:j + 1, i:i + 1].T, np.array([col]))[0, 0])
                 else:
                     a, b = t.cells(V[j:j + 1, i:i + 1], np.array([col]))
                     lp += np.log(max(tn.cdf(b[0, 0]) - tn.cdf(a[0, 0]), 1e-300))  # floored as documented
-            for jc, j in enumerate(est._cat):
-                lp += np.log(est._probs[jc, k, int(V[j, i])])
+            for jc, j in enumerate(g.cat):
+                lp += np.log(probs[jc, k, int(V[j, i])])
             terms.append(lp)
         out[i] = np.logaddexp.reduce(terms)
     return out
@@ -201,9 +215,8 @@ def test_joint_scoring_matches_kernel_by_kernel_reference_and_ratio():
     cols = np.arange(space.n_params)
     rng = np.random.default_rng(0)
     lo = JointParzen(t, cols, Z[:8], ParzenParameters(), rng)
-    keep = np.zeros(52, dtype=bool)
-    keep[-3:] = True  # three liars
-    hi = JointParzen(t, cols, Z[8:], ParzenParameters(max_components=10), rng, keep=keep, n_good=8)
+    # three liars; above max_components, so the others are subsampled
+    hi = JointParzen(t, cols, Z[8:57], ParzenParameters(max_components=10), rng, liars=Z[57:], n_good=8)
     V = lo.sample(np.random.default_rng(1), 10)
     V[:, :4] = hi.sample(np.random.default_rng(2), 4)  # some points where g is high
     np.testing.assert_allclose(lo.log_pdf(V), _joint_reference_log_pdf(lo, V), rtol=1e-7, atol=1e-7)
@@ -211,17 +224,44 @@ def test_joint_scoring_matches_kernel_by_kernel_reference_and_ratio():
     np.testing.assert_allclose(lo.log_pdf_ratio(hi, V), lo.log_pdf(V) - hi.log_pdf(V), rtol=1e-9, atol=1e-9)
 
 
-
 def test_joint_liar_kernels_get_at_least_the_given_bandwidth():
     space = _space()
     t, Z = _obs(space, 60, seed=6)
     cols = np.arange(space.n_params)
-    keep = np.zeros(60, dtype=bool)
-    keep[-2:] = True
-    est = JointParzen(t, cols, Z, ParzenParameters(), np.random.default_rng(0), keep=keep, n_good=6,
-                      keep_sigma=np.full(est_num := int((~t.is_cat[cols]).sum()), 0.5))
-    plain = JointParzen(t, cols, Z, ParzenParameters(), np.random.default_rng(0), keep=keep, n_good=6)
-    assert est_num == plain._sigma.shape[0]
-    assert (est._sigma[:, -3:-1] >= 0.5).all()  # the two liars (the prior component is last)
-    np.testing.assert_array_equal(est._sigma[:, :-3], plain._sigma[:, :-3])
-    np.testing.assert_allclose(est._w, plain._w)
+    n_num = int((~t.is_cat[cols]).sum())
+    est = JointParzen(t, cols, Z[:58], ParzenParameters(), np.random.default_rng(0), liars=Z[58:], n_good=6,
+                      liar_sigma=np.full(n_num, 0.5))
+    plain = JointParzen(t, cols, Z[:58], ParzenParameters(), np.random.default_rng(0), liars=Z[58:], n_good=6)
+    assert n_num == plain.components.sigma.shape[0]
+    assert (est.components.sigma[:, -3:-1] >= 0.5).all()  # the two liars (the prior component is last)
+    np.testing.assert_array_equal(est.components.sigma[:, :-3], plain.components.sigma[:, :-3])
+    np.testing.assert_allclose(est.weights, plain.weights)
+    np.testing.assert_allclose(plain.median_bandwidth(), np.median(plain.components.sigma[:, :-1], axis=1))
+
+
+def test_bandwidths_take_the_larger_neighbour_gap_clipped_by_the_magic_clip():
+    psig = np.array([10.0, 10.0])
+    np.testing.assert_allclose(min_bandwidth(psig, 3), [2.0, 2.0])
+    np.testing.assert_allclose(min_bandwidth(psig, 1000), [0.1, 0.1])  # at most 1/100 of the prior's width
+    S = np.array([[0.0, 3.0, 3.5, 9.0], [1.0, 1.2, 20.0, 0.0]])
+    lone = np.full((2, 1), 4.0)
+    # one-sided at the ends, the larger gap inside; row 2 has two real centres (then padding)
+    sg = bandwidths(S, psig, np.array([1000, 1000]), lone, count=np.array([4, 2]))
+    np.testing.assert_allclose(sg[0], [3.0, 3.0, 5.5, 5.5])
+    np.testing.assert_allclose(sg[1, :2], [0.2, 0.2])
+    np.testing.assert_allclose(bandwidths(S, psig, 3, lone)[0], [3.0, 3.0, 5.5, 5.5])  # floor 2
+    np.testing.assert_allclose(bandwidths(S[:, :1], psig, 1000, lone), [[4.0], [4.0]])  # a lone centre
+    np.testing.assert_allclose(bandwidths(S, psig, 0, lone)[0], [5.0, 5.0, 5.5, 5.5])  # floor psig / 2
+    wide = bandwidths(np.array([[0.0, 50.0], [0.0, 0.1]]), psig, 1000, lone)
+    np.testing.assert_allclose(wide, [[10.0, 10.0], [0.1, 0.1]])  # at most the prior's sigma
+
+
+def test_every_column_gets_one_kernel_kind():
+    space = _space()
+    t = param_table(space)
+    kind = {p.label: KERNEL_KINDS[t.kernel[p.index]] for p in space.params}
+    assert {k for k, v in kind.items() if v is CONTINUOUS} == {"u", "lu", "n"}
+    assert {k for k, v in kind.items() if v is QUANTIZED} == {"q", "ql", "i", "r"}
+    assert {k for k, v in kind.items() if v is CATEGORICAL} == {"c", "pc"}
+    g = t.group(np.arange(space.n_params))
+    assert sorted(np.concatenate([kg.where for kg in g.kinds]).tolist()) == list(range(space.n_params))

@@ -30,23 +30,18 @@ DEFAULT_SHRINK_COEF = 0.1
 
 
 def _draw(rng: np.random.Generator, dist, val: float, shrinking: float) -> float:
-    k = dist.kind
-    if dist.is_categorical or k == "randint":
+    if not dist.is_ordered:  # choice, pchoice, randint: nearby values are unrelated
         return float(dist.sample(rng, 1)[0]) if rng.random() < shrinking else val
-    if k in ("uniform", "quniform", "loguniform", "qloguniform", "uniformint"):
+    v = math.log(max(val, 1e-300)) if dist.is_log else val
+    if dist.is_bounded:
         lo, hi = dist.low, dist.high
-        if dist.is_log:
-            v = math.log(max(val, 1e-300))
-        else:
-            v = val
         half = 0.5 * (hi - lo) * shrinking
         x = rng.uniform(max(lo, v - half), min(hi, v + half))
     else:
-        v = math.log(max(val, 1e-300)) if dist.is_log else val
         x = rng.normal(v, dist.sigma * shrinking)
     if dist.is_log:
         x = math.exp(x)
-    if k == "uniformint":
+    if dist.is_int:
         return float(min(max(round(x), dist.low), dist.high))
     if dist.is_quantized:
         x = float(dist.quantize(x))

@@ -26,21 +26,18 @@ MAX_QUANTIZED_VALUES = 1000
 
 def grid_values(dist: Distribution, n_points: int = DEFAULT_N_POINTS) -> np.ndarray:
     """The internal values one parameter takes on the grid."""
-    k = dist.kind
+    if dist.is_categorical:
+        return np.arange(dist.n_options, dtype=float)
+    lo, hi = dist.value_bounds
     if dist.is_int:
-        if dist.is_categorical:
-            return np.arange(dist.n_options, dtype=float)
-        hi = dist.high - (k == "randint")
-        return np.arange(dist.low, hi + 1, dtype=float)
-    if k in ("quniform", "qloguniform"):
-        lo, hi = (math.exp(dist.low), math.exp(dist.high)) if dist.is_log else (dist.low, dist.high)
+        return np.arange(lo, hi + 1, dtype=float)
+    if dist.is_quantized and dist.is_bounded:
         vals = np.unique(dist.quantize(np.arange(math.ceil(lo / dist.q), math.floor(hi / dist.q) + 1) * dist.q))
         if 0 < len(vals) <= MAX_QUANTIZED_VALUES:
             return vals
-    if k in ("uniform", "quniform"):
+    if dist.is_bounded:
         vals = np.linspace(dist.low, dist.high, n_points)
-    elif k in ("loguniform", "qloguniform"):
-        vals = np.exp(np.linspace(dist.low, dist.high, n_points))
+        vals = np.exp(vals) if dist.is_log else vals
     else:  # normal family: quantiles
         z = np.array([NormalDist(dist.mu, dist.sigma).inv_cdf((i + 0.5) / n_points) for i in range(n_points)])
         vals = np.exp(z) if dist.is_log else z

@@ -7,12 +7,19 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from ..space.distributions import KindFlags, kind_flags
+
 
 @dataclass
 class SpaceInfo:
     """The experiment's JSON space: labels, kinds and choice options (no user code needed)."""
 
     params: list[dict] = field(default_factory=list)
+    _flags: dict[str, KindFlags | None] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for p in self.params:
+            self._flags.setdefault(p["label"], kind_flags(p))
 
     @classmethod
     def from_json(cls, space: Sequence[Mapping[str, Any]] | None) -> "SpaceInfo":
@@ -44,21 +51,34 @@ class SpaceInfo:
         p = self.param(label)
         return p.get("kind") if p else None
 
+    def flags(self, label: str) -> KindFlags | None:
+        """The parameter's kind flags (None for an unknown label or kind)."""
+        return self._flags.get(label)
+
     def is_categorical(self, label: str) -> bool:
-        return self.kind(label) in ("choice", "pchoice")
+        f = self.flags(label)
+        return bool(f and f.categorical)
 
     def is_log(self, label: str) -> bool:
-        return self.kind(label) in ("loguniform", "qloguniform", "lognormal", "qlognormal")
+        f = self.flags(label)
+        return bool(f and f.log)
 
     def is_integer(self, label: str) -> bool:
         """Whether the parameter only takes integers (randint, uniformint, a q-kind with integer q)."""
+        f = self.flags(label)
+        if f is None or f.categorical:
+            return False
+        q = (self.param(label) or {}).get("q")
+        return f.integer or (f.quantized and not f.log and isinstance(q, (int, float)) and q >= 1
+                             and float(q).is_integer())
+
+    def value_bounds(self, label: str) -> tuple[float, float] | None:
+        """The smallest and largest value a bounded parameter takes (None when unbounded or unknown)."""
         p = self.param(label) or {}
-        if p.get("kind") in ("randint", "uniformint"):
-            return True
-        q = p.get("q")
-        return (p.get("kind") in ("quniform", "qnormal") and isinstance(q, (int, float)) and q >= 1
-                and float(q).is_integer() and all(float(p.get(k, 0)).is_integer() for k in ("low", "high", "mu")
-                                                  if isinstance(p.get(k), (int, float))))
+        low, high = p.get("value_low"), p.get("value_high")
+        if isinstance(low, (int, float)) and isinstance(high, (int, float)):
+            return float(low), float(high)
+        return None
 
     def conditions(self, label: str) -> list[list[tuple[str, int]]]:
         """When the parameter is active: a list of paths, each a list of ``(choice label, branch)``
@@ -75,7 +95,8 @@ class SpaceInfo:
         p = self.param(label)
         if p is None or raw is None:
             return raw
-        if p.get("kind") in ("choice", "pchoice"):
+        f = self.flags(label)
+        if f is not None and f.categorical:
             options = p.get("options")
             try:
                 idx = int(raw)
@@ -84,10 +105,9 @@ class SpaceInfo:
             if options is not None and 0 <= idx < len(options):
                 return options[idx]
             return raw
-        if p.get("kind") in ("randint", "uniformint") and isinstance(raw, float) and raw.is_integer():
+        if f is not None and f.integer and isinstance(raw, float) and raw.is_integer():
             return int(raw)
         return raw
-
 
 def decode_vals(vals: Mapping[str, Any] | None, space: SpaceInfo) -> dict[str, Any]:
     """``misc.vals`` (``{label: [v] or []}``) → ``{label: value or None}`` with option values.

@@ -7,23 +7,62 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
 from ..exceptions import InvalidSpaceError
 
-#: every kind of hyperparameter, in hp's order
-KINDS = (
-    "choice", "pchoice", "randint", "uniformint", "uniform", "quniform", "loguniform",
-    "qloguniform", "normal", "qnormal", "lognormal", "qlognormal",
-)
-CATEGORICAL_KINDS = frozenset({"choice", "pchoice"})
-INT_KINDS = frozenset({"choice", "pchoice", "randint", "uniformint"})
-LOG_KINDS = frozenset({"loguniform", "qloguniform", "lognormal", "qlognormal"})
-QUANTIZED_KINDS = frozenset({"quniform", "qloguniform", "qnormal", "qlognormal", "uniformint"})
-BOUNDED_KINDS = frozenset({"uniform", "quniform", "loguniform", "qloguniform", "uniformint", "randint"})
-NORMAL_KINDS = frozenset({"normal", "qnormal", "lognormal", "qlognormal"})
+class KindFlags(NamedTuple):
+    """What readers of a space need to know about a kind, so that only this module names kinds.
+
+    They are written into :meth:`Distribution.to_json` (and so into the experiments document)
+    and read back by tools through :func:`kind_flags`.
+    """
+
+    categorical: bool  # values are option indices (choice, pchoice)
+    ordered: bool  # nearby values behave alike (False for choice, pchoice, randint, as in hyperopt)
+    integer: bool  # values are integers (option index, randint, uniformint)
+    log: bool  # ``low``/``high``/``mu``/``sigma`` describe the log of the value
+    quantized: bool  # values are rounded to multiples of ``q``
+    bounded: bool  # drawn within ``low``/``high`` (else around ``mu`` with ``sigma``)
+
+
+#: every kind of hyperparameter, in hp's order, with its flags
+_FLAGS: dict[str, KindFlags] = {
+    #                        categ. ordered integer log    quant. bounded
+    "choice":      KindFlags(True,  False, True,  False, False, False),
+    "pchoice":     KindFlags(True,  False, True,  False, False, False),
+    "randint":     KindFlags(False, False, True,  False, False, True),
+    "uniformint":  KindFlags(False, True,  True,  False, True,  True),
+    "uniform":     KindFlags(False, True,  False, False, False, True),
+    "quniform":    KindFlags(False, True,  False, False, True,  True),
+    "loguniform":  KindFlags(False, True,  False, True,  False, True),
+    "qloguniform": KindFlags(False, True,  False, True,  True,  True),
+    "normal":      KindFlags(False, True,  False, False, False, False),
+    "qnormal":     KindFlags(False, True,  False, False, True,  False),
+    "lognormal":   KindFlags(False, True,  False, True,  False, False),
+    "qlognormal":  KindFlags(False, True,  False, True,  True,  False),
+}
+KINDS = tuple(_FLAGS)
+CATEGORICAL_KINDS = frozenset(k for k, f in _FLAGS.items() if f.categorical)
+INT_KINDS = frozenset(k for k, f in _FLAGS.items() if f.integer)
+LOG_KINDS = frozenset(k for k, f in _FLAGS.items() if f.log)
+QUANTIZED_KINDS = frozenset(k for k, f in _FLAGS.items() if f.quantized)
+BOUNDED_KINDS = frozenset(k for k, f in _FLAGS.items() if f.bounded)
+NORMAL_KINDS = frozenset(k for k, f in _FLAGS.items() if not f.bounded and not f.categorical)
+_ARGUMENTS = ("low", "high", "q", "mu", "sigma")
+
+
+def kind_flags(description: Mapping[str, Any]) -> KindFlags | None:
+    """The flags of one parameter's JSON description (:meth:`Distribution.to_json`).
+
+    Descriptions written before the flags existed carry only ``kind``: their flags come from
+    the kind. None for an unknown kind.
+    """
+    if all(name in description for name in KindFlags._fields):
+        return KindFlags(*(bool(description[name]) for name in KindFlags._fields))
+    return _FLAGS.get(description.get("kind"))  # type: ignore[arg-type]
 
 
 def _number(label: str, name: str, value: Any) -> float:
@@ -85,21 +124,54 @@ class Distribution:
 
     # ----------------------------------------------------------------- properties
     @property
+    def flags(self) -> KindFlags:
+        """The kind's :class:`KindFlags`."""
+        return _FLAGS[self.kind]
+
+    @property
     def is_int(self) -> bool:
         """True when values are integers (choice index, randint, uniformint)."""
-        return self.kind in INT_KINDS
+        return self.flags.integer
 
     @property
     def is_categorical(self) -> bool:
-        return self.kind in CATEGORICAL_KINDS
+        return self.flags.categorical
+
+    @property
+    def is_ordered(self) -> bool:
+        """False for kinds whose nearby values are unrelated (choice, pchoice, randint)."""
+        return self.flags.ordered
 
     @property
     def is_log(self) -> bool:
-        return self.kind in LOG_KINDS
+        return self.flags.log
 
     @property
     def is_quantized(self) -> bool:
-        return self.kind in QUANTIZED_KINDS
+        return self.flags.quantized
+
+    @property
+    def is_bounded(self) -> bool:
+        """True for kinds drawn within ``low``/``high`` (uniform family, randint, uniformint)."""
+        return self.flags.bounded
+
+    @property
+    def value_bounds(self) -> tuple[float, float]:
+        """Smallest and largest value before quantization: option indices, the integer range
+        (randint's ``high`` is exclusive), ``exp`` of the bounds for log kinds; unbounded for
+        normal kinds (from 0 for log-normal ones)."""
+        if self.is_categorical:
+            return 0.0, float(self.n_options - 1)
+        if self.is_bounded:
+            assert self.low is not None and self.high is not None
+            if self.is_log:
+                return math.exp(self.low), math.exp(self.high)
+            return self.low, self.high - 1 if self.kind == "randint" else self.high
+        return (0.0 if self.is_log else -math.inf), math.inf
+
+    def arguments(self) -> dict[str, float]:
+        """The numeric arguments given to the kind (``low``, ``high``, ``q``, ``mu``, ``sigma``)."""
+        return {name: getattr(self, name) for name in _ARGUMENTS if getattr(self, name) is not None}
 
     @property
     def n_values(self) -> int:
@@ -166,13 +238,13 @@ class Distribution:
 
     # ----------------------------------------------------------------- json
     def to_json(self) -> dict[str, Any]:
-        """A JSON description (stored in the experiments document for tools)."""
-        d: dict[str, Any] = {"label": self.label, "kind": self.kind}
-        for name in ("low", "high", "q", "mu", "sigma"):
-            v = getattr(self, name)
-            if v is not None:
-                d[name] = v
+        """A JSON description (stored in the experiments document for tools): label, kind, its
+        arguments and the :class:`KindFlags`, so tools need not know kind names."""
+        d: dict[str, Any] = {"label": self.label, "kind": self.kind, **self.arguments()}
         if self.is_categorical:
             d["n_options"] = self.n_options
             d["probs"] = list(self.probs)
+        d.update(self.flags._asdict())
+        if self.is_bounded:
+            d["value_low"], d["value_high"] = self.value_bounds
         return d

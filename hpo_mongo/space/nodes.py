@@ -78,7 +78,7 @@ class Param(Expr):
         return "switch" if isinstance(self, Choice) else ("int" if self.dist.is_int else "float")
 
     def __repr__(self) -> str:
-        args = {k: v for k, v in self.dist.to_json().items() if k not in ("label", "kind", "probs")}
+        args = self.dist.arguments()
         return f"hp.{self.dist.kind}({self.label!r}, {', '.join(f'{k}={v}' for k, v in args.items())})"
 
 
