@@ -343,7 +343,7 @@ def test_split_ranks_finished_trials_with_ties_in_tid_order():
     rows = [("done", 3.0), ("done", 1.0), ("err", np.nan), ("done", 2.0), ("run", np.nan), ("done", 1.0),
             ("done", np.nan), ("done", 1.0), ("new", np.nan), ("done", 5.0)]
     h = History(X=np.zeros((len(rows), 1)), loss=np.array([r[1] for r in rows]),
-                state=np.array([S[r[0]] for r in rows]), tid=np.arange(len(rows)))
+                state=np.array([S[r[0]] for r in rows]), tid=np.arange(len(rows)), pruned=np.zeros(len(rows), bool))
     s = split(h, tpe.TPEOptions(gamma=lambda n: 2, n_startup_jobs=6))
     assert s is not None
     assert s.below.tolist() == [1, 5]  # three trials tie at 1.0: the first two in tid order are good
