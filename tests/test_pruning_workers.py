@@ -415,3 +415,22 @@ def test_a_stale_workers_reports_are_refused_and_its_trial_stops(mongo_url, mong
     assert doc["reports"] == [{"step": 1, "value": 201.0}, {"step": 2, "value": 202.0}, {"step": 3, "value": 203.0}]
     assert not (markers / "ended1").exists() or "its report was refused" in a.output()
     q.close()
+
+
+@pytest.mark.server
+def test_the_schema_examples_on_reports(mongo_url):
+    """docs/schema.md's report queries return what the worker stored (the median pruner's query)."""
+    from hpo_mongo.trials.mongo.queue import MongoJobQueue
+    from tests.test_schema_queries import EXP_KEY, _run
+    q = MongoJobQueue.connect(mongo_url)
+    publish(q, curve, [0.0, 1.0, 2.0, 0.5], pruner=pruners.MedianPruner(n_startup_trials=2), exp_key=EXP_KEY)
+    work(q, 4, subprocess=False)
+    docs = by_tid(q, EXP_KEY)
+    at3 = _run("reports_at_step", q.db)
+    assert at3 == {t: d["reports"][2]["value"] for t, d in docs.items() if len(d["reports"]) >= 3}
+    assert sorted(at3) == [0, 1, 3]  # trial 2 was pruned at step 1
+    assert at3 == dict(zip(*(lambda r: (r["tid"], r["value"]))(q.reports_at(EXP_KEY, 3))))
+    curves = _run("curves", q.db)
+    assert curves[2] == ("pruned", [(1, 3.0)])
+    assert curves[0] == ("ok", [(s, 1.0 / s) for s in range(1, 6)])
+    q.close()

@@ -1,4 +1,5 @@
-"""Intermediate values ("reports"): what pruners read, and the in-memory store of them.
+"""Intermediate values ("reports"): what pruners read, the in-memory store of them, and the
+history a worker reads through its job queue (:class:`QueueReportHistory`).
 
 A trial's objective calls ``report(value, step)``; each call is one *report* of the trial's
 current *attempt* (a requeued trial starts a new attempt with no reports). Pruners decide
@@ -7,7 +8,8 @@ evaluates the trial) and a :class:`ReportHistory`, the read-only view of every o
 reports in the same experiment. Each history query is answerable by one indexed query on a
 database (see :class:`ReportHistory`), so the decision is made where the report happens.
 
-Invariants every store keeps (the in-memory one here, the Mongo one alike):
+Invariants every store keeps (the in-memory one here, every job queue alike: invariant 6 of
+:mod:`hpo_mongo.trials.queue`):
 
 1. **Attempt-scoped.** Only reports of a trial's current attempt are visible; starting an
    attempt (claim) discards the earlier ones.
