@@ -4,13 +4,14 @@
 hyperopt user code unchanged.
 """
 from ._version import __version__
-from . import atpe, base, early_stop, exceptions, grid, hp, mix, progress, rand  # noqa: F401 - hyperopt's module paths
+from . import anneal, atpe, base, early_stop, exceptions, grid, hp, mix, progress, rand  # noqa: F401 - hyperopt's module paths
 from .domain import Domain
 from . import fmin as _fmin_module  # noqa: F401 - registers hpo_mongo.fmin (hyperopt's module path)
 from .driver import Ctrl, FMinIter, fmin, fmin_pass_expr_memo_ctrl, generate_trials_to_calculate, partial
 from .exceptions import (AllTrialsFailed, DuplicateLabel, HpoMongoError, InvalidParameterError,
                          InvalidResultError, InvalidSpaceError, NoCurrentTrial, TrialPruned)
-from . import pruners
+from . import pruners, tpe
+from .mongoexp import MongoTrials
 from .reporting import report, should_prune
 from .pyll.base import scope
 from .space import space_eval
@@ -29,20 +30,5 @@ __all__ = [
     "JOB_STATES", "AllTrialsFailed", "DuplicateLabel", "HpoMongoError", "InvalidParameterError",
     "InvalidResultError", "InvalidSpaceError",
     "report", "should_prune", "pruners", "TrialPruned", "NoCurrentTrial", "STATUS_PRUNED",
+    "tpe", "anneal", "MongoTrials",
 ]
-
-try:  # the algorithms and stores added by later modules; absent pieces are simply not exported
-    from . import tpe  # noqa: F401
-    __all__.append("tpe")
-except ImportError:  # pragma: no cover
-    pass
-try:
-    from . import anneal  # noqa: F401
-    __all__.append("anneal")
-except ImportError:  # pragma: no cover
-    pass
-try:
-    from .mongoexp import MongoTrials  # noqa: F401
-    __all__.append("MongoTrials")
-except ImportError:  # pragma: no cover
-    pass

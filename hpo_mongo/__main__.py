@@ -1,16 +1,8 @@
-"""``python -m hpo_mongo``: the ``hpo-mongo`` CLI (``--version`` works without a server)."""
-import sys
+"""``python -m hpo_mongo``: the ``hpo-mongo`` CLI."""
+from .cli.main import cli
 
 
 def main() -> None:
-    try:
-        from .cli.main import cli
-    except ImportError:
-        from ._version import __version__
-        if "--version" in sys.argv[1:]:
-            print(f"hpo_mongo {__version__}")
-            return
-        raise
     cli(prog_name="hpo-mongo")
 
 

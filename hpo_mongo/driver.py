@@ -15,7 +15,6 @@ import os
 import pickle
 import sys
 import time
-import warnings
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
@@ -30,6 +29,7 @@ from .space import Expr, space_eval
 from .trials.base import BaseTrials
 from .trials.documents import (JOB_FINISHED_STATES, JOB_PENDING_STATES, JOB_STATE_DONE, JOB_STATE_ERROR, loss_of,
                                new_trial_doc)
+from .trials.failures import FailureLog
 from .trials.memory import Trials
 from .trials.session import Run, RunSession
 
@@ -45,14 +45,9 @@ NO_TRIAL_SENTENCE = "There are no evaluation tasks, cannot return argmin of task
 
 
 def default_algo() -> Callable:
-    """TPE when available, else random search (with a warning)."""
-    try:
-        from .algos import tpe  # noqa: WPS433
-        return tpe.suggest
-    except (ImportError, AttributeError):
-        from .algos import rand
-        warnings.warn("TPE is not available yet; fmin(algo=None) uses rand.suggest", stacklevel=3)
-        return rand.suggest
+    """fmin's algorithm when none is given: TPE (hyperopt's default)."""
+    from .algos import tpe
+    return tpe.suggest
 
 
 def _rstate(rstate: Any) -> np.random.Generator:
@@ -279,6 +274,7 @@ class _FMinLoop:
                             deadline=None if timeout is None else self.start + timeout,
                             pruner=pruner if pruner is not None else NopPruner())
         self._session: RunSession | None = None
+        self.failures = FailureLog(logger)
 
     def session(self) -> RunSession:
         """The store's run session, opened once, before anything is queued (also before
@@ -310,6 +306,7 @@ class _FMinLoop:
             s = t["state"]
             if s in JOB_FINISHED_STATES:
                 n_finished += 1
+                self.failures.note(t)
                 if s == JOB_STATE_DONE:
                     loss = loss_of(t)
                     if loss is not None and (best is None or loss < best):
@@ -388,6 +385,7 @@ class _FMinLoop:
         finally:
             session.end(self.stop_reason)
             progress.close()
+            self.failures.summary()
 
 
 class FMinIter:

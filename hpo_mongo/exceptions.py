@@ -71,7 +71,14 @@ class MissingExtra(HpoMongoError, ImportError):
 
 
 class AllTrialsFailed(HpoMongoError):
-    """No trial finished with status 'ok', so there is no best trial."""
+    """No trial finished with status 'ok', so there is no best trial.
+
+    ``causes`` lists why the trials failed, grouped (:class:`hpo_mongo.trials.failures.FailureCause`:
+    kind, message, count, tids, hosts, traceback); the message names them with their counts."""
+
+    def __init__(self, message: str = "no trial succeeded", causes: list | None = None):
+        super().__init__(message)
+        self.causes = list(causes or [])
 
 
 class TrialPruned(HpoMongoError):

@@ -62,7 +62,8 @@ DRIVER_SCRIPT = textwrap.dedent("""
 def child_env(extra: dict[str, str] | None = None, pythonpath: Sequence[str | os.PathLike] = ()) -> dict[str, str]:
     """The environment for a child: the repo root (and ``pythonpath``) first on PYTHONPATH."""
     env = dict(os.environ)
-    env.pop("HPO_MONGO_URL", None)
+    env.pop("HPO_MONGO_URL", None)  # a test names its server and secret explicitly
+    env.pop("HPO_MONGO_SECRET", None)
     parts = [str(p) for p in pythonpath] + [str(REPO)]
     if env.get("PYTHONPATH"):
         parts.append(env["PYTHONPATH"])
@@ -101,6 +102,15 @@ class Proc:
         if self.popen.poll() is None:
             self.popen.send_signal(sig)
 
+    send_signal = signal
+
+    def poll(self) -> int | None:
+        return self.popen.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        """The exit code; ``subprocess.TimeoutExpired`` if it runs longer than ``timeout``."""
+        return self.popen.wait(timeout)
+
     def kill(self) -> None:
         if self.popen.poll() is None:
             self.popen.kill()
@@ -133,9 +143,19 @@ class Procs:
         self.procs.append(p)
         return p
 
-    def worker(self, url: str, *flags: str, name: str = "worker", poll: float = TEST_POLL, **kw: Any) -> Proc:
-        """Start ``hpo-mongo-worker --mongo url --poll-interval poll *flags``."""
+    def worker(self, url: str, *flags: str, name: str = "worker", poll: float = TEST_POLL,
+               exp_key: str | None = None, secret: str | None = None, **kw: Any) -> Proc:
+        """Start ``hpo-mongo-worker --mongo url --poll-interval poll [--exp-key K] *flags`` (with
+        ``HPO_MONGO_SECRET=secret`` when given)."""
+        if exp_key is not None:
+            flags = ("--exp-key", exp_key, *flags)
+        if secret is not None:
+            kw["env"] = {**(kw.get("env") or {}), "HPO_MONGO_SECRET": secret}
         return self.start(name, worker_cmd(url, *flags, poll=poll), **kw)
+
+    def log(self, p: Proc) -> str:
+        """The output of ``p`` so far."""
+        return p.output()
 
     def python(self, code: str, *args: str, name: str = "python", **kw: Any) -> Proc:
         """Run a python snippet (dedented) as its own process; ``sys.argv[1:]`` = ``args``."""

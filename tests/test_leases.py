@@ -1,5 +1,5 @@
 """Leases, requeue, crashes, signals, driver restart, outages and signed payloads — on a real server,
-with workers and drivers as separate OS processes (issue 5).
+with workers and drivers as separate OS processes.
 
 Timing: heartbeat 0.2 s, stale timeout 1.5 s (>= 5x the heartbeat so a busy 2-core machine does not
 requeue live trials), poll 0.05 s. Every wait polls the database with a deadline.
@@ -11,9 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -26,7 +24,7 @@ from hpo_mongo.domain import Domain  # noqa: E402
 from hpo_mongo.trials.documents import (JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW,  # noqa: E402
                                         JOB_STATE_RUNNING, new_trial_doc)
 
-from tests.helpers_distributed import DRIVER_SCRIPT as DRIVER, wait_until  # noqa: E402
+from tests.helpers_distributed import DRIVER_SCRIPT as DRIVER, Procs as _Procs, wait_until  # noqa: E402
 
 pytestmark = [pytest.mark.server]
 
@@ -55,83 +53,32 @@ def make_objective(marker: str | None = None):
 
 
 # ----------------------------------------------------------------------------- helpers
-@pytest.fixture(scope="module")
-def server_url(request):
-    """``mongodb://host:port`` of the test server (tests/mongo_server.py), else $HPO_MONGO_TEST_URL."""
-    try:
-        return request.getfixturevalue("mongo_server_url").rstrip("/")
-    except pytest.FixtureLookupError:
-        url = os.environ.get("HPO_MONGO_TEST_URL")
-        if not url:
-            pytest.skip("no test server (tests/mongo_server.py or HPO_MONGO_TEST_URL)")
-        return url.rstrip("/")
+#: the lease settings every worker of this module runs with
+LEASE_FLAGS = ("--heartbeat-interval", str(HEARTBEAT), "--lease-timeout", str(STALE), "--log-level", "INFO")
 
 
 @pytest.fixture
-def url(server_url):
+def url(mongo_url):
     """A fresh database on the test server for each test."""
-    return f"{server_url}/leases_{uuid.uuid4().hex[:10]}"
+    return mongo_url
 
 
 def _db(url):
-    base, _, name = url.rpartition("/")
-    client = pymongo.MongoClient(base + "/", serverSelectionTimeoutMS=5000, tz_aware=True)
-    return client, client[name]
+    client = pymongo.MongoClient(url, serverSelectionTimeoutMS=5000, tz_aware=True)
+    return client, client.get_default_database()
 
 
-def _env(secret: str | None = None) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    env.pop("HPO_MONGO_SECRET", None)
-    env.pop("HPO_MONGO_URL", None)
-    env["PYTHONUNBUFFERED"] = "1"
-    if secret:
-        env["HPO_MONGO_SECRET"] = secret
-    return env
+class Procs(_Procs):
+    """The module's processes: workers with its lease settings (:data:`LEASE_FLAGS`)."""
 
-
-class Procs:
-    """Processes started by a test; all killed at teardown."""
-
-    def __init__(self, tmp_path: Path):
-        self.tmp = tmp_path
-        self.procs: list[subprocess.Popen] = []
-        self.logs: dict[int, Path] = {}
-
-    def start(self, args: list[str], name: str, secret: str | None = None) -> subprocess.Popen:
-        log = self.tmp / f"{name}-{len(self.procs)}.log"
-        with open(log, "wb") as out:
-            p = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=_env(secret), cwd=str(self.tmp))
-        self.procs.append(p)
-        self.logs[p.pid] = log
-        return p
-
-    def worker(self, url: str, *extra: str, secret: str | None = None, exp_key: str | None = None):
-        args = [sys.executable, "-m", "hpo_mongo.cli.worker", "--mongo", url, "--poll-interval", str(POLL),
-                "--heartbeat-interval", str(HEARTBEAT), "--stale-timeout", str(STALE), "--log-level", "INFO"]
-        if exp_key is not None:
-            args += ["--exp-key", exp_key]
-        return self.start(args + list(extra), "worker", secret)
-
-    def log(self, p: subprocess.Popen) -> str:
-        return self.logs[p.pid].read_text(errors="replace")
-
-    def stop_all(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-        for p in self.procs:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:  # pragma: no cover
-                pass
+    def worker(self, url: str, *extra: str, **kw):  # type: ignore[override]
+        return super().worker(url, *LEASE_FLAGS, *extra, poll=POLL, **kw)
 
 
 @pytest.fixture
 def procs(tmp_path):
-    ps = Procs(tmp_path)
-    yield ps
-    ps.stop_all()
+    with Procs(tmp_path) as ps:
+        yield ps
 
 
 def wait_for(pred, timeout: float, what: str, interval: float = 0.02):
@@ -154,7 +101,7 @@ def states(db, exp_key) -> dict[int, dict]:
     return {d["tid"]: d for d in db.jobs.find({"exp_key": exp_key})}
 
 
-def exit_code(p: subprocess.Popen, timeout: float) -> int:
+def exit_code(p, timeout: float) -> int:
     try:
         return p.wait(timeout)
     except subprocess.TimeoutExpired:
@@ -181,9 +128,10 @@ def check_complete(db, exp_key, n):
 
 
 def start_driver(procs: Procs, url: str, exp_key: str, n: int, sleep: float):
-    script = procs.tmp / "driver.py"
+    """The driver script, always from the same file: a restarted driver pickles the same objective."""
+    script = procs.dir / "driver.py"
     script.write_text(DRIVER)
-    return procs.start([sys.executable, str(script), url, exp_key, str(n), str(sleep)], "driver")
+    return procs.start("driver", [sys.executable, str(script), url, exp_key, str(n), str(sleep)])
 
 
 # ----------------------------------------------------------------------------- tests
@@ -346,9 +294,9 @@ def test_timeout_and_crash_in_child(url, procs):
     client.close()
 
 
-def test_outage_through_proxy(url, procs, server_url):
+def test_outage_through_proxy(url, procs, mongo_server_url):
     from tests.tcp_proxy import TcpProxy
-    server = server_url.split("://", 1)[1].split("/", 1)[0]
+    server = mongo_server_url.split("://", 1)[1].split("/", 1)[0]
     host, port = server.rsplit(":", 1)
     dbname = url.rsplit("/", 1)[1]
     client, db = _db(url)

@@ -10,8 +10,7 @@ Exit codes (the same meaning as ``hpo-mongo-worker``'s; :func:`exit_code` is the
 """
 from __future__ import annotations
 
-import functools
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -83,21 +82,3 @@ class ErrorHandlingGroup(click.Group):
             if err is None:
                 raise
             raise err from None
-
-
-def handle_errors(fn: Callable) -> Callable:
-    """For code outside the group (e.g. library entry points used as commands)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit):
-            raise
-        except Exception as exc:  # noqa: BLE001
-            err = to_click_error(exc)
-            if err is None:
-                raise
-            raise err from None
-
-    return wrapper

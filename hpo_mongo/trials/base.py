@@ -21,7 +21,8 @@ import abc
 from typing import Any, Iterable, Iterator, MutableMapping
 
 from ..exceptions import AllTrialsFailed
-from .documents import (JOB_STATE_DONE, STATUS_OK, loss_of, validate_trial_doc)
+from .documents import JOB_STATE_DONE, STATE_NAMES, STATUS_OK, loss_of, validate_trial_doc
+from .failures import FailureCause, describe_failures, group_failures
 from .session import Run, RunSession
 
 
@@ -188,8 +189,27 @@ class BaseTrials(abc.ABC):
             if loss is not None and (best_loss is None or loss < best_loss):
                 best, best_loss = t, loss
         if best is None:
-            raise AllTrialsFailed("no trial finished with status 'ok' and a loss")
+            raise self._all_failed()
         return best
+
+    def errors(self) -> list[FailureCause]:
+        """Why trials failed, grouped by cause, most frequent first: ERROR trials (the objective
+        raised, could not be loaded, was lost) and DONE trials with status fail (NaN loss…); each
+        :class:`~hpo_mongo.trials.failures.FailureCause` has kind, message, count, tids, hosts and
+        the first traceback."""
+        return group_failures(self._trials)
+
+    def _all_failed(self) -> AllTrialsFailed:
+        """The error fmin and ``best_trial`` raise when no trial succeeded, naming the causes."""
+        causes = self.errors()
+        n = len(self._trials)
+        if not causes:
+            states = sorted({STATE_NAMES.get(t["state"], str(t["state"])) for t in self._trials})
+            return AllTrialsFailed(f"no trial finished with status 'ok' and a loss ({n} trial(s): "
+                                   f"{', '.join(states) or 'none'})")
+        failed = sum(c.count for c in causes)
+        return AllTrialsFailed(f"no trial succeeded: {failed} of {n} trial(s) failed:\n  "
+                               f"{describe_failures(causes)}", causes)
 
     @property
     def argmin(self) -> dict[str, Any]:

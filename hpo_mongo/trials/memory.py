@@ -194,8 +194,7 @@ class MemorySession:
             raise
         except Exception as e:
             info = error_info(e)
-            trials._finish(doc, JOB_STATE_ERROR, error_result(info), info)
-            logger.error("trial %s raised %s: %s", doc["tid"], info["type"], info["message"])
+            trials._finish(doc, JOB_STATE_ERROR, error_result(info), info)  # fmin reports it (FailureLog)
             if not self.run.catch_eval_exceptions:
                 trials.refresh()
                 raise

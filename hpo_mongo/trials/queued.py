@@ -38,6 +38,8 @@ SCHEMA_VERSION = 1
 DEFAULT_POLL_INTERVAL = 0.5
 #: seconds between the driver's housekeeping rounds (heartbeat, lease rules, store check)
 DRIVER_HEARTBEAT_EVERY = 1.0
+#: seconds with queued trials, none running and no live worker before the driver says so (once)
+NO_WORKER_WARNING_AFTER = 5.0
 #: stop reasons after which the driver withdraws the trials it queued (CANCEL)
 EARLY_STOPS = ("timeout", "loss_threshold", "early_stop_fn")
 
@@ -359,6 +361,8 @@ class QueueSession:
             logger.warning("experiment %r: %s", trials.exp_key, warning)
         self._last_beat = time.monotonic()
         self.live_workers = 0
+        self._idle_since: float | None = None  # queued trials, none running, no live worker: since when
+        self._told_no_worker = False
         trials._outage = Outage(trials.max_disconnect, limit_name=f"{type(trials).__name__}.max_disconnect",
                                 logger=logger)
         try:
@@ -420,6 +424,24 @@ class QueueSession:
             return found
         found = t._call(beat, "the driver heartbeat")
         t._call(lambda: self.check_store(experiment_found=found), "checking the store")
+        self._check_workers()
+
+    def _check_workers(self) -> None:
+        """Say once (a WARNING) when trials have been waiting for :data:`NO_WORKER_WARNING_AFTER`
+        seconds with none running and no live worker serving the experiment, and how to start one."""
+        states = [d["state"] for d in self.trials.trials]
+        waiting = JOB_STATE_NEW in states and JOB_STATE_RUNNING not in states and not self.live_workers
+        if not waiting:
+            self._idle_since = None
+            return
+        now = time.monotonic()
+        if self._idle_since is None:
+            self._idle_since = now
+        elif not self._told_no_worker and now - self._idle_since >= NO_WORKER_WARNING_AFTER:
+            self._told_no_worker = True
+            logger.warning("experiment %r: %d trial(s) have been queued for %.0f s and no worker is evaluating "
+                           "them (none is live); start one: %s", self.trials.exp_key, states.count(JOB_STATE_NEW),
+                           now - self._idle_since, self.trials.worker_hint())
 
     def check_store(self, experiment_found: bool | None = None) -> None:
         """Compare the store with what the driver has seen and repair it (see the class docstring).

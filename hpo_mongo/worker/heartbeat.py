@@ -36,10 +36,6 @@ class Heartbeat:
         self._thread.start()
         return self
 
-    def trigger(self) -> None:
-        """Beat as soon as possible (e.g. right after a claim), without waiting for the interval."""
-        self._wake.set()
-
     def stop(self, timeout: float | None = 5.0) -> None:
         self._stop.set()
         self._wake.set()

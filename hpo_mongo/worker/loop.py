@@ -385,10 +385,6 @@ class Worker:
         if self.status != "exited":
             self.status = "stopping"
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
     def on_signal(self, signum: int, count: int) -> None:
         """SIGTERM/SIGINT (called from the handler): 1st → stop claiming and start the grace period
         of the running trial; 2nd → release it now."""

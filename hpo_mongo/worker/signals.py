@@ -1,13 +1,9 @@
 """SIGTERM/SIGINT handling for the worker: the first signal asks to stop, the second to release now.
 
-``StopSignals().install()`` (main thread only) replaces the SIGTERM and SIGINT handlers:
-
-- first signal → ``stopping`` is set: stop claiming, let the running trial finish within the grace
-  period, then release it back to NEW;
-- second signal → ``release_now`` is set: release the running trial at once.
-
-``uninstall()`` restores the previous handlers. ``on_signal`` (optional) is called from the handler
-with the signal number and the count so far, e.g. to wake the loop or kill the trial's child.
+``StopSignals(on_signal).install()`` (main thread only) replaces the SIGTERM and SIGINT handlers and
+calls ``on_signal(signum, count)`` from the handler: the worker (``Worker.on_signal``) stops
+claiming at the first signal and gives the running trial its grace period, and releases it at
+once at the second. ``uninstall()`` restores the previous handlers.
 """
 from __future__ import annotations
 
@@ -26,8 +22,6 @@ class StopSignals:
                  on_signal: Callable[[int, int], None] | None = None):
         self.signals = tuple(signals)
         self.on_signal = on_signal
-        self.stopping = threading.Event()
-        self.release_now = threading.Event()
         self.count = 0
         self._previous: dict[int, object] = {}
 
@@ -56,12 +50,9 @@ class StopSignals:
         self.count += 1
         name = signal.Signals(signum).name
         if self.count == 1:
-            self.stopping.set()
             logger.warning("%s received: no new trials will be claimed; the running trial (if any) may finish "
                            "within the grace period, then it is released. Send it again to release at once.", name)
         else:
-            self.stopping.set()
-            self.release_now.set()
             logger.warning("%s received again: releasing the running trial now", name)
         if self.on_signal is not None:
             try:
