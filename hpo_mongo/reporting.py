@@ -84,19 +84,20 @@ class ReportLedger:
         return TrialReports(self.tid, np.asarray(self._steps, dtype=np.int64), np.asarray(self._values, dtype=float))
 
 
-class LocalReporter:
-    """In-process :class:`Reporter` for an in-memory ``Trials``: writes ``doc["reports"]`` through
-    :class:`~hpo_mongo.trials.reports.MemoryReports` and asks ``pruner`` right away."""
+class LedgerReporter:
+    """The part every :class:`Reporter` here shares: the trial's :class:`ReportLedger` (repeated
+    steps answered with the previous decision) and :meth:`decide`, each implementation's step."""
 
-    def __init__(self, store: MemoryReports, doc: dict, pruner: BasePruner):
-        self.store, self.doc, self.pruner = store, doc, pruner
-        self.ledger = ReportLedger(doc["tid"])
+    def __init__(self, tid: int):
+        self.ledger = ReportLedger(tid)
+
+    def decide(self, value: float, step: int) -> bool:
+        """Store a new report (already in the ledger) and return the pruner's decision."""
+        raise NotImplementedError
 
     def report(self, value: float, step: int) -> bool:
-        if not self.ledger.add(step, value):
-            return self.ledger.decision
-        self.store.record(self.doc, step, value)
-        self.ledger.decision = bool(self.pruner.prune(self.ledger.reports, self.store))
+        if self.ledger.add(step, value):
+            self.ledger.decision = bool(self.decide(value, step))
         return self.ledger.decision
 
     @property
@@ -108,7 +109,20 @@ class LocalReporter:
         return self.ledger.reports
 
 
-class StoreReporter:
+class LocalReporter(LedgerReporter):
+    """In-process :class:`Reporter` for an in-memory ``Trials``: writes ``doc["reports"]`` through
+    :class:`~hpo_mongo.trials.reports.MemoryReports` and asks ``pruner`` right away."""
+
+    def __init__(self, store: MemoryReports, doc: dict, pruner: BasePruner):
+        super().__init__(doc["tid"])
+        self.store, self.doc, self.pruner = store, doc, pruner
+
+    def decide(self, value: float, step: int) -> bool:
+        self.store.record(self.doc, step, value)
+        return self.pruner.prune(self.ledger.reports, self.store)
+
+
+class StoreReporter(LedgerReporter):
     """A worker's :class:`Reporter`: ``record(step, value) -> bool`` writes the report (one
     owner-conditioned write, ``JobQueue.report``), then ``pruner`` decides from ``history`` right
     here. A refused write (the worker lost the trial) calls ``on_lost()`` and raises
@@ -116,51 +130,29 @@ class StoreReporter:
 
     def __init__(self, tid: int, record: Callable[[int, float], bool], pruner: BasePruner,
                  history: ReportHistory, on_lost: Callable[[], None] | None = None):
+        super().__init__(tid)
         self.record, self.pruner, self.history, self.on_lost = record, pruner, history, on_lost
-        self.ledger = ReportLedger(tid)
 
-    def report(self, value: float, step: int) -> bool:
-        if not self.ledger.add(step, value):
-            return self.ledger.decision
+    def decide(self, value: float, step: int) -> bool:
         if not self.record(step, value):
             if self.on_lost is not None:
                 self.on_lost()
             raise TrialNotOwned(f"the report of trial {self.ledger.tid} at step {step} was refused: this worker no "
                                 f"longer owns the trial (requeued, cancelled or deleted); its evaluation stops")
-        self.ledger.decision = bool(self.pruner.prune(self.ledger.reports, self.history))
-        return self.ledger.decision
-
-    @property
-    def should_prune(self) -> bool:
-        return self.ledger.decision
-
-    @property
-    def reports(self) -> TrialReports:
-        return self.ledger.reports
+        return self.pruner.prune(self.ledger.reports, self.history)
 
 
-class ChannelReporter:
+class ChannelReporter(LedgerReporter):
     """A forked child's :class:`Reporter`: ``send(step, value) -> bool`` hands each new report to
     the trial's worker (which stores it and asks the pruner) and returns its decision; an error
     the worker raises (TrialNotOwned) is raised here, in the objective."""
 
     def __init__(self, tid: int, send: Callable[[int, float], bool]):
+        super().__init__(tid)
         self.send = send
-        self.ledger = ReportLedger(tid)
 
-    def report(self, value: float, step: int) -> bool:
-        if not self.ledger.add(step, value):
-            return self.ledger.decision
-        self.ledger.decision = bool(self.send(step, value))
-        return self.ledger.decision
-
-    @property
-    def should_prune(self) -> bool:
-        return self.ledger.decision
-
-    @property
-    def reports(self) -> TrialReports:
-        return self.ledger.reports
+    def decide(self, value: float, step: int) -> bool:
+        return self.send(step, value)
 
 
 _CURRENT: contextvars.ContextVar[Reporter | None] = contextvars.ContextVar("hpo_mongo_reporter", default=None)

@@ -295,14 +295,16 @@ NO_SECRET = {"HPO_MONGO_SECRET": ""}
 
 
 @pytest.mark.server
-def test_pruning_end_to_end_with_forked_and_in_process_worker_processes(mongo_url, tmp_path):
+def test_pruning_end_to_end_with_forked_and_in_process_worker_processes(mongo_url, mongo_db, tmp_path):
     from hpo_mongo import fmin, tpe
     from hpo_mongo.trials.mongo.store import MongoTrials
-    from tests.helpers_distributed import Procs, learning_curve
+    from tests.helpers_distributed import Procs, learning_curve, wait_until
 
     with Procs(tmp_path) as procs:
         workers = [procs.worker(mongo_url, "--exp-key", "prune", *flags, name=f"w{i}", env=NO_SECRET)
                    for i, flags in enumerate([(), (), ("--no-subprocess",)])]
+        wait_until(lambda: mongo_db.workers.count_documents({"status": {"$ne": "exited"}}) == 3, 30,
+                   what="the three workers to start")
         trials = MongoTrials(mongo_url, exp_key="prune", poll_interval=0.05)
         fmin(learning_curve, {"x": hp.uniform("x", -3, 3)}, algo=tpe.suggest, max_evals=36, trials=trials,
              pruner=pruners.MedianPruner(n_startup_trials=4), max_queue_len=3, show_progressbar=False,

@@ -15,6 +15,7 @@ import itertools
 import os
 import pickle
 import threading
+import uuid
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..exceptions import DuplicateTrialError, InvalidParameterError, InvalidResultError
@@ -184,7 +185,7 @@ class MemoryJobQueue:
     def save_experiment(self, exp_key: str | None, fields: Mapping[str, Any]) -> None:
         with self._lock:
             now = self._clock()
-            doc = self._experiments.setdefault(exp_key, {"exp_key": exp_key, "created": now})
+            doc = self._experiments.setdefault(exp_key, {"_id": uuid.uuid4().hex, "exp_key": exp_key, "created": now})
             for k, v in sonify(dict(fields)).items():
                 if isinstance(v, dict) and isinstance(doc.get(k), dict):
                     doc[k] = {**doc[k], **v}

@@ -291,8 +291,8 @@ class QueueReportHistory:
 
     A cache would outlive the experiment it describes if the experiment were deleted and created
     again under the same key: :meth:`start_trial` (called by the worker for each trial) makes the
-    next question first read the experiment document and drop the caches when its ``created``
-    stamp changed. A finished trial requeued by hand (``hpo-mongo requeue``) keeps its cached row
+    next question first read the experiment document and drop the caches when its ``_id`` (a new
+    one for every document created) changed. A finished trial requeued by hand (``hpo-mongo requeue``) keeps its cached row
     until the worker restarts.
 
     ``call(fn, what)`` runs each queue call (a worker passes its outage retry).
@@ -318,7 +318,7 @@ class QueueReportHistory:
         if not self._check:
             return
         exp = self._call(lambda: self._queue.experiment(self._exp_key), "reading the experiment")
-        identity = (exp or {}).get("created")
+        identity = (exp or {}).get("_id")
         if identity != self._identity:
             self._clear()
             self._identity = identity
