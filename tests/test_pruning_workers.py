@@ -436,3 +436,53 @@ def test_the_schema_examples_on_reports(mongo_url):
     assert curves[2] == ("pruned", [(1, 3.0)])
     assert curves[0] == ("ok", [(s, 1.0 / s) for s in range(1, 6)])
     q.close()
+
+
+# ----------------------------------------------------------------------------- the CLI
+def test_the_cli_counts_lists_shows_exports_and_plots_the_reports(monkeypatch, tmp_path):
+    import csv
+    import json
+
+    from click.testing import CliRunner
+
+    from hpo_mongo.cli.main import cli
+    from tests.extras import require
+    q = MemoryJobQueue()
+    publish(q, curve, [0.0, 1.0, 2.0, 0.5, 5.0], pruner=pruners.MedianPruner(n_startup_trials=2))
+    work(q, 5, subprocess=False)
+    publish(q, lambda p: p["x"], [1.0], exp_key="plain")  # no reports: the list stays as it was
+    work(q, 1, subprocess=False)
+    monkeypatch.setattr("hpo_mongo.cli._options.connect_queue", lambda url, **options: q)
+
+    def run(*args):
+        r = CliRunner().invoke(cli, ["--mongo", "memory:unused", *args], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    text = run("status", "--exp-key", "e")
+    assert "pruner      MedianPruner(n_startup_trials=2," in text and "done 5 (pruned 2)" in text
+    assert json.loads(run("status", "--exp-key", "e", "--json"))["counts"]["pruned"] == 2
+    header, *rows = run("experiments").splitlines()
+    assert header.split()[6:8] == ["done", "pruned"] and rows[1].split()[6:8] == ["5", "2"]
+    listed = [line.split() for line in run("list", "--exp-key", "e").splitlines()]
+    assert listed[0][:5] == ["tid", "state", "status", "loss", "step"]
+    assert [(r[0], r[2], r[4]) for r in listed[2:]] == [("0", "ok", "5"), ("1", "ok", "5"), ("2", "pruned", "1"),
+                                                        ("3", "ok", "5"), ("4", "pruned", "1")]
+    assert run("list", "--exp-key", "plain").split()[:3] == ["tid", "state", "loss"]
+    records = json.loads(run("list", "--exp-key", "e", "--json"))
+    assert [r["step"] for r in records] == [5, 5, 1, 5, 1] and all(r["reports"] is None for r in records)
+    shown = run("show", "1")
+    head = "reports    5 (step: value, in report order)\n"
+    assert shown.split(head)[1].split() == ["1:", "2", "2:", "1.5", "3:", "1.33333", "4:", "1.25", "5:", "1.2"]
+    assert json.loads(run("show", "2", "--json"))["reports"] == [{"step": 1, "value": 3.0}]
+    out = tmp_path / "t.csv"
+    run("export", "--exp-key", "e", "-o", str(out))
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert json.loads(rows[2]["reports"]) == [[1, 3.0]] and rows[2]["step"] == "1"
+    exported = json.loads(run("export", "--exp-key", "e", "--format", "json"))
+    assert [len(r["reports"]) for r in exported] == [5, 5, 1, 5, 1]
+    require("matplotlib", "plot")
+    png = tmp_path / "curves.png"
+    info = json.loads(run("plot", "--exp-key", "e", "-o", str(png), "--json"))
+    assert info["panels"] == 3 and png.stat().st_size > 10_000  # convergence, learning curves, x
