@@ -47,9 +47,9 @@ from typing import Any, Callable, Mapping
 
 from .._version import __version__
 from ..domain import Domain
+from ..exceptions import InvalidParameterError, InvalidResultError, InvalidTrial, ObjectiveLoadError
 from ..pruners import NopPruner
 from ..reporting import StoreReporter
-from ..exceptions import InvalidParameterError, InvalidResultError, InvalidTrial, ObjectiveLoadError
 from ..trials import leases
 from ..trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR, utcnow
 from ..trials.outage import Disconnected, Outage, retry
