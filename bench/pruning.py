@@ -4,6 +4,7 @@
     python -m bench.pruning --tasks synthetic --seeds 10
     python -m bench.pruning --tasks mlp --seeds 3 --budget-trials 40     # a reduced run
     python -m bench.pruning --rules --tasks synthetic,sgd                # TPE's pruned-trial rule
+    python -m bench.pruning --tasks synthetic --seeds 3 --libs mongo-4w  # 4 hpo-mongo-worker processes
 
 Tasks (no downloads): ``synthetic``, a learning-curve family with a known optimum (crossing
 curves: a large learning rate converges fast to a worse loss); ``sgd``, scikit-learn's
@@ -16,17 +17,29 @@ the quality of the best complete trial so far (picked by its final validation lo
 that loss, without the synthetic task's measurement noise) as a function of the epochs spent
 (anytime curve, plotted to ``bench/out/``), and the epochs spent until it first reaches a
 target: the median over the no-pruning runs (both libraries) of that quality at the budget.
+
+``--libs`` chooses the runs: ``hpo_mongo`` (in-memory Trials, evaluated in fmin's process),
+``optuna``, and ``mongo-4w``: MongoTrials with 4 ``hpo-mongo-worker`` processes (forked child per
+trial, the pruner deciding in the workers) on the java test server (``--mongo URL`` for another
+server). Runs with workers stop when the epochs of the finished trials reach the budget; their
+epochs at each trial's end count every trial's epochs done by then (each trial's epochs spread
+evenly over its run time, from the server's start and end times).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
+import functools
 import json
 import math
 import os
 import sys
 import time
+import uuid
 import warnings
+import zlib
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -169,8 +182,9 @@ class Ledger:
 
 
 def _train(task: Task, params: dict, seed: int, ledger: Ledger, report: Callable[[float, int], None]) -> float:
-    """One trial: train up to EPOCHS epochs, calling ``report`` after each (it raises to prune)."""
-    step = task.start(params, seed + 7919 * len(ledger.ends))
+    """One trial: train up to EPOCHS epochs, calling ``report`` after each (it raises to prune);
+    ``seed`` is the trial's own."""
+    step = task.start(params, seed)
     value = float("nan")
     try:
         for epoch in range(1, EPOCHS + 1):
@@ -193,19 +207,12 @@ def _hpo_pruner(method: str):
 
 
 def run_hpo(task: Task, method: str, seed: int, budget: int) -> Ledger:
-    from hpo_mongo import Trials, fmin, hp, report, tpe
-    space = {}
-    for name, kind, *args in task.space:
-        if kind == "choice":
-            space[name] = hp.choice(name, list(args[0]))
-        elif kind == "loguniform":  # hyperopt's bounds are in log space
-            space[name] = hp.loguniform(name, math.log(args[0]), math.log(args[1]))
-        else:
-            space[name] = hp.quniform(name, *args)
+    from hpo_mongo import Trials, fmin, report, tpe
+    space = _hpo_space(task)
     ledger = Ledger(budget)
 
     def objective(params: dict) -> float:
-        return _train(task, params, seed, ledger, lambda v, s: report(v, step=s))
+        return _train(task, params, seed + 7919 * len(ledger.ends), ledger, lambda v, s: report(v, step=s))
 
     fmin(objective, space, algo=tpe.suggest, max_evals=100_000, trials=Trials(), pruner=_hpo_pruner(method),
          rstate=np.random.default_rng(seed), show_progressbar=False,
@@ -237,7 +244,7 @@ def run_optuna(task: Task, method: str, seed: int, budget: int) -> Ledger:
             if trial.should_prune():
                 raise optuna.TrialPruned()
 
-        return _train(task, params, seed, ledger, rep)
+        return _train(task, params, seed + 7919 * len(ledger.ends), ledger, rep)
 
     def stop(study, trial) -> None:
         if ledger.spent:
@@ -247,7 +254,114 @@ def run_optuna(task: Task, method: str, seed: int, budget: int) -> Ledger:
     return ledger
 
 
+def _hpo_space(task: Task) -> dict:
+    from hpo_mongo import hp
+    space = {}
+    for name, kind, *args in task.space:
+        if kind == "choice":
+            space[name] = hp.choice(name, list(args[0]))
+        elif kind == "loguniform":  # hyperopt's bounds are in log space
+            space[name] = hp.loguniform(name, math.log(args[0]), math.log(args[1]))
+        else:
+            space[name] = hp.quniform(name, *args)
+    return space
+
+
+# =========================================================================== hpo_mongo with worker processes
+N_WORKERS = 4
+
+
+def worker_trial(task_name: str, seed: int, params: dict) -> dict:
+    """A trial on a worker (pickled by reference: the workers import this module): the task by
+    name, the trial's seed from its point; returns the final loss and its clean value."""
+    from hpo_mongo import report
+    ledger = Ledger(math.inf)
+    trial_seed = seed + zlib.crc32(repr(sorted(params.items())).encode())
+    value = _train(TASKS[task_name], params, trial_seed, ledger, lambda v, s: report(v, step=s))
+    clean = ledger.ends[-1][2]
+    return {"loss": value, "status": "ok", "clean": clean}
+
+
+def _epochs_finished(trials) -> int:
+    """Epochs of the driver's finished trials (a pruned trial's ``pruned_step``, EPOCHS otherwise)."""
+    n = 0
+    for t in trials.trials:
+        res = t.get("result") or {}
+        if res.get("status") == "pruned":
+            n += int(res.get("pruned_step") or 0)
+        elif res.get("status") == "ok":
+            n += EPOCHS
+    return n
+
+
+def ledger_from_docs(docs: list[dict], budget: int) -> Ledger:
+    """The :class:`Ledger` of a run from its trial documents: trials in end order, the epochs at
+    each end = every trial's reports, each trial's spread evenly between its start and end."""
+    done = sorted((d for d in docs if d.get("state") == 2 and d.get("end_time") and d.get("start_time")),
+                  key=lambda d: d["end_time"])
+    led = Ledger(budget)
+    if not done:
+        return led
+    t0 = min(d["start_time"] for d in done)
+    start = np.array([(d["start_time"] - t0).total_seconds() for d in done])
+    end = np.array([(d["end_time"] - t0).total_seconds() for d in done])
+    epochs = np.array([len(d.get("reports") or ()) for d in done], float)
+    frac = np.clip((end[:, None] - start[None, :]) / np.maximum(end - start, 1e-9)[None, :], 0.0, 1.0)
+    at_end = (frac * epochs[None, :]).sum(axis=1)  # row j: epochs of every trial done by trial j's end
+    for d, e in zip(done, at_end):
+        res = d["result"]
+        ok = res.get("status") == "ok" and isinstance(res.get("loss"), float) and math.isfinite(res["loss"])
+        led.ends.append((int(round(e)), res["loss"] if ok else None, res.get("clean") if ok else None))
+    led.epochs = int(epochs.sum())
+    return led
+
+
+class MongoWorkers:
+    """``run(task, method, seed, budget)`` with MongoTrials and N_WORKERS ``hpo-mongo-worker``
+    processes, on the java test server (started once) or ``--mongo URL``."""
+
+    def __init__(self, url: str | None = None, logdir: str = OUT):
+        self._stack = contextlib.ExitStack()
+        self._url, self.server, self.logdir = url, None, Path(logdir)
+
+    def __enter__(self) -> "MongoWorkers":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+    def run(self, task: Task, method: str, seed: int, budget: int) -> Ledger:
+        from bench.throughput import mongo, start_worker, stop, test_server, wait_workers
+        from hpo_mongo import fmin, tpe
+        from hpo_mongo.trials.mongo.store import MongoTrials
+        if self.server is None:
+            self.server = self._stack.enter_context(test_server(self._url))
+        url = f"{self.server}/bench_prune_{uuid.uuid4().hex[:8]}"
+        client, db = mongo(url)
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        workers = [start_worker(url, "--poll-interval", "0.02", log=self.logdir / f"pruning-worker-{i}.log")
+                   for i in range(N_WORKERS)]
+        try:
+            wait_workers(db, N_WORKERS)
+            trials = MongoTrials(url, exp_key="pruning", poll_interval=0.02)
+            from bench import pruning as by_name  # under its import name (not __main__): pickled by reference
+            fmin(functools.partial(by_name.worker_trial, task.name, seed), _hpo_space(task), algo=tpe.suggest,
+                 max_evals=100_000, trials=trials, pruner=_hpo_pruner(method), rstate=np.random.default_rng(seed),
+                 show_progressbar=False, max_queue_len=N_WORKERS,
+                 early_stop_fn=lambda t, *a: (_epochs_finished(t) >= budget, a))
+            deadline = time.monotonic() + 600
+            while db.jobs.count_documents({"exp_key": "pruning", "state": 1}) and time.monotonic() < deadline:
+                time.sleep(0.1)  # the trials still running when fmin stopped
+            return ledger_from_docs(list(db.jobs.find({"exp_key": "pruning"})), budget)
+        finally:
+            stop(workers)
+            client.drop_database(url.rsplit("/", 1)[1])
+            client.close()
+
+
 LIBS = {"hpo_mongo": run_hpo, "optuna": run_optuna}
+#: the line style of each library in the plots
+LIB_STYLE = {"hpo_mongo": "-", "optuna": "--", "mongo-4w": ":"}
 
 
 # =========================================================================== measures
@@ -282,7 +396,10 @@ def _q(x: np.ndarray) -> tuple[float, float, float]:
 
 
 def run_task(task: Task, seeds: int, budget_trials: int, libs: list[str], methods: list[str], log,
-             none_factor: int = NONE_FACTOR) -> dict:
+             none_factor: int = NONE_FACTOR, *, runners: dict | None = None) -> dict:
+    """Every (library, method) run over the seeds; ``runners`` maps a library name to its run
+    function (default :data:`LIBS`)."""
+    runners = LIBS if runners is None else runners
     budget = budget_trials * EPOCHS
     grid = np.unique(np.linspace(budget / 20, budget, 40).astype(int))
     curves: dict[str, np.ndarray] = {}
@@ -292,7 +409,7 @@ def run_task(task: Task, seeds: int, budget_trials: int, libs: list[str], method
             key = f"{lib} {method}"
             t0 = time.time()
             run_budget = budget * (none_factor if method == "none" else 1)
-            ledgers[key] = [LIBS[lib](task, method, seed, run_budget) for seed in range(seeds)]
+            ledgers[key] = [runners[lib](task, method, seed, run_budget) for seed in range(seeds)]
             curves[key] = np.array([anytime(led, grid) for led in ledgers[key]])
             n_trials = np.median([len(led.ends) for led in ledgers[key]])
             log(f"  {task.name:9s} {key:20s} {time.time() - t0:7.1f} s  median {n_trials:.0f} trials")
@@ -362,7 +479,7 @@ def plot_task(task: Task, res: dict, stamp: str) -> str | None:
         c = np.where(np.isfinite(cur), cur - floor, np.nan)
         lo, med, hi = (np.nanpercentile(c, p, axis=0) for p in (25, 50, 75))
         lib, method = key.split()
-        style = "-" if lib == "hpo_mongo" else "--"
+        style = LIB_STYLE.get(lib, "-.")
         ax.plot(res["grid"], med, style, color=colors.get(method), label=key)
         ax.fill_between(res["grid"], lo, hi, color=colors.get(method), alpha=0.08)
     ax.set_xlabel("epochs spent (all trials)")
@@ -411,10 +528,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tasks", default="synthetic,sgd,mlp")
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--budget-trials", type=int, default=100, help="epoch budget in full trials (x EPOCHS)")
-    ap.add_argument("--libs", default="hpo_mongo,optuna")
+    ap.add_argument("--libs", default="hpo_mongo,optuna", help="hpo_mongo, optuna, mongo-4w (comma-separated)")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--none-factor", type=int, default=NONE_FACTOR, help="budget multiplier of no-pruning runs")
     ap.add_argument("--rules", action="store_true", help="compare TPE's pruned-trial rules instead")
+    ap.add_argument("--mongo", default=None, help="server base URL for mongo-4w (default: the java test server)")
     args = ap.parse_args(argv)
     tasks = [TASKS[t] for t in args.tasks.split(",")]
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -430,14 +548,16 @@ def main(argv: list[str] | None = None) -> None:
         out += run_rules(tasks, args.seeds, args.budget_trials, log)
     else:
         raw = {}
-        for task in tasks:
-            res = run_task(task, args.seeds, args.budget_trials, args.libs.split(","), args.methods.split(","), log,
-                           args.none_factor)
-            report_task(task, res, out)
-            path = plot_task(task, res, stamp)
-            if path:
-                out.append(f"\nPlot: `{os.path.relpath(path, os.path.dirname(OUT))}`")
-            raw[task.name] = {k: [led.ends for led in v] for k, v in res["ledgers"].items()}
+        with MongoWorkers(args.mongo) as workers:
+            libs = {**LIBS, "mongo-4w": workers.run}
+            for task in tasks:
+                res = run_task(task, args.seeds, args.budget_trials, args.libs.split(","), args.methods.split(","),
+                               log, args.none_factor, runners=libs)
+                report_task(task, res, out)
+                path = plot_task(task, res, stamp)
+                if path:
+                    out.append(f"\nPlot: `{os.path.relpath(path, os.path.dirname(OUT))}`")
+                raw[task.name] = {k: [led.ends for led in v] for k, v in res["ledgers"].items()}
         os.makedirs(OUT, exist_ok=True)
         with open(os.path.join(OUT, f"pruning-raw-{stamp}.json"), "w") as f:
             json.dump(raw, f)

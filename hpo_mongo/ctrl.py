@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any, MutableMapping
 
+from .reporting import ReportingCtrl
 
-class Ctrl:
+
+class Ctrl(ReportingCtrl):
     """Handle given to objectives that take ``ctrl`` (``pass_expr_memo_ctrl``)."""
 
     def __init__(self, trials: Any, current_trial: dict | None = None):
@@ -25,13 +27,3 @@ class Ctrl:
         """Record an intermediate result on the running trial."""
         if result is not None and self.current_trial is not None:
             self.current_trial["result"] = dict(result)
-
-    def report(self, value: float, step: int, *, raise_pruned: bool = True) -> None:
-        """:func:`hpo_mongo.report` for ``pass_expr_memo_ctrl`` objectives."""
-        from .reporting import report
-        report(value, step, raise_pruned=raise_pruned)
-
-    def should_prune(self) -> bool:
-        """:func:`hpo_mongo.should_prune` for ``pass_expr_memo_ctrl`` objectives."""
-        from .reporting import should_prune
-        return should_prune()

@@ -1,6 +1,7 @@
 """``Domain``: the objective plus its compiled space, and one evaluation of it."""
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable, Mapping
 
 from .exceptions import InvalidParameterError
@@ -20,6 +21,10 @@ def trial_seed(ctrl: Any) -> int | None:
 class Domain:
     """An objective ``fn`` over the search space ``expr`` (hyperopt's ``base.Domain``)."""
 
+    #: the pruner that decides on the trials' reports where they are evaluated: a queue-backed
+    #: store pickles the domain with it (:meth:`with_pruner`), so every worker applies the same one
+    pruner: Any = None
+
     def __init__(self, fn: Callable, expr: Any, workdir: str | None = None,
                  pass_expr_memo_ctrl: bool | None = None, name: str | None = None,
                  loss_target: float | None = None):
@@ -33,6 +38,12 @@ class Domain:
                                         else getattr(fn, "fmin_pass_expr_memo_ctrl", False))
         self.name = name
         self.loss_target = loss_target
+
+    def with_pruner(self, pruner: Any) -> "Domain":
+        """A shallow copy of this domain whose :attr:`pruner` is ``pruner``."""
+        twin = copy.copy(self)
+        twin.pruner = pruner
+        return twin
 
     @property
     def params(self) -> dict[str, Any]:

@@ -180,10 +180,6 @@ def fmin(fn: Callable, space: Any, algo: Callable | None = None, max_evals: int 
     elif not isinstance(trials, BaseTrials):
         raise InvalidParameterError(
             f"The 'trials' parameter of fmin must be a Trials or MongoTrials. Got {trials!r} instead.")
-    if trials.asynchronous and pruner is not None:
-        raise InvalidParameterError(
-            f"The 'pruner' parameter of fmin works with in-memory Trials only for now; {type(trials).__name__} "
-            f"workers do not record reports yet. Got {pruner!r} instead.")
     trials.space_json = domain.space.to_json()  # lets export/plot show choice values, not indices
     loop = _FMinLoop(domain, algo, trials, rng, max_evals=max_evals, timeout=timeout,
                      loss_threshold=loss_threshold, catch_eval_exceptions=catch_eval_exceptions,

@@ -6,6 +6,10 @@
   number within the experiment (1, 2, … in creation order, not the database-wide tid), the best
   loss so far, the best trial as a star and failed trials as red ticks along the bottom; a
   colour bar gives the trial number, the colour every point of the figure has;
+- when trials reported intermediate values (``report(value, step)``, pruning), their learning
+  curves below it (:func:`plot_learning_curves`): value against step, pruned trials in grey
+  ending in a cross where they were stopped, the other complete trials in light blue, trials still
+  running dashed, the best trial in colour;
 - one panel per parameter active in enough successful trials (value vs loss; a log x-axis for
   log-scaled kinds, integer ticks for integer kinds; a choice as a jittered strip plot labelled
   with its options' names and a bar at each option's median loss);
@@ -26,12 +30,15 @@ import numpy as np
 
 from . import inspect as hi
 from .trials.documents import JOB_STATE_CANCEL, JOB_STATE_ERROR
+from .trials.reports import KIND_COMPLETE, KIND_PRUNED, KIND_RUNNING, doc_kind
 
 __all__ = ["require_matplotlib", "plot_experiment", "experiment_figure", "plot_trials", "plot_convergence",
-           "plot_parameter", "sparse_limit"]
+           "plot_learning_curves", "plot_parameter", "sparse_limit"]
 
 _BEST_COLOR = "#d62728"
 _LINE_COLOR = "#ff7f0e"
+_PRUNED_COLOR = "#9a9a9a"
+_COMPLETE_COLOR = "#6fa8dc"
 _CMAP = "viridis"
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h")
 _GROUP_COLORS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
@@ -111,6 +118,63 @@ def plot_convergence(ax: Any, numbers: Sequence[int], losses: Sequence[float], f
     if not losses.size:
         ax.text(0.5, 0.5, "no successful trial yet", transform=ax.transAxes, ha="center", va="center")
     return points
+
+
+def plot_learning_curves(ax: Any, curves: Sequence[Mapping[str, Any]], *, log: bool = False) -> None:
+    """One line per trial: its reported values against their steps (in step order). ``curves``
+    holds ``{"steps", "values", "kind", "best"}`` per trial, ``kind`` one of ``"complete"``,
+    ``"pruned"``, ``"running"``, ``"other"`` (failed); the best trial is drawn last, in colour."""
+    from matplotlib.lines import Line2D
+    style = {"pruned": dict(color=_PRUNED_COLOR, lw=0.9, alpha=0.55),
+             "complete": dict(color=_COMPLETE_COLOR, lw=1.0, alpha=0.8),
+             "running": dict(color=_COMPLETE_COLOR, lw=1.0, alpha=0.8, ls="--"),
+             "other": dict(color=_BEST_COLOR, lw=0.8, alpha=0.35, ls=":")}
+    counts: dict[str, int] = {}
+    best = None
+    for c in curves:
+        steps, values = np.asarray(c["steps"], dtype=float), np.asarray(c["values"], dtype=float)
+        order = np.argsort(steps, kind="stable")
+        steps, values = steps[order], values[order]
+        if c.get("best"):
+            best = (steps, values)
+            continue
+        kind = c["kind"] if c["kind"] in style else "other"
+        counts[kind] = counts.get(kind, 0) + 1
+        ax.plot(steps, values, zorder=1 if kind == "pruned" else 2, **style[kind])
+        if kind == "pruned" and len(c["steps"]):
+            ax.scatter([c["steps"][-1]], [c["values"][-1]], marker="x", s=14, color=_PRUNED_COLOR, zorder=1)
+    if best is not None:
+        ax.plot(*best, color=_BEST_COLOR, lw=2.4, zorder=4)
+        ax.scatter([best[0][-1]], [best[1][-1]], marker="*", s=150, color=_BEST_COLOR, edgecolor="black",
+                   linewidth=0.6, zorder=5)
+    names = {"complete": "complete trial", "pruned": "pruned trial (x: where it stopped)", "running": "running trial",
+             "other": "failed trial"}
+    handles = [Line2D([], [], label=f"{names[k]} ({n})", **style[k]) for k, n in counts.items()]
+    if best is not None:
+        handles.append(Line2D([], [], color=_BEST_COLOR, lw=2.4, marker="*", markersize=10,
+                              markeredgecolor="black", label="best trial"))
+    if log:
+        ax.set_yscale("log")
+    _integer_ticks(ax.xaxis)
+    ax.set_xlabel("step")
+    ax.set_ylabel("reported value")
+    ax.set_title("learning curves", loc="left", fontweight="bold")
+    ax.grid(True, alpha=0.3)
+    if handles:
+        ax.legend(handles=handles, loc="best", fontsize=8, framealpha=0.9)
+
+
+def _curves(docs: Sequence[Mapping[str, Any]], best_tid: Any) -> list[dict]:
+    """The learning curves of the trials that reported values (see :func:`plot_learning_curves`)."""
+    kinds = {KIND_COMPLETE: "complete", KIND_PRUNED: "pruned", KIND_RUNNING: "running"}
+    out = []
+    for d in docs:
+        reports = [r for r in hi.reports_of(d) or () if _finite(r["step"]) and isinstance(r["value"], (int, float))]
+        if not reports:
+            continue
+        out.append({"steps": [r["step"] for r in reports], "values": [float(r["value"]) for r in reports],
+                    "kind": kinds.get(doc_kind(d), "other"), "best": d.get("tid") == best_tid})
+    return out
 
 
 def _condition_text(space: hi.SpaceInfo, label: str) -> str | None:
@@ -316,6 +380,8 @@ def experiment_figure(docs: Sequence[Mapping[str, Any]], space: hi.SpaceInfo | N
     losses = np.array([loss for _, _, loss in ok], dtype=float)
     log_loss = _log_losses(losses)
     best_number = ok[int(np.argmin(losses))][1] if losses.size else None
+    curves = _curves(docs, ok[int(np.argmin(losses))][0].get("tid") if losses.size else None)
+    top = 2 if curves else 1  # rows above the parameter panels
 
     # panels: one per parameter active often enough, one per branch for the rarely active ones
     active = {lab: _active(ok, lab, space, best_number) for lab in all_labels}
@@ -350,8 +416,8 @@ def experiment_figure(docs: Sequence[Mapping[str, Any]], space: hi.SpaceInfo | N
     spare = prow * ncols - n_par  # empty cells of the last row: the legend goes there, else below
     below = 0.75 if prow and spare == 0 else 0.0
     width = max(4.4 * ncols, 10.0)
-    fig = plt.figure(figsize=(width, 4.2 + 3.1 * prow + below), dpi=dpi)
-    gs = GridSpec(1 + prow, ncols, figure=fig, height_ratios=[1.3] + [1.0] * prow, hspace=0.5, wspace=0.28)
+    fig = plt.figure(figsize=(width, 4.2 + 3.6 * (top - 1) + 3.1 * prow + below), dpi=dpi)
+    gs = GridSpec(top + prow, ncols, figure=fig, height_ratios=[1.3] * top + [1.0] * prow, hspace=0.5, wspace=0.28)
     ax0 = fig.add_subplot(gs[0, :])
     points = plot_convergence(ax0, [n for _, n, _ in ok], losses, failed, log=log_loss, n_total=len(docs))
     if points is not None:
@@ -359,9 +425,13 @@ def experiment_figure(docs: Sequence[Mapping[str, Any]], space: hi.SpaceInfo | N
         cbar.set_label("trial number", fontsize=8)
         cbar.ax.tick_params(labelsize=7)
         _integer_ticks(cbar.ax.yaxis)
+    if curves:
+        reported = np.array([v for c in curves for v in c["values"]], dtype=float)
+        plot_learning_curves(fig.add_subplot(gs[1, :]), curves,
+                             log=_log_losses(reported[np.isfinite(reported)]))
     rng = np.random.default_rng(0)
     for i, (kind, item) in enumerate(panels):
-        ax = fig.add_subplot(gs[1 + i // ncols, i % ncols])
+        ax = fig.add_subplot(gs[top + i // ncols, i % ncols])
         if kind == "param":
             plot_parameter(ax, item["label"], item["values"], item["losses"], item["numbers"], space,
                            best_index=item["best_index"], log_loss=log_loss, n_total=len(docs), rng=rng)
@@ -390,14 +460,16 @@ def experiment_figure(docs: Sequence[Mapping[str, Any]], space: hi.SpaceInfo | N
         else:
             fig.legend(loc="lower center", ncol=len(handles), bbox_to_anchor=(0.5, 0.05 / fig.get_figheight()),
                        **legend)
-    sub = f"{len(docs)} trials, {len(ok)} successful, {len(failed)} failed or cancelled"
+    n_pruned = sum(doc_kind(d) == KIND_PRUNED for d in docs)
+    sub = f"{len(docs)} trials, {len(ok)} successful, " + (f"{n_pruned} pruned, " if n_pruned else "") \
+        + f"{len(failed)} failed or cancelled"
     if never:
         sub += "; never active in a successful trial: " + ", ".join(_short(x, 20) for x in never[:6]) \
                + (", …" if len(never) > 6 else "")
     fig.suptitle(f"{title or 'hpo_mongo experiment'}\n{sub}", fontsize=11, y=0.995)
     fig.subplots_adjust(top=1 - 0.62 / fig.get_figheight(), bottom=(0.5 + below) / fig.get_figheight(),
                         left=0.6 / width, right=1 - 0.25 / width)
-    return fig, 1 + n_par
+    return fig, top + n_par
 
 
 def plot_trials(trials: Any, path: Any, *, space: Any = None, title: str | None = None,

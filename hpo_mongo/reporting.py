@@ -7,10 +7,11 @@ context sees it) and runs the objective through :func:`evaluate_trial`, which re
 :func:`report` validates its input here, once, and hands it to the current reporter, which
 stores it and asks the pruner.
 
-:class:`LocalReporter` is the in-process implementation (in-memory ``Trials``). Another evaluator
-(a worker writing to its store, a forked child asking its worker over a pipe) implements the
-same protocol; each keeps the trial's own reports in a :class:`ReportLedger`, which applies the
-repeated-step rule before anything is sent or stored.
+:class:`LocalReporter` is the in-process implementation (in-memory ``Trials``),
+:class:`StoreReporter` a worker's (each report one owner-conditioned write to its job queue, the
+pruner asked in the worker), :class:`ChannelReporter` a forked child's (each report sent to its
+worker, which answers with the decision). Each keeps the trial's own reports in a
+:class:`ReportLedger`, which applies the repeated-step rule before anything is sent or stored.
 
 Value rules: a real number (numpy scalars, size-1 arrays and ``__float__`` objects count); NaN
 and ±inf are accepted and stored (a diverged loss is something to prune, not an error): NaN is
@@ -26,15 +27,15 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-from typing import Any, Iterator, Mapping, Protocol, runtime_checkable
+from typing import Any, Callable, Iterator, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
 from . import _validation as v
-from .exceptions import InvalidParameterError, NoCurrentTrial, TrialPruned
+from .exceptions import InvalidParameterError, NoCurrentTrial, TrialNotOwned, TrialPruned
 from .pruners.base import BasePruner
 from .results import as_number, pruned_result
-from .trials.reports import MemoryReports, TrialReports
+from .trials.reports import MemoryReports, ReportHistory, TrialReports
 
 logger = logging.getLogger("hpo_mongo.report")
 
@@ -83,19 +84,20 @@ class ReportLedger:
         return TrialReports(self.tid, np.asarray(self._steps, dtype=np.int64), np.asarray(self._values, dtype=float))
 
 
-class LocalReporter:
-    """In-process :class:`Reporter` for an in-memory ``Trials``: writes ``doc["reports"]`` through
-    :class:`~hpo_mongo.trials.reports.MemoryReports` and asks ``pruner`` right away."""
+class LedgerReporter:
+    """The part every :class:`Reporter` here shares: the trial's :class:`ReportLedger` (repeated
+    steps answered with the previous decision) and :meth:`decide`, each implementation's step."""
 
-    def __init__(self, store: MemoryReports, doc: dict, pruner: BasePruner):
-        self.store, self.doc, self.pruner = store, doc, pruner
-        self.ledger = ReportLedger(doc["tid"])
+    def __init__(self, tid: int):
+        self.ledger = ReportLedger(tid)
+
+    def decide(self, value: float, step: int) -> bool:
+        """Store a new report (already in the ledger) and return the pruner's decision."""
+        raise NotImplementedError
 
     def report(self, value: float, step: int) -> bool:
-        if not self.ledger.add(step, value):
-            return self.ledger.decision
-        self.store.record(self.doc, step, value)
-        self.ledger.decision = bool(self.pruner.prune(self.ledger.reports, self.store))
+        if self.ledger.add(step, value):
+            self.ledger.decision = bool(self.decide(value, step))
         return self.ledger.decision
 
     @property
@@ -105,6 +107,52 @@ class LocalReporter:
     @property
     def reports(self) -> TrialReports:
         return self.ledger.reports
+
+
+class LocalReporter(LedgerReporter):
+    """In-process :class:`Reporter` for an in-memory ``Trials``: writes ``doc["reports"]`` through
+    :class:`~hpo_mongo.trials.reports.MemoryReports` and asks ``pruner`` right away."""
+
+    def __init__(self, store: MemoryReports, doc: dict, pruner: BasePruner):
+        super().__init__(doc["tid"])
+        self.store, self.doc, self.pruner = store, doc, pruner
+
+    def decide(self, value: float, step: int) -> bool:
+        self.store.record(self.doc, step, value)
+        return self.pruner.prune(self.ledger.reports, self.store)
+
+
+class StoreReporter(LedgerReporter):
+    """A worker's :class:`Reporter`: ``record(step, value) -> bool`` writes the report (one
+    owner-conditioned write, ``JobQueue.report``), then ``pruner`` decides from ``history`` right
+    here. A refused write (the worker lost the trial) calls ``on_lost()`` and raises
+    :class:`~hpo_mongo.exceptions.TrialNotOwned`: the objective stops and nothing else is written."""
+
+    def __init__(self, tid: int, record: Callable[[int, float], bool], pruner: BasePruner,
+                 history: ReportHistory, on_lost: Callable[[], None] | None = None):
+        super().__init__(tid)
+        self.record, self.pruner, self.history, self.on_lost = record, pruner, history, on_lost
+
+    def decide(self, value: float, step: int) -> bool:
+        if not self.record(step, value):
+            if self.on_lost is not None:
+                self.on_lost()
+            raise TrialNotOwned(f"the report of trial {self.ledger.tid} at step {step} was refused: this worker no "
+                                f"longer owns the trial (requeued, cancelled or deleted); its evaluation stops")
+        return self.pruner.prune(self.ledger.reports, self.history)
+
+
+class ChannelReporter(LedgerReporter):
+    """A forked child's :class:`Reporter`: ``send(step, value) -> bool`` hands each new report to
+    the trial's worker (which stores it and asks the pruner) and returns its decision; an error
+    the worker raises (TrialNotOwned) is raised here, in the objective."""
+
+    def __init__(self, tid: int, send: Callable[[int, float], bool]):
+        super().__init__(tid)
+        self.send = send
+
+    def decide(self, value: float, step: int) -> bool:
+        return self.send(step, value)
 
 
 _CURRENT: contextvars.ContextVar[Reporter | None] = contextvars.ContextVar("hpo_mongo_reporter", default=None)
@@ -155,6 +203,19 @@ def report(value: Any, step: Any, *, raise_pruned: bool = True) -> None:
 def should_prune() -> bool:
     """Whether the pruner said stop after the current trial's latest report."""
     return bool(current_reporter().should_prune)
+
+
+class ReportingCtrl:
+    """``ctrl.report(...)`` / ``ctrl.should_prune()``: :func:`report` and :func:`should_prune` for
+    ``pass_expr_memo_ctrl`` objectives (every ctrl an objective gets has them)."""
+
+    def report(self, value: Any, step: Any, *, raise_pruned: bool = True) -> None:
+        """:func:`hpo_mongo.report` for ``pass_expr_memo_ctrl`` objectives."""
+        report(value, step, raise_pruned=raise_pruned)
+
+    def should_prune(self) -> bool:
+        """:func:`hpo_mongo.should_prune` for ``pass_expr_memo_ctrl`` objectives."""
+        return should_prune()
 
 
 def evaluate_trial(domain: Any, vals: Mapping[str, Any], ctrl: Any, reporter: Reporter) -> tuple[dict, dict]:

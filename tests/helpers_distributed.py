@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -236,3 +237,15 @@ def always_fails(params: dict) -> float:
 def tagged(params: dict) -> dict:
     """Returns the loss plus the pid of the evaluating process (to see who evaluated what)."""
     return {"loss": float(params["x"]) ** 2, "status": "ok", "pid": os.getpid()}
+
+
+def learning_curve(params: dict) -> float:
+    """Reports (x - 1)^2 + 1/step at steps 1..10 (a short sleep each, so that workers interleave);
+    returns the last value. Pruning tests use it with fmin(pruner=...)."""
+    from hpo_mongo import report
+    value = math.inf
+    for step in range(1, 11):
+        time.sleep(0.003)
+        value = (params["x"] - 1.0) ** 2 + 1.0 / step
+        report(value, step)
+    return value

@@ -152,7 +152,7 @@ def test_reads_on_a_memory_queue(mq):
     q, clock = mq
     (e,) = hi.list_experiments(q)
     assert e["exp_key"] == "e" and e["best_loss"] == 1.0 and e["max_evals"] == 6
-    assert e["counts"] == {"new": 1, "running": 2, "done": 2, "error": 1, "cancel": 0, "total": 6}
+    assert e["counts"] == {"new": 1, "running": 2, "done": 2, "error": 1, "cancel": 0, "total": 6, "pruned": 0}
     assert hi.count_by_state(q) == e["counts"] == hi.count_by_state(q, "e")
     exp = hi.get_experiment(q, "e")
     assert exp.space.labels == ["x", "act"] and exp.status == "running"

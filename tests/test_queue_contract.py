@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import math
 import pickle
 import threading
 import time
@@ -20,7 +21,8 @@ from hpo_mongo.trials import leases
 from hpo_mongo.trials.documents import (JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW,
                                         JOB_STATE_RUNNING, new_trial_doc)
 from hpo_mongo.trials.memory_queue import MemoryJobQueue
-from hpo_mongo.trials.queue import ANY_EXPERIMENT, LIST_FIELDS, JobQueue
+from hpo_mongo.trials.queue import ANY_EXPERIMENT, LAST_REPORT, LIST_FIELDS, REPORTS_FIELD, JobQueue
+from hpo_mongo.trials.reports import KIND_COMPLETE, KIND_OTHER, KIND_PRUNED, KIND_RUNNING
 from hpo_mongo.trials.remote import QueueServer, RemoteJobQueue
 
 LEASE = 0.6  # seconds: short enough for the real server, where time passes for real
@@ -455,7 +457,7 @@ def test_find_sorts_filters_limits_and_projects(h):
     assert [d["tid"] for d in q.find("e", sort="time")][-1] == 4  # unclaimed last
     assert q.find("e", limit=0) == []
     listed = q.find("e", limit=1)[0]
-    assert set(listed) <= set(LIST_FIELDS) and "misc" in listed
+    assert set(listed) <= set(LIST_FIELDS) | {LAST_REPORT} and "misc" in listed and listed[LAST_REPORT] is None
     assert "created_at" in q.find("e", limit=1, full=True)[0]
     assert q.trial(3)["result"]["loss"] == 2.0 and q.trial(3, exp_key="e")["tid"] == 3
     assert q.trial(3, exp_key="other") is None and q.trial(99) is None
@@ -469,7 +471,7 @@ def test_counts_throughput_and_first_claim(h):
     c = claim(q)
     q.finish(c, JOB_STATE_DONE, {"status": "ok", "loss": 1.0})
     claim(q)
-    assert q.count_by_state("e") == {"new": 2, "running": 1, "done": 1, "error": 0, "cancel": 0, "total": 4}
+    assert q.count_by_state("e") == {"new": 2, "running": 1, "done": 1, "error": 0, "cancel": 0, "total": 4, "pruned": 0}
     assert q.count_by_state()["total"] == 4
     assert q.finished_since("e", before) == 1
     assert q.finished_since("e", q.now() + _dt.timedelta(seconds=5)) == 0
@@ -527,3 +529,123 @@ def test_adopt_domain_gives_queued_jobs_without_one_the_domain(h):
     q.insert([new_trial_doc(0, {}, exp_key="e"), {**new_trial_doc(1, {}, exp_key="e"), "domain_hash": "old"}])
     assert q.adopt_domain("e", "new") == 1
     assert q.trial(0)["domain_hash"] == "new" and q.trial(1)["domain_hash"] == "old"
+
+
+# ----------------------------------------------------------------------------- reports (pruning)
+def _steps(reports):
+    """``[(step, value)]`` with NaN as the string "nan" (NaN != NaN)."""
+    return [(r["step"], "nan" if math.isnan(r["value"]) else r["value"]) for r in reports]
+
+
+def _rows(answer):
+    return sorted(zip(answer["tid"], ["nan" if math.isnan(v) else v for v in answer["value"]], answer["kind"]))
+
+
+def test_reports_are_one_owner_conditioned_write_each_first_value_wins_in_report_order(h):
+    q = h.queue
+    queue_docs(q, [0])
+    c = claim(q)
+    assert c[REPORTS_FIELD] == []
+    for step, value in [(1, 0.5), (3, math.nan), (2, math.inf), (1, 9.0), (0, -math.inf)]:
+        assert q.report(c, step, value) is True  # a repeated step is "already there"
+    assert _steps(q.trial(0)[REPORTS_FIELD]) == [(1, 0.5), (3, "nan"), (2, math.inf), (0, -math.inf)]
+    h.later(LEASE * 1.5)
+    assert [e["outcome"] for e in q.requeue_stale(default_lease=30.0, default_max_attempts=3)] == ["requeued"]
+    assert q.trial(0)[REPORTS_FIELD] == []  # back to NEW: the attempt's reports are gone
+    assert q.report(c, 4, 1.0) is False  # the stale claim writes nothing
+    c2 = claim(q, owner="w:2")
+    assert q.report(c, 4, 1.0) is False and q.trial(0)[REPORTS_FIELD] == []
+    assert q.report(c2, 7, 0.25) is True
+    assert _steps(q.trial(0)[REPORTS_FIELD]) == [(7, 0.25)]
+    q.finish(c2, JOB_STATE_DONE, {"status": "ok", "loss": 0.25})
+    assert q.report(c2, 8, 0.1) is False  # finished: no more reports
+    assert _steps(q.trial(0)[REPORTS_FIELD]) == [(7, 0.25)]  # a finished job keeps its attempt's reports
+
+
+def test_a_report_bumps_no_version_and_the_refresh_leaves_reports_out(h):
+    q = h.queue
+    queue_docs(q, [0, 1])
+    c = claim(q)
+    _, cursor = q.changed("e")
+    version = q.trial(c["tid"])["version"]
+    for step in range(5):
+        assert q.report(c, step, 1.0 / (step + 1))
+    doc = q.trial(c["tid"])
+    assert doc["version"] == version and len(doc[REPORTS_FIELD]) == 5
+    assert [d for d in q.changed("e", cursor)[0] if d["version"] > version] == []
+    assert all(REPORTS_FIELD not in d for d in q.changed("e")[0])
+    listed = {d["tid"]: d for d in q.find("e")}
+    assert listed[c["tid"]][LAST_REPORT] == {"step": 4, "value": 0.2} and REPORTS_FIELD not in listed[c["tid"]]
+    assert listed[1 - c["tid"]][LAST_REPORT] is None
+    assert len({d["tid"]: d for d in q.find("e", full=True)}[c["tid"]][REPORTS_FIELD]) == 5
+
+
+def test_every_return_to_new_empties_the_reports(h):
+    q = h.queue
+    queue_docs(q, [0])
+    c = claim(q)
+    q.report(c, 0, 1.0)
+    assert q.release(c)
+    assert q.trial(0)[REPORTS_FIELD] == [] and q.reports_at("e", 0)["tid"] == []
+    c = claim(q)
+    q.report(c, 0, 1.0)
+    q.finish(c, JOB_STATE_ERROR, {"status": "fail"}, {"type": "E", "message": "m", "traceback": ""})
+    assert q.reports_at("e", 0)["tid"] == [0]
+    assert q.requeue_unchanged(q.trial(0))
+    assert q.trial(0)[REPORTS_FIELD] == [] and q.reports_at("e", 0)["tid"] == []
+    c = claim(q)
+    assert c["attempt"] == 3 and c[REPORTS_FIELD] == []
+
+
+def test_reports_at_gives_one_row_per_current_attempt_with_the_trials_kind(h):
+    q = h.queue
+    queue_docs(q, range(5))
+    queue_docs(q, [10], exp_key="other")
+    claims = {}
+    for _ in range(6):
+        c = claim(q)
+        claims[c["tid"]] = c
+    # tid: reports in report order, then its outcome
+    plan = {0: ([(1, 1.0), (2, 0.8), (4, 0.5)], ("ok", 0.5)),
+            1: ([(1, 2.0), (3, 1.5)], ("pruned", 1.5)),
+            2: ([(2, 0.3), (1, 0.9), (5, math.nan)], None),          # running, reported out of order
+            3: ([(1, 3.0)], ("error", None)),
+            4: ([], ("ok", 9.0)),
+            10: ([(1, 0.1), (2, 0.1)], None)}                          # another experiment
+    for tid, (reports, outcome) in plan.items():
+        for step, value in reports:
+            assert q.report(claims[tid], step, value)
+        if outcome is None:
+            continue
+        status, loss = outcome
+        if status == "error":
+            q.finish(claims[tid], JOB_STATE_ERROR, {"status": "fail"}, {"type": "E", "message": "m", "traceback": ""})
+        else:
+            q.finish(claims[tid], JOB_STATE_DONE, {"status": status, "loss": loss})
+    assert _rows(q.reports_at("e", 1)) == [(0, 1.0, KIND_COMPLETE), (1, 2.0, KIND_PRUNED), (2, 0.9, KIND_RUNNING),
+                                         (3, 3.0, KIND_OTHER)]
+    assert _rows(q.reports_at("e", 2)) == [(0, 0.8, KIND_COMPLETE), (2, 0.3, KIND_RUNNING)]
+    assert _rows(q.reports_at("e", 6)) == []
+    # reached: the first report at or past the step, in report order
+    assert _rows(q.reports_at("e", 2, reached=True)) == [(0, 0.8, KIND_COMPLETE), (1, 1.5, KIND_PRUNED),
+                                                       (2, 0.3, KIND_RUNNING)]
+    assert _rows(q.reports_at("e", 3, reached=True)) == [(0, 0.5, KIND_COMPLETE), (1, 1.5, KIND_PRUNED),
+                                                       (2, "nan", KIND_RUNNING)]
+    assert _rows(q.reports_at("e", 1, reached=True, exclude_tids=[0, 2, 99])) == [(1, 2.0, KIND_PRUNED),
+                                                                                (3, 3.0, KIND_OTHER)]
+    assert _rows(q.reports_at("other", 1)) == [(10, 0.1, KIND_RUNNING)]
+    assert _rows(q.reports_at(None, 1)) == []
+
+
+def test_completed_at_least_and_pruned_counts(h):
+    q = h.queue
+    queue_docs(q, range(4))
+    assert q.completed_at_least("e", 0) and not q.completed_at_least("e", 1)
+    for status in ("ok", "pruned", "ok", "fail"):
+        q.finish(claim(q), JOB_STATE_DONE, {"status": status, "loss": 1.0 if status != "fail" else None})
+    assert q.completed_at_least("e", 2) and not q.completed_at_least("e", 3)
+    assert not q.completed_at_least("other", 1)
+    counts = q.count_by_state("e")
+    assert counts["done"] == 4 and counts["pruned"] == 1 and counts["total"] == 4
+    (summary,) = [s for s in q.experiment_summaries() if s["exp_key"] == "e"]
+    assert summary["counts"]["pruned"] == 1 and summary["best_loss"] == 1.0

@@ -129,6 +129,59 @@ def test_bulk_write_error_counts(mongo_db):
     assert n == 1
 
 
+# ----------------------------------------------------------------------------- reports (pruning)
+def _reporting_jobs(db):
+    jobs = db.jobs
+    jobs.create_index([("exp_key", ASCENDING), ("reports.step", ASCENDING)])  # multikey
+    jobs.insert_many([{"tid": 0, "exp_key": "e", "state": RUNNING, "owner": "w", "attempt": 1, "reports": []},
+                      {"tid": 1, "exp_key": "e", "state": DONE, "result": {"status": "ok"},
+                       "reports": [{"step": 5, "value": 1.0}, {"step": 0, "value": 2.0}]}])
+    return jobs
+
+
+def test_push_conditioned_on_an_absent_array_element(mongo_db):
+    """The report write: owner-conditioned, and only while the step is not in the array yet."""
+    jobs = _reporting_jobs(mongo_db)
+
+    def push(step, value):
+        return jobs.update_one({"tid": 0, "owner": "w", "attempt": 1, "state": RUNNING, "reports.step": {"$ne": step}},
+                               {"$push": {"reports": {"step": step, "value": value}}}).matched_count
+
+    assert [push(1, 0.5), push(1, 0.7), push(3, float("nan")), push(2, float("inf"))] == [1, 0, 1, 1]
+    reports = jobs.find_one({"tid": 0})["reports"]
+    assert [r["step"] for r in reports] == [1, 3, 2] and reports[0]["value"] == 0.5 and reports[2]["value"] == float("inf")
+    assert reports[1]["value"] != reports[1]["value"]  # NaN stored as NaN
+
+
+def test_elem_match_projection_returns_the_first_matching_element(mongo_db):
+    """The pruners' queries: the first report at (or past) a step, in array order."""
+    jobs = _reporting_jobs(mongo_db)
+    jobs.update_one({"tid": 0}, {"$push": {"reports": {"$each": [{"step": 1, "value": 0.5}, {"step": 3, "value": 0.4},
+                                                                 {"step": 2, "value": 0.3}]}}})
+    got = {d["tid"]: d["reports"] for d in jobs.find({"exp_key": "e", "reports.step": {"$gte": 2}},
+                                                      {"tid": 1, "state": 1, "result.status": 1,
+                                                       "reports": {"$elemMatch": {"step": {"$gte": 2}}}})}
+    assert got == {0: [{"step": 3, "value": 0.4}], 1: [{"step": 5, "value": 1.0}]}
+    at = list(jobs.find({"exp_key": "e", "reports.step": 2, "tid": {"$nin": [1]}},
+                        {"tid": 1, "reports": {"$elemMatch": {"step": 2}}}))
+    assert [(d["tid"], d["reports"]) for d in at] == [(0, [{"step": 2, "value": 0.3}])]
+    sliced = {d["tid"]: d["reports"] for d in jobs.find({"exp_key": "e"}, {"tid": 1, "reports": {"$slice": -1}})}
+    assert sliced == {0: [{"step": 2, "value": 0.3}], 1: [{"step": 0, "value": 2.0}]}
+    assert "reports" not in jobs.find_one({"tid": 0}, {"reports": 0})
+    assert jobs.count_documents({"exp_key": "e", "state": DONE, "result.status": "ok"}, limit=1) == 1
+
+
+def test_positional_projection(mongo_db):
+    """``reports.$`` should return the element the query matched; hpo_mongo uses $elemMatch instead."""
+    jobs = _reporting_jobs(mongo_db)
+    jobs.update_one({"tid": 0}, {"$push": {"reports": {"$each": [{"step": 1, "value": 0.5}, {"step": 2, "value": 0.3}]}}})
+    (doc,) = jobs.find({"tid": 0, "reports.step": 2}, {"reports.$": 1})
+    if doc["reports"] != [{"step": 2, "value": 0.3}] and _is_mongo_java_server(mongo_db):
+        pytest.xfail(f"mongo-java-server answers a positional projection with the array's first element "
+                     f"({doc['reports']}), not the matched one: the report queries use $elemMatch")
+    assert doc["reports"] == [{"step": 2, "value": 0.3}]
+
+
 def test_current_date_sets_datetime(mongo_db):
     exps = mongo_db.experiments
     exps.insert_one({"exp_key": "e", "driver": {"pid": 1}})

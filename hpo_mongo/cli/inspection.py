@@ -31,7 +31,8 @@ def _params_text(params: dict, indent: int = 2) -> str:
 @json_option
 @wide_option
 def experiments_cmd(target: Any, as_json: bool, wide: bool) -> None:
-    """Every experiment in the database: counts by state, best loss, created, last activity.
+    """Every experiment in the database: counts by state (pruned: done trials its pruner stopped
+    early), best loss, created, last activity.
 
     The experiment whose exp_key is None is shown as (default).
 
@@ -41,11 +42,11 @@ def experiments_cmd(target: Any, as_json: bool, wide: bool) -> None:
     """
     exps = hi.list_experiments(target.queue)
     rows = [{"exp_key": hi.exp_label(e["exp_key"]), "status": e["status"], "max_evals": e["max_evals"],
-             **{k: e["counts"][k] for k in ("total", "new", "running", "done", "error", "cancel")},
+             **{k: e["counts"].get(k, 0) for k in ("total", "new", "running", "done", "pruned", "error", "cancel")},
              "best_loss": e["best_loss"], "created": e["created"], "last_activity": e["last_activity"]}
             for e in exps]
     emit(exps, as_json, lambda: echo_table(
-        rows, ["exp_key", "status", "max_evals", "total", "new", "running", "done", "error", "cancel",
+        rows, ["exp_key", "status", "max_evals", "total", "new", "running", "done", "pruned", "error", "cancel",
                "best_loss", "created", "last_activity"],
         empty=f"no experiments in {target.describe()}", wide=wide))
 
@@ -79,12 +80,16 @@ def _status_text(st: dict, width: int | None = None) -> str:
         pairs.append(("status", st["status"]))
     if st["algorithm"]:
         pairs.append(("algorithm", st["algorithm"]))
+    if st.get("pruner"):
+        pairs.append(("pruner", st["pruner"]))
     if st["max_evals"]:
         pct = 100.0 * st["finished"] / st["max_evals"]
         pairs.append(("progress", f"{st['finished']}/{st['max_evals']} finished ({pct:.0f}%)"))
     else:
         pairs.append(("progress", f"{st['finished']} finished"))
-    pairs.append(("trials", "  ".join(f"{k} {c[k]}" for k in ("new", "running", "done", "error", "cancel"))
+    pruned = f" (pruned {c['pruned']})" if c.get("pruned") else ""
+    pairs.append(("trials", "  ".join(f"{k} {c[k]}" + (pruned if k == "done" else "")
+                                      for k in ("new", "running", "done", "error", "cancel"))
                   + f"  (total {c['total']})"))
     if st["best"]:
         pairs.append(("best", f"loss {fmt_number(st['best']['loss'])} (trial {st['best']['tid']})"))
@@ -135,8 +140,11 @@ def _param_columns(columns: list[str]) -> list[str]:
     return columns[len(hi.FIXED_COLUMNS):len(columns) - len(hi.TAIL_COLUMNS)]
 
 
-def _list_view(columns: list[str]) -> list[str]:
-    return ["tid", "state", "loss", *_param_columns(columns), *_LIST_COLUMNS_TAIL]
+def _list_view(columns: list[str], rows: list[dict]) -> list[str]:
+    """The list table's columns; with ``status`` (ok / pruned / fail) and ``step`` (of the latest
+    report) when the trials reported intermediate values."""
+    reported = ["status", "loss", "step"] if any(r["step"] is not None for r in rows) else ["loss"]
+    return ["tid", "state", *reported, *_param_columns(columns), *_LIST_COLUMNS_TAIL]
 
 
 @click.command(name="list", short_help="Trials, one column per parameter.")
@@ -152,8 +160,8 @@ def _list_view(columns: list[str]) -> list[str]:
 def list_cmd(target: Any, as_json: bool, wide: bool, states: tuple, limit: int | None, sort: str,
              reverse: bool) -> None:
     """A table of trials with one column per parameter (values, not indices; blank when the
-    parameter was inactive in that trial). --json gives one trial record per trial (the shape
-    of show, best and export --format json).
+    parameter was inactive in that trial); when trials reported intermediate values (pruning),
+    their status (ok, pruned, fail) and the step of their latest report. --json gives one trial record per trial (the shape of show, best and export --format json).
 
     \b
     Example:
@@ -167,7 +175,7 @@ def list_cmd(target: Any, as_json: bool, wide: bool, states: tuple, limit: int |
         echo_json([hi.trial_record(d, exp.space) for d in docs])
         return
     columns, rows = hi.to_rows(docs, exp.space)
-    echo_table(rows, _list_view(columns), headers=_HEADERS, wide=wide,
+    echo_table(rows, _list_view(columns, rows), headers=_HEADERS, wide=wide,
                empty=f"no trials in experiment {exp.label}" + (f" in state {', '.join(states)}" if states else ""))
 
 
@@ -203,7 +211,8 @@ def best_cmd(target: Any, as_json: bool, wide: bool, n: int) -> None:
 @json_option
 @click.argument("tid", type=int)
 def show_cmd(target: Any, as_json: bool, tid: int) -> None:
-    """The whole trial TID: state, result, parameter values, times, worker, error traceback.
+    """The whole trial TID: state, result, parameter values, intermediate values (step: value, in
+    report order), times, worker, error traceback.
     Tids are unique in the database: without --exp-key the trial is found in any experiment.
     --json gives its trial record (as list --json does) plus "document", the stored document.
 
@@ -242,6 +251,9 @@ def _show_text(rec: dict, doc: dict) -> str:
         out.append(key_values([(k, v if isinstance(v, str) else cell(v, None)) for k, v in extra.items()], indent=2))
     if rec["attachments"]:
         out.append(key_values([("attachments", ", ".join(rec["attachments"]))], width=w))
+    if rec["reports"]:
+        out.append(f"reports    {len(rec['reports'])} (step: value, in report order)")
+        out.append(_reports_text(rec["reports"], output_width()))
     err = rec["error"]
     if err:
         line = f"{err['type']}: {err['message']}" if err.get("type") else str(err.get("message"))
@@ -250,6 +262,15 @@ def _show_text(rec: dict, doc: dict) -> str:
             out.append("traceback")
             out.append(_indent(str(err["traceback"]).rstrip(), 2))
     return "\n".join(out)
+
+
+def _reports_text(reports: list[dict], width: int | None, indent: int = 2) -> str:
+    """``step: value`` cells, as many per line as ``width`` allows (every one of them is shown)."""
+    cells = [f"{r['step']}: {'null' if r['value'] is None else fmt_number(float(r['value']))}" for r in reports]
+    size = max(len(c) for c in cells) + 2
+    per_line = max(1, ((width or 100) - indent) // size)
+    return "\n".join(" " * indent + "".join(c.ljust(size) for c in cells[i:i + per_line]).rstrip()
+                     for i in range(0, len(cells), per_line))
 
 
 # ----------------------------------------------------------------------------- export
@@ -262,8 +283,9 @@ def _show_text(rec: dict, doc: dict) -> str:
 @click.option("--state", "states", type=STATE_CHOICE, multiple=True, help="Only trials in this state (repeatable).")
 def export_cmd(target: Any, fmt: str | None, output: str, states: tuple) -> None:
     """Every trial: CSV has one row per trial, parameters flattened to their values (choice
-    options, not indices) and scalar result entries as result.<key> columns; JSON and JSON
-    Lines hold one trial record per trial (the shape of list --json).
+    options, not indices), the intermediate values as a reports column ([[step, value], ...])
+    and scalar result entries as result.<key> columns; JSON and JSON Lines hold one trial
+    record per trial (the shape of list --json, with its reports).
 
     \b
     Example:
@@ -279,7 +301,7 @@ def export_cmd(target: Any, fmt: str | None, output: str, states: tuple) -> None
 
 
 # ----------------------------------------------------------------------------- plot
-@click.command(name="plot", short_help="Convergence and per-parameter panels (PNG).")
+@click.command(name="plot", short_help="Convergence, learning curves and per-parameter panels (PNG).")
 @exp_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), required=True,
               help="PNG file to write.")
@@ -287,9 +309,10 @@ def export_cmd(target: Any, fmt: str | None, output: str, states: tuple) -> None
 @click.option("--dpi", type=click.IntRange(min=30, max=600), default=110, show_default=True)
 @json_option
 def plot_cmd(target: Any, output: str, labels: str | None, dpi: int, as_json: bool) -> None:
-    """Convergence (loss per trial and best so far) and one panel per parameter (value vs loss;
-    log axes for log-scaled parameters; categorical parameters as strip plots). Needs the
-    'plot' extra (matplotlib).
+    """Convergence (loss per trial and best so far), the learning curves when trials reported
+    intermediate values (value vs step; pruned trials in grey, the best trial in colour) and
+    one panel per parameter (value vs loss; log axes for log-scaled parameters; categorical
+    parameters as strip plots). Needs the 'plot' extra (matplotlib).
 
     \b
     Example:
@@ -298,7 +321,7 @@ def plot_cmd(target: Any, output: str, labels: str | None, dpi: int, as_json: bo
     from .. import plot as hp_plot
     hp_plot.require_matplotlib()
     exp = hi.get_experiment(target.queue, target.exp_key)
-    docs = hi.find_trials(target.queue, exp.exp_key)
+    docs = hi.find_trials(target.queue, exp.exp_key, full=True)  # with their reports: the learning curves
     only = [s.strip() for s in labels.split(",") if s.strip()] if labels else None
     info = hp_plot.plot_experiment(docs, exp.space, output, title=f"experiment {exp.label}", labels=only, dpi=dpi)
     if as_json:
@@ -370,7 +393,8 @@ def _watch_line(exp: hi.Experiment, counts: dict, best: list, tp: dict, unicode_
     total = exp.max_evals or max(counts["total"], 1)
     full, empty = ("█", "░") if unicode_ok and (sys.stdout.encoding or "").lower().startswith("utf") else ("#", "-")
     parts = [f"{finished}/{exp.max_evals if exp.max_evals else '?'}",
-             f"done {counts['done']} error {counts['error']} running {counts['running']} new {counts['new']}"]
+             f"done {counts['done']}" + (f" (pruned {counts['pruned']})" if counts.get("pruned") else "")
+             + f" error {counts['error']} running {counts['running']} new {counts['new']}"]
     if best:
         parts.append(f"best {fmt_number(float(best[0]['result']['loss']))} (trial {best[0]['tid']})")
     rate = tp["per_minute"]

@@ -26,13 +26,13 @@ from .experiments import (DEFAULT_LABEL, Experiment, count_by_state, exp_label, 
                           list_experiments)
 from .liveness import driver_info, experiment_status, live_driver, live_workers, stale_trials, throughput
 from .repairs import cancel_trials, delete_experiment, requeue_trials
-from .rows import RECORD_KEYS, row_columns, to_rows, trial_record
+from .rows import RECORD_KEYS, last_step, reports_of, row_columns, to_rows, trial_record
 from .space_info import SpaceInfo, compact_value, decode_vals, flat_value, option_label, option_labels
 from .trials import best_trials, find_trials, get_trial, known_states
 
 __all__ = [
     "DEFAULT_LABEL", "SpaceInfo", "Experiment", "exp_label", "server_now", "list_experiments",
-    "get_experiment", "count_by_state", "best_trials", "find_trials", "get_trial", "to_rows",
+    "get_experiment", "count_by_state", "best_trials", "find_trials", "get_trial", "to_rows", "reports_of", "last_step",
     "row_columns", "experiment_status", "driver_info", "live_driver", "stale_trials", "live_workers", "throughput",
     "requeue_trials", "cancel_trials", "delete_experiment", "decode_vals", "trial_record",
     "flat_value", "compact_value", "option_label", "option_labels", "known_states", "RECORD_KEYS",

@@ -63,7 +63,8 @@ def get_experiment(queue: JobQueue, exp_key: str | None) -> Experiment:
 
 
 def count_by_state(queue: JobQueue, exp_key: Any = ...) -> dict[str, int]:
-    """``{new, running, done, error, cancel, total}`` for one experiment (all when omitted)."""
+    """``{new, running, done, error, cancel, total, pruned}`` for one experiment (all when omitted);
+    ``pruned`` counts the done trials a pruner stopped."""
     return queue.count_by_state(ANY_EXPERIMENT if exp_key is ... else exp_key)
 
 

@@ -140,6 +140,7 @@ def experiment_status(queue: JobQueue, exp: Experiment, *, minutes: float = DEFA
         "exp_key": exp.exp_key,
         "status": exp.status,
         "algorithm": doc.get("algorithm"),
+        "pruner": doc.get("pruner"),
         "max_evals": exp.max_evals,
         "created": leases.as_utc(doc.get("created")),
         "driver": driver_info(exp, now),

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from ..trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR, STATE_NAMES, STATUS_OK, loss_of
+from ..trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR, REPORTS_FIELD, STATE_NAMES, STATUS_OK, loss_of
 from ..trials.leases import as_utc
+from ..trials.queue import LAST_REPORT
 from .space_info import SpaceInfo, decode_vals
 
 #: columns every flat row starts with, before the parameters
 FIXED_COLUMNS = ("tid", "state", "status", "loss")
-#: columns after the parameters
-TAIL_COLUMNS = ("attempt", "owner", "book_time", "start_time", "end_time", "duration", "error")
+#: columns after the parameters (``step``: the step of the trial's latest report)
+TAIL_COLUMNS = ("attempt", "owner", "book_time", "start_time", "end_time", "duration", "error", "step")
 
 
 def _start(doc: Mapping[str, Any]) -> Any:
@@ -33,6 +34,26 @@ def _row_head(doc: Mapping[str, Any]) -> dict[str, Any]:
         loss = res.get("loss") if isinstance(res.get("loss"), (int, float)) and not isinstance(res.get("loss"), bool) else None
     return {"tid": doc.get("tid"), "state": STATE_NAMES.get(doc.get("state"), str(doc.get("state"))),
             "status": res.get("status"), "loss": loss}
+
+
+def reports_of(doc: Mapping[str, Any]) -> list[dict] | None:
+    """The trial's intermediate values ``[{step, value}]`` in report order; None when it has none
+    or the document leaves them out (a listing carries only the latest one)."""
+    reports = doc.get(REPORTS_FIELD)
+    if not isinstance(reports, list):
+        return None
+    return [{"step": r.get("step"), "value": r.get("value")} for r in reports if isinstance(r, Mapping)] or None
+
+
+def last_step(doc: Mapping[str, Any]) -> int | None:
+    """The step of the trial's latest report (a listing's ``last_report``, or the last of its
+    reports), else the step a pruned trial stopped at; None when it reported nothing."""
+    last = doc.get(LAST_REPORT)
+    if not isinstance(last, Mapping):
+        reports = reports_of(doc)
+        last = reports[-1] if reports else None
+    step = last.get("step") if isinstance(last, Mapping) else (doc.get("result") or {}).get("pruned_step")
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
 def _duration(doc: Mapping[str, Any]) -> float | None:
@@ -105,12 +126,16 @@ def to_rows(docs: Sequence[Mapping[str, Any]], space: SpaceInfo | None = None, *
     Rows hold ``tid, state`` (name), ``status, loss``, one column per parameter (values, not
     indices; None when inactive; a nested sub-space option stays a dict/list here — tables and
     CSV show it as compact JSON, see :func:`flat_value`), ``attempt, owner, book_time,
-    start_time, end_time, duration`` (seconds), ``error`` (one line), and with
-    ``result_columns`` one ``result.<key>`` column per scalar entry of the results.
+    start_time, end_time, duration`` (seconds), ``error`` (one line), ``step`` (of the latest
+    report, :func:`last_step`), and with ``result_columns`` a ``reports`` column (the intermediate
+    values as ``[[step, value], ...]``, when the documents hold any) and one ``result.<key>``
+    column per scalar entry of the results.
     """
     space = space or SpaceInfo()
     docs = list(docs)
     extras = _result_extras(docs) if result_columns else []
+    if result_columns and any(reports_of(d) for d in docs):
+        extras.insert(0, REPORTS_FIELD)
     columns, param_cols = row_columns(space, docs, extras=extras)
     rows = []
     for d in docs:
@@ -120,16 +145,20 @@ def to_rows(docs: Sequence[Mapping[str, Any]], space: SpaceInfo | None = None, *
         for col, lab in param_cols.items():
             row[col] = values.get(lab)
         row.update(attempt=d.get("attempt"), owner=_owner(d), book_time=as_utc(d.get("book_time")),
-                   start_time=_start(d), end_time=_end(d), duration=_duration(d), error=_error_text(d))
+                   start_time=_start(d), end_time=_end(d), duration=_duration(d), error=_error_text(d),
+                   step=last_step(d))
         for col in extras:
-            row[col] = res.get(col[len("result."):])
+            if col == REPORTS_FIELD:
+                row[col] = [[r["step"], r["value"]] for r in reports_of(d) or ()] or None
+            else:
+                row[col] = res.get(col[len("result."):])
         rows.append(row)
     return columns, rows
 
 
 #: the keys of a trial's JSON record, in this order (see :func:`trial_record`)
-RECORD_KEYS = ("tid", "exp_key", "state", "status", "loss", "params", "result", "attempt", "requeues", "owner",
-               "book_time", "start_time", "end_time", "duration", "error", "attachments")
+RECORD_KEYS = ("tid", "exp_key", "state", "status", "loss", "step", "params", "result", "attempt", "requeues",
+               "owner", "book_time", "start_time", "end_time", "duration", "error", "attachments", "reports")
 
 
 def _error_record(doc: Mapping[str, Any]) -> dict | None:
@@ -146,14 +175,18 @@ def trial_record(doc: Mapping[str, Any], space: SpaceInfo) -> dict:
 
     ``state`` is the state's name, ``loss`` the usable loss (as in the flat rows), ``params`` the
     decoded values (None when inactive), ``result`` the stored result as is, ``error``
-    ``{type, message, traceback}`` or None, ``attachments`` the attachment names.
+    ``{type, message, traceback}`` or None, ``attachments`` the attachment names, ``step`` the
+    step of the latest report (:func:`last_step`), ``reports`` the intermediate values
+    ``[{step, value}]`` in report order (:func:`reports_of`: None when there are none, or from a
+    listing — ``list``, ``best``, ``status`` — which leaves them out; ``show`` and ``export`` hold them).
     """
     row = _row_head(doc)
     return {
         "tid": doc.get("tid"), "exp_key": doc.get("exp_key"), "state": row["state"], "status": row["status"],
-        "loss": row["loss"], "params": decode_vals((doc.get("misc") or {}).get("vals"), space),
+        "loss": row["loss"], "step": last_step(doc), "params": decode_vals((doc.get("misc") or {}).get("vals"), space),
         "result": dict(doc.get("result") or {}), "attempt": doc.get("attempt"), "requeues": doc.get("requeues"),
         "owner": _owner(doc), "book_time": as_utc(doc.get("book_time")), "start_time": _start(doc),
         "end_time": _end(doc), "duration": _duration(doc), "error": _error_record(doc),
         "attachments": [a[0] for a in (doc.get("_attachments") or []) if isinstance(a, (list, tuple)) and a],
+        "reports": reports_of(doc),
     }

@@ -40,6 +40,10 @@ STATUS_FAIL = "fail"
 STATUS_PRUNED = "pruned"
 STATUS_STRINGS = (STATUS_NEW, STATUS_RUNNING, STATUS_SUSPENDED, STATUS_OK, STATUS_FAIL, STATUS_PRUNED)
 
+#: the trial document field holding the current attempt's intermediate values ("reports"):
+#: ``[{"step": int, "value": float}, ...]`` in report order (hpo_mongo.trials.reports)
+REPORTS_FIELD = "reports"
+
 TRIAL_KEYS = frozenset({"tid", "spec", "result", "misc", "state", "owner", "book_time",
                         "refresh_time", "exp_key"})
 TRIAL_MISC_KEYS = frozenset({"tid", "cmd", "idxs", "vals"})

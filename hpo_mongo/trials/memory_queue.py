@@ -15,19 +15,22 @@ import itertools
 import os
 import pickle
 import threading
+import uuid
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..exceptions import DuplicateTrialError, InvalidParameterError, InvalidResultError
 from . import leases
 from .documents import (JOB_FINISHED_STATES, JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW,
-                        JOB_STATE_RUNNING, STATE_NAMES, STATUS_FAIL, STATUS_NEW, loss_of, sonify, utcnow)
-from .queue import ANY_EXPERIMENT, LIST_FIELDS, SORT_KEYS
+                        JOB_STATE_RUNNING, REPORTS_FIELD, STATE_NAMES, STATUS_FAIL, STATUS_NEW, STATUS_OK,
+                        STATUS_PRUNED, loss_of, sonify, utcnow)
+from .queue import ANY_EXPERIMENT, LAST_REPORT, LIST_FIELDS, SORT_KEYS
+from .reports import trial_kind
 
 #: fields a claim writes; cleared again when a job returns to NEW
 CLAIM_FIELDS = ("owner", "book_time", "worker", "start_time", "heartbeat")
 #: the fields every job gets at insert beyond those of ``documents.new_trial_doc``
 QUEUE_FIELDS = {"attempt": 0, "requeues": 0, "heartbeat": None, "worker": None, "start_time": None,
-                "end_time": None, "error": None, "_attachments": []}
+                "end_time": None, "error": None, "_attachments": [], REPORTS_FIELD: []}
 
 
 def _match_exp(doc: Mapping[str, Any], exp_key: Any) -> bool:
@@ -121,6 +124,7 @@ class MemoryJobQueue:
         for f in CLAIM_FIELDS:
             doc[f] = None
         doc["requeues"] = int(doc.get("requeues") or 0) + requeues
+        doc[REPORTS_FIELD] = []
         self._touch(job_id, doc)
 
     def _put_file(self, blob: Any, meta: dict) -> int:
@@ -141,7 +145,15 @@ class MemoryJobQueue:
     def _copy(doc: Mapping[str, Any], full: bool = True) -> dict:
         if full:
             return copy.deepcopy(dict(doc))
-        return copy.deepcopy({k: doc[k] for k in LIST_FIELDS if k in doc})
+        listed = copy.deepcopy({k: doc[k] for k in LIST_FIELDS if k in doc})
+        reports = doc.get(REPORTS_FIELD) or []
+        listed[LAST_REPORT] = dict(reports[-1]) if reports else None
+        return listed
+
+    @staticmethod
+    def _changed_copy(doc: Mapping[str, Any]) -> dict:
+        """A job as :meth:`changed` returns it: without its reports (invariant 6)."""
+        return copy.deepcopy({k: v for k, v in doc.items() if k != REPORTS_FIELD})
 
     def _select(self, exp_key: Any, states: Iterable[int] | None = None) -> list[tuple[int, dict]]:
         wanted = None if states is None else set(states)
@@ -173,7 +185,7 @@ class MemoryJobQueue:
     def save_experiment(self, exp_key: str | None, fields: Mapping[str, Any]) -> None:
         with self._lock:
             now = self._clock()
-            doc = self._experiments.setdefault(exp_key, {"exp_key": exp_key, "created": now})
+            doc = self._experiments.setdefault(exp_key, {"_id": uuid.uuid4().hex, "exp_key": exp_key, "created": now})
             for k, v in sonify(dict(fields)).items():
                 if isinstance(v, dict) and isinstance(doc.get(k), dict):
                     doc[k] = {**doc[k], **v}
@@ -329,7 +341,7 @@ class MemoryJobQueue:
     def changed(self, exp_key: str | None, since: Any = None) -> tuple[list[dict], Any]:
         with self._lock:
             after = -1 if since is None else int(since)
-            docs = [self._copy(d) for i, d in self._select(exp_key) if self._written.get(i, 0) > after]
+            docs = [self._changed_copy(d) for i, d in self._select(exp_key) if self._written.get(i, 0) > after]
             return docs, self._seq
 
     def versions(self, exp_key: str | None) -> dict[Any, int]:
@@ -352,6 +364,8 @@ class MemoryJobQueue:
                 if holder is not None and holder != job_id:
                     raise DuplicateTrialError(f"cannot restore trial {tid}: another trial now holds its tid")
                 body = copy.deepcopy({k: v for k, v in d.items() if k != "updated_at"})
+                if REPORTS_FIELD not in body:  # the driver's copy leaves them out: keep what is stored
+                    body[REPORTS_FIELD] = copy.deepcopy((cur or {}).get(REPORTS_FIELD) or [])
                 body["version"] = int(body.get("version") or 0) - 1  # _touch adds the write back
                 self._jobs[job_id] = body
                 self._by_tid[tid] = job_id
@@ -415,7 +429,7 @@ class MemoryJobQueue:
                        worker=dict(worker) if worker is not None else {"host": host, "pid": int(pid) if pid.isdigit() else pid},
                        end_time=None, error=None, heartbeat=now, book_time=now, start_time=now, refresh_time=now,
                        lease_timeout=float(lease_timeout), max_attempts=int(max_attempts),
-                       attempt=int(doc.get("attempt") or 0) + 1)
+                       attempt=int(doc.get("attempt") or 0) + 1, **{REPORTS_FIELD: []})
             self._touch(job_id, doc)
             return self._copy(doc)
 
@@ -500,6 +514,45 @@ class MemoryJobQueue:
                     events.append({**event, "outcome": "requeued", "message": msg})
             return events
 
+    # ------------------------------------------------------------------ reports (pruning)
+    def report(self, claim: Mapping[str, Any], step: int, value: float) -> bool:
+        with self._lock:
+            doc = self._owned(claim)
+            if doc is None:
+                return False
+            reports = doc.setdefault(REPORTS_FIELD, [])
+            step = int(step)
+            if all(r["step"] != step for r in reports):  # the first value of a step wins
+                reports.append({"step": step, "value": float(value)})
+            return True
+
+    def reports_at(self, exp_key: str | None, step: int, *, reached: bool = False,
+                   exclude_tids: Sequence[int] = ()) -> dict[str, list]:
+        with self._lock:
+            step, skip = int(step), set(int(t) for t in exclude_tids)
+            out: dict[str, list] = {"tid": [], "value": [], "kind": []}
+            for _, d in self._select(exp_key):
+                if d["tid"] in skip:
+                    continue
+                hit = next((r for r in d.get(REPORTS_FIELD) or ()
+                            if (r["step"] >= step if reached else r["step"] == step)), None)
+                if hit is not None:
+                    out["tid"].append(int(d["tid"]))
+                    out["value"].append(float(hit["value"]))
+                    out["kind"].append(trial_kind(d["state"], (d.get("result") or {}).get("status")))
+            return out
+
+    def completed_at_least(self, exp_key: str | None, n: int) -> bool:
+        with self._lock:
+            if n <= 0:
+                return True
+            found = 0
+            for _, d in self._select(exp_key, [JOB_STATE_DONE]):
+                found += (d.get("result") or {}).get("status") == STATUS_OK
+                if found >= n:
+                    return True
+            return False
+
     # ------------------------------------------------------------------ workers
     def beat_worker(self, worker_id: str, fields: Mapping[str, Any]) -> None:
         with self._lock:
@@ -552,9 +605,12 @@ class MemoryJobQueue:
     def count_by_state(self, exp_key: Any = ANY_EXPERIMENT) -> dict[str, int]:
         with self._lock:
             counts = {name: 0 for name in STATE_NAMES.values()}
+            pruned = 0
             for _, d in self._select(exp_key):
                 counts[STATE_NAMES[d["state"]]] += 1
+                pruned += d["state"] == JOB_STATE_DONE and (d.get("result") or {}).get("status") == STATUS_PRUNED
             counts["total"] = sum(counts[n] for n in STATE_NAMES.values())
+            counts["pruned"] = pruned
             return counts
 
     def finished_since(self, exp_key: str | None, since: _dt.datetime) -> int:

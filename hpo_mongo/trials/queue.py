@@ -28,7 +28,8 @@ Invariants every implementation keeps:
 
 1. Each write to a job increments its ``version`` by one and stamps ``updated_at``; a job read
    later never has a smaller version. Returned documents are copies: mutating them changes
-   nothing in the queue.
+   nothing in the queue. The one exception is :meth:`JobQueue.report`, which only appends to
+   the job's ``reports`` (see 6.).
 2. States move NEW → RUNNING → DONE / ERROR / CANCEL, RUNNING → NEW (released or requeued), and
    NEW → CANCEL; only :meth:`JobQueue.requeue_unchanged` moves a finished job back to NEW.
 3. A claim is atomic: two callers never claim the same job in the same attempt. ``attempt`` is
@@ -37,6 +38,13 @@ Invariants every implementation keeps:
    raising when the condition no longer holds; losing a race is a value, not an error.
 5. Every argument and return value is plain data (dicts, lists, numbers, strings, bytes, dates,
    job ids) so that a proxy can carry it across a process boundary.
+6. A job's ``reports`` (:data:`REPORTS_FIELD`) are the intermediate values of its current
+   attempt, ``[{"step": int, "value": float}, ...]`` in report order, one per step (the first
+   value of a step wins; NaN and ±inf as reported). Every claim and every return to NEW empties
+   them. They are left out of :meth:`JobQueue.changed` (the driver's incremental refresh), and a
+   report neither bumps ``version`` nor stamps ``updated_at``, so a trial reporting many steps
+   never makes the driver download it again; workers read them through the report queries
+   (:meth:`JobQueue.reports_at`), ``trial`` and ``find(full=True)`` return them.
 
 Errors: :class:`~hpo_mongo.exceptions.StoreUnavailable` when the queue cannot be reached (the
 operation may or may not have happened; every method here is safe to retry except where noted),
@@ -47,6 +55,8 @@ from __future__ import annotations
 
 import datetime as _dt
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
+
+from .documents import REPORTS_FIELD  # noqa: F401 - part of the protocol's vocabulary (invariant 6)
 
 
 class _AnyExperiment:
@@ -74,6 +84,10 @@ ANY_EXPERIMENT: Any = _AnyExperiment()
 LIST_FIELDS = ("_id", "tid", "exp_key", "state", "result", "misc", "owner", "worker", "attempt",
                "book_time", "refresh_time", "start_time", "end_time", "heartbeat", "error", "updated_at",
                "version", "lease_timeout", "max_attempts", "requeues", "_attachments")
+
+#: the key listings (``find(full=False)``) add: the latest report ``{step, value}`` of the current
+#: attempt, or None
+LAST_REPORT = "last_report"
 
 #: the fields of a claim the queue reads (its identity, and what naming its attachment files needs)
 CLAIM_KEYS = ("_id", "owner", "attempt", "tid", "exp_key", "_attachments")
@@ -293,6 +307,29 @@ class JobQueue(Protocol):
         """
         ...
 
+    # ------------------------------------------------------------------ reports (pruning)
+    def report(self, claim: Mapping[str, Any], step: int, value: float) -> bool:
+        """Append ``{step, value}`` to the claim's reports in one write conditioned on the claim
+        (invariant 6: no ``version`` bump, no ``updated_at``). A step the attempt reported already
+        keeps its first value (nothing is written, True: so a retry after a lost reply is safe).
+        False when the claim was lost: nothing is written, and the worker's trial must stop."""
+        ...
+
+    def reports_at(self, exp_key: str | None, step: int, *, reached: bool = False,
+                   exclude_tids: Sequence[int] = ()) -> dict[str, list]:
+        """One value per job of the experiment whose current attempt reported ``step``
+        (``reached``: a step ``>= step``, and then the value of the first such report in report
+        order), leaving out the jobs whose tid is in ``exclude_tids`` (rows a caller holds
+        already). Returns parallel lists ``{"tid": [int], "value": [float], "kind": [int]}``,
+        in any order; ``kind`` is :func:`hpo_mongo.trials.reports.trial_kind` of the job now.
+        One query on the ``(exp_key, reports.step)`` index for MongoDB."""
+        ...
+
+    def completed_at_least(self, exp_key: str | None, n: int) -> bool:
+        """Whether at least ``n`` jobs of the experiment are DONE with status ok (``n <= 0``: True);
+        counts with a limit of ``n``."""
+        ...
+
     # ------------------------------------------------------------------ workers
     def beat_worker(self, worker_id: str, fields: Mapping[str, Any]) -> None:
         """Create or update a worker's document: set ``fields`` (``started`` only when it is
@@ -310,7 +347,8 @@ class JobQueue(Protocol):
              limit: int | None = None, reverse: bool = False, full: bool = False) -> list[dict]:
         """The experiment's jobs in ``states`` (None: all), sorted by ``tid``, ``loss`` (usable
         losses first, ascending unless ``reverse``; the rest by tid) or ``time`` (claim time,
-        unclaimed last), at most ``limit``. ``full=False`` returns only :data:`LIST_FIELDS`."""
+        unclaimed last), at most ``limit``. ``full=False`` returns only :data:`LIST_FIELDS` and
+        :data:`LAST_REPORT` (the reports left out)."""
         ...
 
     def trial(self, tid: int, exp_key: Any = ANY_EXPERIMENT) -> dict | None:
@@ -318,7 +356,8 @@ class JobQueue(Protocol):
         ...
 
     def count_by_state(self, exp_key: Any = ANY_EXPERIMENT) -> dict[str, int]:
-        """``{new, running, done, error, cancel, total}`` of ``exp_key`` (:data:`ANY_EXPERIMENT`: all)."""
+        """``{new, running, done, error, cancel, total, pruned}`` of ``exp_key`` (:data:`ANY_EXPERIMENT`:
+        all); ``pruned`` counts the DONE jobs whose status is pruned (they are in ``done`` too)."""
         ...
 
     def finished_since(self, exp_key: str | None, since: _dt.datetime) -> int:

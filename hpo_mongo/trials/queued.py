@@ -350,8 +350,9 @@ class QueueSession:
         from ..payload import dumps_domain, load_secret, pack_payload, payload_hash, size_warning
         self.trials, self.run = trials, run
         secret = trials._secret if trials._secret is not None else load_secret(trials._secret_file)
+        domain = run.domain if run.pruner is None else run.domain.with_pruner(run.pruner)  # workers apply it
         with serving(trials.queue, secret):  # the check that the pickle loads back reconnects
-            raw = dumps_domain(run.domain)  # raises PicklingError naming the culprit; nothing queued yet
+            raw = dumps_domain(domain)  # raises PicklingError naming the culprit; nothing queued yet
         self._blob = pack_payload(raw, secret, {"kind": "domain"})
         self._digest = payload_hash(self._blob)
         self._signed = bool(secret)
@@ -399,6 +400,7 @@ class QueueSession:
             "schema_version": SCHEMA_VERSION,
             "space": sonify(run.domain.space.to_json()),
             "signed": self._signed,
+            "pruner": None if run.pruner is None else repr(run.pruner),
         })
         q.beat_driver(t.exp_key)
         q.adopt_domain(t.exp_key, self._digest)  # trials queued before a domain existed (an older run)

@@ -250,6 +250,16 @@ class RemoteJobQueue:
         return self._call("requeue_stale", exp_key, default_lease=default_lease,
                           default_max_attempts=default_max_attempts)
 
+    def report(self, claim: Mapping[str, Any], step: int, value: float) -> bool:
+        return self._call("report", _claim(claim), int(step), float(value))
+
+    def reports_at(self, exp_key: str | None, step: int, *, reached: bool = False,
+                   exclude_tids: Sequence[int] = ()) -> dict[str, list]:
+        return self._call("reports_at", exp_key, int(step), reached=reached, exclude_tids=list(exclude_tids))
+
+    def completed_at_least(self, exp_key: str | None, n: int) -> bool:
+        return self._call("completed_at_least", exp_key, int(n))
+
     def beat_worker(self, worker_id: str, fields: Mapping[str, Any]) -> None:
         return self._call("beat_worker", worker_id, dict(fields))
 

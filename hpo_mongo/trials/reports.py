@@ -1,4 +1,5 @@
-"""Intermediate values ("reports"): what pruners read, and the in-memory store of them.
+"""Intermediate values ("reports"): what pruners read, the in-memory store of them, and the
+history a worker reads through its job queue (:class:`QueueReportHistory`).
 
 A trial's objective calls ``report(value, step)``; each call is one *report* of the trial's
 current *attempt* (a requeued trial starts a new attempt with no reports). Pruners decide
@@ -7,7 +8,8 @@ evaluates the trial) and a :class:`ReportHistory`, the read-only view of every o
 reports in the same experiment. Each history query is answerable by one indexed query on a
 database (see :class:`ReportHistory`), so the decision is made where the report happens.
 
-Invariants every store keeps (the in-memory one here, the Mongo one alike):
+Invariants every store keeps (the in-memory one here, every job queue alike: invariant 6 of
+:mod:`hpo_mongo.trials.queue`):
 
 1. **Attempt-scoped.** Only reports of a trial's current attempt are visible; starting an
    attempt (claim) discards the earlier ones.
@@ -22,16 +24,12 @@ Invariants every store keeps (the in-memory one here, the Mongo one alike):
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Callable, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
-from .documents import (JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_RUNNING,
+from .documents import (JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_RUNNING, REPORTS_FIELD,
                         STATUS_OK, STATUS_PRUNED)
-
-#: the trial document field holding the current attempt's reports in memory:
-#: ``[{"step": int, "value": float}, ...]`` in report order
-REPORTS_FIELD = "reports"
 
 # --- what a trial is, as pruners see it (int8 codes in StepValues.kind) -----------------------
 KIND_RUNNING = 0   #: RUNNING (its attempt may still report)
@@ -273,3 +271,85 @@ class MemoryReports:
                 self._live.discard(slot)
         slots = col.slot[:col.n]
         return StepValues(self._tid[slots], col.value[:col.n].copy(), self._kind[slots])
+
+
+# ------------------------------------------------------------------------------ on a job queue
+def _concat(a: StepValues, b: StepValues) -> StepValues:
+    return StepValues(np.concatenate([a.tid, b.tid]), np.concatenate([a.value, b.value]),
+                      np.concatenate([a.kind, b.kind]))
+
+
+class QueueReportHistory:
+    """:class:`ReportHistory` of one experiment on a :class:`~hpo_mongo.trials.queue.JobQueue`,
+    as a worker keeps it across the trials it evaluates (the decision is made in the worker).
+
+    Each ``at_step`` / ``reached`` answer is one ``queue.reports_at`` call (one indexed query on
+    MongoDB), which leaves out the rows cached here: the rows of trials that had finished when
+    they were fetched (those never change), per step and kind of question. Rows of running
+    trials are fetched every time (their trial may finish or be requeued). ``completed_at_least``
+    is asked until it says True, then answered from memory (it is monotone).
+
+    A cache would outlive the experiment it describes if the experiment were deleted and created
+    again under the same key: :meth:`start_trial` (called by the worker for each trial) makes the
+    next question first read the experiment document and drop the caches when its ``_id`` (a new
+    one for every document created) changed. A finished trial requeued by hand (``hpo-mongo requeue``) keeps its cached row
+    until the worker restarts.
+
+    ``call(fn, what)`` runs each queue call (a worker passes its outage retry).
+    """
+
+    def __init__(self, queue: Any, exp_key: str | None, *,
+                 call: Callable[[Callable[[], Any], str], Any] | None = None):
+        self._queue, self._exp_key = queue, exp_key
+        self._call = call if call is not None else (lambda fn, what: fn())
+        self._identity: Any = None
+        self._check = True
+        self._clear()
+
+    def _clear(self) -> None:
+        self._final: dict[tuple[bool, int], StepValues] = {}
+        self._complete = 0  # the largest n answered True
+
+    def start_trial(self) -> None:
+        """A trial of this experiment starts: check the experiment's identity before the next answer."""
+        self._check = True
+
+    def _checked(self) -> None:
+        if not self._check:
+            return
+        exp = self._call(lambda: self._queue.experiment(self._exp_key), "reading the experiment")
+        identity = (exp or {}).get("_id")
+        if identity != self._identity:
+            self._clear()
+            self._identity = identity
+        self._check = False
+
+    def _rows(self, step: int, reached: bool) -> StepValues:
+        self._checked()
+        key = (reached, int(step))
+        cached = self._final.get(key)
+        if cached is None:
+            cached = StepValues.empty()
+        got = self._call(lambda: self._queue.reports_at(self._exp_key, int(step), reached=reached,
+                                                        exclude_tids=cached.tid.tolist()), "reading reports")
+        fresh = StepValues(np.asarray(got["tid"], np.int64), np.asarray(got["value"], float),
+                           np.asarray(got["kind"], np.int8))
+        self._final[key] = _concat(cached, fresh.where(fresh.kind != KIND_RUNNING))
+        return _concat(cached, fresh)
+
+    def at_step(self, step: int) -> StepValues:
+        return self._rows(step, False)
+
+    def reached(self, step: int) -> StepValues:
+        return self._rows(step, True)
+
+    def completed_at_least(self, n: int) -> bool:
+        if n <= self._complete:
+            return True
+        self._checked()
+        if n <= self._complete:
+            return True
+        if self._call(lambda: self._queue.completed_at_least(self._exp_key, int(n)), "counting completed trials"):
+            self._complete = int(n)
+            return True
+        return False

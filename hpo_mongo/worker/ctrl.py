@@ -7,17 +7,22 @@ already had, ``ctrl.trials`` is a read view of the experiment.
 
 A forked child never uses the worker's connection. It gets :class:`ChildCtrl`, which sends each
 request over the trial's pipe to the worker (:class:`TrialChannel`); the worker answers it with
-:meth:`WorkerCtrl.answer` while it waits for the outcome. The same path carries every future
-request of an objective (intermediate reports), so the child needs nothing but its pipe.
+:meth:`WorkerCtrl.answer` while it waits for the outcome. The same path carries the objective's
+intermediate reports (``hpo_mongo.report``): the child's :class:`~hpo_mongo.reporting.ChannelReporter`
+sends each one and waits; the worker's :class:`~hpo_mongo.reporting.StoreReporter` writes it
+(owner-conditioned) and asks the pruner, so the child needs nothing but its pipe.
 """
 from __future__ import annotations
 
 import logging
 from typing import Any, Callable, Iterator, Mapping, MutableMapping
 
+from ..pruners import NopPruner
+from ..reporting import ChannelReporter, Reporter, ReportingCtrl, StoreReporter, check_report
 from ..trials.queue import JobQueue
 from ..trials.queued import QueueTrialAttachments, QueueTrials
 from ..trials.remote import QUEUE_METHODS, RemoteJobQueue
+from ..trials.reports import QueueReportHistory
 from .executor import CollectingCtrl, TrialChannel, TrialCtrl
 
 logger = logging.getLogger("hpo_mongo.worker")
@@ -89,18 +94,32 @@ class _StoredAttachments(Mapping):
         return len(self._names())
 
 
-class WorkerCtrl(TrialCtrl):
-    """The ctrl of one claimed trial in the worker process (see the module docstring)."""
+def default_reporter(queue: JobQueue, claim: Mapping[str, Any]) -> StoreReporter:
+    """A claim's reporter without a pruner: each report written through ``queue``, never pruned."""
+    return StoreReporter(claim["tid"], lambda step, value: queue.report(claim, step, value), NopPruner(),
+                         QueueReportHistory(queue, claim.get("exp_key")))
+
+
+class WorkerCtrl(ReportingCtrl, TrialCtrl):
+    """The ctrl of one claimed trial in the worker process (see the module docstring).
+
+    ``reporter`` records the objective's reports and decides on them (the worker builds it with
+    the experiment's pruner; default: :func:`default_reporter`)."""
 
     #: the requests a child may send (:meth:`answer`)
-    REQUESTS = frozenset({"checkpoint", "stored_attachment", "stored_attachment_names", "queue"})
+    REQUESTS = frozenset({"checkpoint", "stored_attachment", "stored_attachment_names", "queue", "report"})
 
-    def __init__(self, queue: JobQueue, claim: Mapping[str, Any]):
+    def __init__(self, queue: JobQueue, claim: Mapping[str, Any], reporter: Reporter | None = None):
         self.queue, self.current_trial = queue, claim
         self.checkpoint_lost = False
         self._stored = QueueTrialAttachments(queue, claim)
         self._attachments = AttemptAttachments(lambda: self._stored)
         self._trials: QueueTrials | None = None
+        self._reporter = reporter if reporter is not None else default_reporter(queue, claim)
+
+    @property
+    def reporter(self) -> Reporter:
+        return self._reporter
 
     @property
     def trials(self) -> QueueTrials:
@@ -137,13 +156,16 @@ class WorkerCtrl(TrialCtrl):
             return self._stored.get(*args)
         if name == "stored_attachment_names":
             return list(self._stored)
+        if name == "report":  # (step, value) from the child's ChannelReporter: the pruner's decision
+            value, step = check_report(args[1], args[0])
+            return self._reporter.report(value, step)
         method, call_args, call_kwargs = args
         if method not in QUEUE_METHODS:
             raise AttributeError(f"{method!r} is not a JobQueue method")
         return getattr(self.queue, method)(*call_args, **call_kwargs)
 
 
-class ChildCtrl(CollectingCtrl):
+class ChildCtrl(ReportingCtrl, CollectingCtrl):
     """The ctrl in the forked child: every request goes to the worker over the trial's pipe."""
 
     def __init__(self, channel: TrialChannel, claim: Mapping[str, Any]):
@@ -151,6 +173,11 @@ class ChildCtrl(CollectingCtrl):
         self._attachments = AttemptAttachments(lambda: _StoredAttachments(
             lambda name: channel.call("stored_attachment", name), lambda: channel.call("stored_attachment_names")))
         self._trials: QueueTrials | None = None
+        self._reporter = ChannelReporter(claim["tid"], lambda step, value: channel.call("report", step, value))
+
+    @property
+    def reporter(self) -> ChannelReporter:
+        return self._reporter
 
     @property
     def trials(self) -> QueueTrials:

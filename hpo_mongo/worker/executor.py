@@ -8,7 +8,9 @@ so whatever the objective allocated (including GPU memory: do not initialise CUD
 itself, only in the objective) is released between trials. While it runs, the objective's ctrl
 requests (a checkpoint, reading the trial's attachments, ``ctrl.trials``) travel over the same
 pipe and the worker answers them (:class:`TrialCtrl`): the child never uses the worker's
-connection to the store.
+connection to the store. So do its intermediate reports: a ctrl's :attr:`CollectingCtrl.reporter`
+is made current for the evaluation (``hpo_mongo.report()`` works inside the objective), and a
+pruned trial ends DONE with its pruned result.
 
 What can go wrong in the child and how it is recorded (``Outcome.state`` ERROR):
 
@@ -44,6 +46,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from ..reporting import Reporter, evaluate_trial
 from ..results import error_info, error_result
 from ..trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR
 
@@ -173,6 +176,12 @@ class CollectingCtrl(abc.ABC):
     def collected_attachments(self) -> dict[str, Any]:
         """``{name: value}`` the objective wrote to ``ctrl.attachments`` during this evaluation."""
 
+    @property
+    def reporter(self) -> Reporter | None:
+        """The trial's :class:`~hpo_mongo.reporting.Reporter`, current while the objective runs
+        (None: ``report()`` raises NoCurrentTrial)."""
+        return None
+
 
 class TrialChannel:
     """The child's end of the trial pipe: one request, one reply (answered by :meth:`TrialCtrl.answer`)."""
@@ -210,13 +219,22 @@ def _collected(ctrl: Any) -> dict[str, Any]:
     return ctrl.collected_attachments() if isinstance(ctrl, CollectingCtrl) else {}
 
 
+def _run_objective(domain: Any, vals: Mapping, ctrl: Any) -> tuple[dict, dict]:
+    """``domain.evaluate``, with the ctrl's reporter current when it has one (a TrialPruned from
+    the objective then becomes the pruned result)."""
+    reporter = ctrl.reporter if isinstance(ctrl, CollectingCtrl) else None
+    if reporter is None:
+        return domain.evaluate(vals, ctrl)
+    return evaluate_trial(domain, vals, ctrl, reporter)
+
+
 def _evaluate(domain: Any, vals: Mapping, ctrl: Any, check: OutcomeCheck | None = None) -> Outcome:
     """Evaluate once: DONE with the result and the attachments (the ctrl's plus the result's, the
     result's win), or ERROR with the exception (keeping what the objective attached, unless
     ``check`` refuses it). Never raises: SystemExit and KeyboardInterrupt fail the trial too."""
     t0 = time.monotonic()
     try:
-        result, attachments = domain.evaluate(vals, ctrl)
+        result, attachments = _run_objective(domain, vals, ctrl)
         attachments = {**_collected(ctrl), **attachments}
         if check is not None:
             check(result, attachments)

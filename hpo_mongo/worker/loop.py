@@ -7,7 +7,9 @@ method:
 - :meth:`Worker.claim` — the queue's atomic NEW → RUNNING (oldest tid first), recording this
   worker's lease rules (``lease_timeout``, ``max_attempts``) on the trial;
 - :meth:`Worker.run_trial` — loads the domain (by content hash, cached) and evaluates the trial
-  with the :class:`~hpo_mongo.worker.executor.Executor` (a forked child by default);
+  with the :class:`~hpo_mongo.worker.executor.Executor` (a forked child by default); the
+  objective's ``report(value, step)`` calls are written here, each one conditioned on the claim,
+  and decided here by the pruner stored with the domain (:meth:`Worker.reporter`);
 - :meth:`Worker.report` — ``queue.finish``: the outcome and the attachments in one write
   conditioned on the claim; a trial taken away meanwhile is logged and nothing of it is kept.
 
@@ -21,8 +23,8 @@ the worker goes on.
 Leases and robustness:
 
 - a heartbeat thread updates the worker's document and renews the lease of the running trial
-  every ``heartbeat_interval``; a worker that finds its lease gone stops the evaluation and
-  writes nothing;
+  every ``heartbeat_interval``; a worker that finds its lease gone (or whose report is refused)
+  stops the evaluation and writes nothing;
 - idle workers (and the driver) apply the lease rules (:mod:`hpo_mongo.trials.leases`) to the
   trials they serve;
 - trials run in a forked child by default: crashes, timeouts and memory blow-ups fail the trial,
@@ -44,12 +46,16 @@ import time
 from typing import Any, Callable, Mapping
 
 from .._version import __version__
+from ..domain import Domain
 from ..exceptions import InvalidParameterError, InvalidResultError, InvalidTrial, ObjectiveLoadError
+from ..pruners import NopPruner
+from ..reporting import StoreReporter
 from ..trials import leases
 from ..trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR, utcnow
 from ..trials.outage import Disconnected, Outage, retry
 from ..trials.queue import ANY_EXPERIMENT, JobQueue
 from ..trials.queued import serving
+from ..trials.reports import QueueReportHistory
 from .ctrl import WorkerCtrl
 from .executor import Executor, Outcome, run_trial
 
@@ -231,6 +237,7 @@ class Worker:
         self._last_activity = self._started
         self._next_requeue = 0.0
         self._heartbeat: Any = None
+        self._histories: dict[Any, QueueReportHistory] = {}  # per exp_key: what its pruner reads
 
     # ---------------------------------------------------------------- store access with outage handling
     def _store(self, fn: Callable[[], Any], what: str, *, abort: Callable[[], bool] | None = None) -> Any:
@@ -260,10 +267,17 @@ class Worker:
                 return
             if self.queue.renew_lease(doc) or self._finishing:
                 return
+        self.lose_trial(doc, "this worker lost its lease (the trial was requeued, cancelled or finished elsewhere)")
+
+    def lose_trial(self, doc: Mapping[str, Any], why: str) -> None:
+        """The store refused a write of the running trial ``doc`` (its lease renewal or a report):
+        stop its evaluation; nothing more of it is written (the trial is someone else's now)."""
+        with self._lease_lock:
+            if self._lease_lost.is_set() or self._leased is not doc:
+                return
             self._lease_lost.set()
-        logger.warning("trial %s (attempt %s): this worker lost its lease (the trial was requeued, cancelled or "
-                       "finished elsewhere); stopping its evaluation, nothing will be written",
-                       doc.get("tid"), doc.get("attempt"))
+        logger.warning("trial %s (attempt %s): %s; stopping its evaluation, nothing will be written",
+                       doc.get("tid"), doc.get("attempt"), why)
         self._cancel.set()
         self.executor.release()
 
@@ -301,13 +315,34 @@ class Worker:
         domain, failed = load_domain(doc, self.domains.get)
         if failed is not None:
             return failed
-        out = self.executor.run(domain, doc["misc"]["vals"], ctrl=WorkerCtrl(self.queue, doc), workdir=workdir,
-                                cancel_event=self._cancel)
+        ctrl = WorkerCtrl(self.queue, doc, self.reporter(doc, domain))
+        out = self.executor.run(domain, doc["misc"]["vals"], ctrl=ctrl, workdir=workdir, cancel_event=self._cancel)
         if out.cancelled:
             return None
         if out.error is not None:
             logger.error("trial %s failed: %s: %s", doc.get("tid"), out.error.get("type"), out.error.get("message"))
         return out
+
+    def reporter(self, doc: dict, domain: Any) -> StoreReporter:
+        """The claimed trial's reporter: each report one write conditioned on the claim (retried
+        across outages), decided by the pruner stored with ``domain`` from the experiment's reports
+        (:class:`~hpo_mongo.trials.reports.QueueReportHistory`, cached here across trials). A
+        refused report stops the trial as a lost lease does."""
+        tid, exp_key = doc["tid"], doc.get("exp_key")
+        history = self._histories.get(exp_key)
+        if history is None:
+            if len(self._histories) >= self.domains.max_size:
+                self._histories.pop(next(iter(self._histories)))
+            history = self._histories[exp_key] = QueueReportHistory(
+                self.queue, exp_key, call=lambda fn, what: self._store(fn, what))
+        history.start_trial()
+        pruner = domain.pruner if isinstance(domain, Domain) and domain.pruner is not None else NopPruner()
+
+        def record(step: int, value: float) -> bool:
+            return self._store(lambda: self.queue.report(doc, step, value), f"record a report of trial {tid}")
+
+        return StoreReporter(tid, record, pruner, history, on_lost=lambda: self.lose_trial(
+            doc, "its report was refused: this worker no longer owns it (requeued, cancelled or finished elsewhere)"))
 
     def report(self, doc: dict, outcome: Outcome) -> Outcome | None:
         """Write the outcome and its attachments (``queue.finish``, retried across outages); return

@@ -24,8 +24,8 @@ from pymongo.errors import WriteError
 
 from ...exceptions import InvalidResultError
 from .. import leases
-from ..documents import (JOB_STATE_CANCEL, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING, STATUS_FAIL,
-                         STATUS_NEW, sonify)
+from ..documents import (JOB_STATE_CANCEL, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING, REPORTS_FIELD,
+                         STATUS_FAIL, STATUS_NEW, sonify)
 from ..queue import ANY_EXPERIMENT
 
 
@@ -55,8 +55,9 @@ def claim(jobs: Collection, owner: str, *, exp_key: Any = ANY_EXPERIMENT,
     """Atomically move the oldest NEW trial (lowest tid) to RUNNING for ``owner``; None if none.
 
     One ``find_one_and_update``: two workers can never claim the same trial. Sets ``owner``,
-    ``worker``, ``book_time``/``start_time``/``heartbeat``/``updated_at`` (server clock) and
-    increments ``attempt`` (only here) and ``version``. Returns the document after the update.
+    ``worker``, ``book_time``/``start_time``/``heartbeat``/``updated_at`` (server clock), empties
+    ``reports`` (the attempt's own start) and increments ``attempt`` (only here) and ``version``.
+    Returns the document after the update.
     ``lease_timeout`` (the claiming worker's stale timeout, seconds) and ``max_attempts`` (its
     ``--max-attempts``) are recorded on the trial so every requeuer (other workers, the driver)
     applies the owner's own lease rules (:func:`requeue_stale`).
@@ -69,7 +70,7 @@ def claim(jobs: Collection, owner: str, *, exp_key: Any = ANY_EXPERIMENT,
     return jobs.find_one_and_update(
         {"state": JOB_STATE_NEW, **exp_filter(exp_key)},
         {"$set": {"state": JOB_STATE_RUNNING, "owner": owner, "worker": worker, "end_time": None,
-                  "error": None, **lease},
+                  "error": None, REPORTS_FIELD: [], **lease},
          "$currentDate": {"updated_at": True, "heartbeat": True, "book_time": True,
                           "start_time": True, "refresh_time": True},
          "$inc": {"attempt": 1, "version": 1}},
@@ -188,6 +189,19 @@ def checkpoint(jobs: Collection, doc: Mapping[str, Any], result: Mapping[str, An
     return jobs.update_one(owned_filter(doc), update).matched_count == 1
 
 
+def report(jobs: Collection, doc: Mapping[str, Any], step: int, value: float) -> bool:
+    """Append ``{step, value}`` to a claimed trial's reports: one write conditioned on the claim and
+    on ``step`` not being reported yet in this attempt (the first value wins). No ``version`` bump
+    and no ``updated_at``: the driver's refresh leaves reports out (docs/schema.md). True when
+    stored or already there, False if the worker lost the trial."""
+    step = int(step)
+    res = jobs.update_one({**owned_filter(doc), f"{REPORTS_FIELD}.step": {"$ne": step}},
+                          {"$push": {REPORTS_FIELD: {"step": step, "value": float(value)}}})
+    if res.matched_count == 1:
+        return True
+    return jobs.find_one(owned_filter(doc), {"_id": 1}) is not None  # a repeated step (or a retried report)
+
+
 def set_attachment_ref(jobs: Collection, doc: Mapping[str, Any], name: str, file_id: Any = None) -> Any:
     """Make ``[name, file_id]`` the only ``name`` pair in a trial's ``_attachments`` (``file_id``
     None: remove it) with one write; return the file id it replaced (None if none).
@@ -207,8 +221,8 @@ def set_attachment_ref(jobs: Collection, doc: Mapping[str, Any], name: str, file
 
 
 def _back_to_new(requeues: int) -> dict:
-    """The update returning a claimed trial to NEW (claim fields cleared; ``requeues`` + n)."""
-    return {"$set": {"state": JOB_STATE_NEW, **{f: None for f in CLAIM_FIELDS}},
+    """The update returning a claimed trial to NEW (claim fields and reports cleared; ``requeues`` + n)."""
+    return {"$set": {"state": JOB_STATE_NEW, **{f: None for f in CLAIM_FIELDS}, REPORTS_FIELD: []},
             "$currentDate": {"updated_at": True},
             "$inc": {"version": 1, "requeues": requeues}}
 
@@ -244,9 +258,9 @@ def cancel_new(jobs: Collection, exp_key: Any, ids: Iterable[Any] | None = None)
 
 
 # ----------------------------------------------------------------------------- repairs by hand
-#: what ``hpo-mongo requeue`` resets: the claim (:data:`CLAIM_FIELDS`) and the outcome of the last run
+#: what ``hpo-mongo requeue`` resets: the claim (:data:`CLAIM_FIELDS`) and the outcome and reports of the last run
 REQUEUE_RESET = {"state": JOB_STATE_NEW, **{f: None for f in CLAIM_FIELDS}, "refresh_time": None,
-                 "end_time": None, "error": None, "result": {"status": STATUS_NEW}}
+                 "end_time": None, "error": None, "result": {"status": STATUS_NEW}, REPORTS_FIELD: []}
 
 
 def update_unchanged(jobs: Collection, doc: Mapping[str, Any], fields: dict, *,

@@ -21,11 +21,12 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from ...exceptions import DuplicateTrialError, InvalidParameterError, InvalidResultError
 from .. import leases
-from ..documents import (JOB_FINISHED_STATES, JOB_STATE_DONE, JOB_STATE_NEW, JOB_STATE_RUNNING, STATE_NAMES,
-                         STATUS_OK, loss_of, sonify, utcnow)
-from ..queue import ANY_EXPERIMENT, LIST_FIELDS, SORT_KEYS
+from ..documents import (JOB_FINISHED_STATES, JOB_STATE_DONE, JOB_STATE_NEW, JOB_STATE_RUNNING, REPORTS_FIELD,
+                         STATE_NAMES, STATUS_OK, STATUS_PRUNED, loss_of, sonify, utcnow)
+from ..queue import ANY_EXPERIMENT, LAST_REPORT, LIST_FIELDS, SORT_KEYS
 from . import attachments as _att
 from . import jobs as _jobs
+from . import reports as _reports
 from .connection import MongoURL, connect, parse_url, server_time, translate_errors
 
 EXPERIMENTS = "experiments"
@@ -35,11 +36,31 @@ WORKERS = "workers"
 TID_COUNTER = "tid"
 #: fields every job gets at insert beyond those of ``documents.new_trial_doc``
 QUEUE_FIELDS = {"attempt": 0, "requeues": 0, "heartbeat": None, "worker": None, "start_time": None,
-                "end_time": None, "error": None, "_attachments": []}
+                "end_time": None, "error": None, "_attachments": [], REPORTS_FIELD: []}
 #: seconds :meth:`MongoJobQueue.changed` looks back before the newest ``updated_at`` it saw: writes
 #: stamped by the server just before a read may become visible just after it
 DEFAULT_REFRESH_OVERLAP = 2.0
-_LIST_PROJECTION = {f: 1 for f in LIST_FIELDS}
+#: listings: the list fields and the latest report (``$slice``), which becomes ``last_report``
+_LIST_PROJECTION = {**{f: 1 for f in LIST_FIELDS}, REPORTS_FIELD: {"$slice": -1}}
+#: the driver's refresh leaves the reports out (a growing array it never reads); any projection
+#: also makes the server reply with a copy of the document (see ``jobs.COPY``)
+_CHANGED_PROJECTION = {REPORTS_FIELD: 0}
+#: the indexes of docs/schema.md, created by :meth:`MongoJobQueue.prepare`:
+#: ``(collection, keys, name, unique)``; collection "jobs" is the queue's jobs collection
+INDEXES = (
+    ("jobs", (("tid", ASCENDING),), "tid_unique", True),
+    ("jobs", (("exp_key", ASCENDING), ("state", ASCENDING), ("tid", ASCENDING)), "exp_key_state_tid", False),
+    ("jobs", (("exp_key", ASCENDING), ("updated_at", ASCENDING)), "exp_key_updated_at", False),
+    ("jobs", (("exp_key", ASCENDING), (f"{REPORTS_FIELD}.step", ASCENDING)), _reports.STEP_INDEX, False),
+    (EXPERIMENTS, (("exp_key", ASCENDING),), "exp_key_unique", True),
+)
+
+
+def _listed(doc: dict) -> dict:
+    """A listing's document: its latest report as ``last_report``, the reports left out."""
+    reports = doc.pop(REPORTS_FIELD, None) or []
+    doc[LAST_REPORT] = dict(reports[-1]) if reports else None
+    return doc
 
 
 class MongoJobQueue:
@@ -97,18 +118,14 @@ class MongoJobQueue:
         return _jobs.check_storable
 
     def prepare(self) -> None:
-        """Create the indexes of docs/schema.md that are missing (the driver's job, never a worker's)."""
-        wanted = [
-            (self.jobs, [("tid", ASCENDING)], "tid_unique", True),
-            (self.jobs, [("exp_key", ASCENDING), ("state", ASCENDING), ("tid", ASCENDING)], "exp_key_state_tid", False),
-            (self.jobs, [("exp_key", ASCENDING), ("updated_at", ASCENDING)], "exp_key_updated_at", False),
-            (self.experiments, [("exp_key", ASCENDING)], "exp_key_unique", True),
-        ]
+        """Create the indexes of docs/schema.md (:data:`INDEXES`) that are missing (the driver's
+        job, never a worker's)."""
+        colls = {"jobs": self.jobs, EXPERIMENTS: self.experiments}
         with translate_errors("creating the indexes"):
-            existing = {coll.name: set(coll.index_information()) for coll in (self.jobs, self.experiments)}
-            for coll, keys, name, unique in wanted:
-                if name not in existing[coll.name]:
-                    coll.create_index(keys, unique=unique, name=name)
+            existing = {name: set(coll.index_information()) for name, coll in colls.items()}
+            for coll, keys, name, unique in INDEXES:
+                if name not in existing[coll]:
+                    colls[coll].create_index(list(keys), unique=unique, name=name)
 
     def describe(self) -> str:
         where = self.url.display if self.url is not None else f"database {self.db.name!r}"
@@ -157,8 +174,8 @@ class MongoJobQueue:
         def entry(k: Any) -> dict:
             if k not in per_key:
                 per_key[k] = {"exp_key": k, "status": None, "max_evals": None, "algorithm": None,
-                              "counts": {name: 0 for name in STATE_NAMES.values()}, "best_loss": None,
-                              "created": None, "last_activity": None}
+                              "counts": {**{name: 0 for name in STATE_NAMES.values()}, "pruned": 0},
+                              "best_loss": None, "created": None, "last_activity": None}
             return per_key[k]
 
         def newer(e: dict, t: Any) -> None:
@@ -175,13 +192,11 @@ class MongoJobQueue:
                          created=leases.as_utc(doc.get("created")))
                 newer(e, doc.get("updated_at"))
                 newer(e, (doc.get("driver") or {}).get("heartbeat"))
-            for row in self.jobs.aggregate([{"$group": {"_id": {"k": "$exp_key", "s": "$state"}, "n": {"$sum": 1},
-                                                        "first": {"$min": "$created_at"},
+            for row in self.jobs.aggregate([{"$group": {"_id": {"k": "$exp_key", "s": "$state", "p": "$result.status"},
+                                                        "n": {"$sum": 1}, "first": {"$min": "$created_at"},
                                                         "last": {"$max": "$updated_at"}}}]):
                 e = entry(row["_id"].get("k"))
-                name = STATE_NAMES.get(row["_id"].get("s"))
-                if name is not None:
-                    e["counts"][name] += int(row["n"])
+                _count_row(e["counts"], row["_id"], int(row["n"]))
                 newer(e, row.get("last"))
                 first = leases.as_utc(row.get("first"))
                 if first is not None and e["exp_key"] not in with_doc and (e["created"] is None or first < e["created"]):
@@ -328,7 +343,7 @@ class MongoJobQueue:
             flt["updated_at"] = {"$gte": since - _dt.timedelta(seconds=self.refresh_overlap)}
         newest = since
         with translate_errors("refreshing the trials"):
-            docs = list(self.jobs.find(flt, dict(_jobs.COPY)))
+            docs = list(self.jobs.find(flt, dict(_CHANGED_PROJECTION)))
         for doc in docs:
             seen = doc.get("updated_at")
             if seen is not None and (newest is None or seen > newest):
@@ -446,6 +461,23 @@ class MongoJobQueue:
             return _jobs.requeue_stale(self.jobs, now=now, default_lease=default_lease,
                                        default_max_attempts=default_max_attempts, exp_key=exp_key)
 
+    # ------------------------------------------------------------------ reports (pruning)
+    def report(self, claim: Mapping[str, Any], step: int, value: float) -> bool:
+        with translate_errors("recording a report"):
+            return _jobs.report(self.jobs, claim, step, value)
+
+    def reports_at(self, exp_key: str | None, step: int, *, reached: bool = False,
+                   exclude_tids: Sequence[int] = ()) -> dict[str, list]:
+        flt, proj = _reports.step_query(exp_key, step, reached=reached, exclude_tids=exclude_tids)
+        with translate_errors("reading reports"):
+            return _reports.step_rows(self.jobs.find(flt, proj))
+
+    def completed_at_least(self, exp_key: str | None, n: int) -> bool:
+        if n <= 0:
+            return True
+        with translate_errors("counting completed trials"):
+            return self.jobs.count_documents(_reports.complete_filter(exp_key), limit=int(n)) >= n
+
     # ------------------------------------------------------------------ workers
     def beat_worker(self, worker_id: str, fields: Mapping[str, Any]) -> None:
         with translate_errors("the worker heartbeat"):
@@ -468,7 +500,10 @@ class MongoJobQueue:
         flt: dict[str, Any] = {"exp_key": exp_key}
         if states is not None:
             flt["state"] = {"$in": list(states)}
-        proj = None if full else dict(_LIST_PROJECTION)
+        docs = self._find(flt, None if full else dict(_LIST_PROJECTION), sort, limit, reverse)
+        return docs if full else [_listed(d) for d in docs]
+
+    def _find(self, flt: dict, proj: dict | None, sort: str, limit: int | None, reverse: bool) -> list[dict]:
         direction = -1 if reverse else 1
         with translate_errors("listing trials"):
             if sort == "tid":
@@ -498,12 +533,12 @@ class MongoJobQueue:
 
     def count_by_state(self, exp_key: Any = ANY_EXPERIMENT) -> dict[str, int]:
         counts = {name: 0 for name in STATE_NAMES.values()}
+        counts["pruned"] = 0
         with translate_errors("counting trials"):
             for row in self.jobs.aggregate([{"$match": _jobs.exp_filter(exp_key)},
-                                            {"$group": {"_id": "$state", "n": {"$sum": 1}}}]):
-                name = STATE_NAMES.get(row["_id"])
-                if name is not None:
-                    counts[name] += int(row["n"])
+                                            {"$group": {"_id": {"s": "$state", "p": "$result.status"},
+                                                        "n": {"$sum": 1}}}]):
+                _count_row(counts, row["_id"], int(row["n"]))
         counts["total"] = sum(counts[n] for n in STATE_NAMES.values())
         return counts
 
@@ -531,6 +566,15 @@ class MongoJobQueue:
             return False
         with translate_errors("cancelling a trial"):
             return _jobs.cancel_unchanged(self.jobs, doc, failure=failure, end_time=end_time)
+
+
+def _count_row(counts: dict[str, int], key: Mapping[str, Any], n: int) -> None:
+    """Add one ``$group`` row keyed by state ``s`` and result status ``p`` to ``counts``."""
+    name = STATE_NAMES.get(key.get("s"))
+    if name is not None:
+        counts[name] += n
+        if key.get("s") == JOB_STATE_DONE and key.get("p") == STATUS_PRUNED:
+            counts["pruned"] += n
 
 
 def _failed_index(e: BaseException) -> int | None:
