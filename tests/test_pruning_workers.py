@@ -321,7 +321,7 @@ def test_pruning_end_to_end_with_forked_and_in_process_worker_processes(mongo_ur
         assert [r["step"] for r in d["reports"]] == list(range(1, 11))
     for d in pruned:  # stopped at its last report, which is its loss
         steps = [r["step"] for r in d["reports"]]
-        assert steps == list(range(1, d["result"]["pruned_step"] + 1)) and steps[-1] < 10
+        assert steps == list(range(1, d["result"]["pruned_step"] + 1))  # may be the last report too
         assert d["result"]["loss"] == d["reports"][-1]["value"]
     owners = {d["owner"].rsplit(":", 1)[1] for d in docs.values()}
     assert len(owners) >= 2  # the workers shared the trials
