@@ -83,10 +83,14 @@ class MemoryJobQueue:
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state.pop("_lock")
-        state["_job_ids"] = max(self._jobs, default=0) + 1
-        state["_file_ids"] = max(self._files, default=0) + 1
+        """A consistent snapshot, copied in one step under the lock: the queue may be pickled while
+        a :class:`~hpo_mongo.trials.remote.QueueServer` thread serves it (a saved local run)."""
+        with self._lock:
+            state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_clock")}
+            state = copy.deepcopy(state)
+            state["_clock"] = self._clock
+            state["_job_ids"] = max(self._jobs, default=0) + 1
+            state["_file_ids"] = max(self._files, default=0) + 1
         return state
 
     def __setstate__(self, state: dict) -> None:
