@@ -374,6 +374,19 @@ class MemoryJobQueue:
                     n += 1
             return n
 
+    def reassign_domain(self, exp_key: str | None, digest: str) -> int:
+        """Give domain ``digest`` to every NEW job of the experiment, whatever domain it had: the
+        local parallel mode evaluates what is queued with the current objective, as in-memory
+        ``Trials`` do (not part of the protocol: a Mongo experiment keeps each trial's domain)."""
+        with self._lock:
+            n = 0
+            for i, d in self._select(exp_key, [JOB_STATE_NEW]):
+                if d.get("domain_hash") != digest:
+                    d["domain_hash"] = digest
+                    self._touch(i, d)
+                    n += 1
+            return n
+
     def count(self, exp_key: Any, states: Iterable[int] | None = None) -> int:
         with self._lock:
             return len(self._select(exp_key, states))

@@ -117,6 +117,33 @@ def requeue_lost(queue: JobQueue, *, owner: str | None, why: str, default_max_at
 
 
 # ----------------------------------------------------------------------------- the worker processes
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _children(pid: int) -> list[int]:
+    """The pids of ``pid``'s children (Linux ``/proc``; empty elsewhere)."""
+    out = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return out
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            out.append(int(entry))
+    return out
+
+
 class LocalWorker:
     """One worker process: a ``subprocess.Popen`` (spawn) or a ``multiprocessing`` process (fork),
     with the driver's ends of its queue connection and of its order pipe."""
@@ -145,17 +172,20 @@ class LocalWorker:
 
     def kill_group(self, sig: int = signal.SIGKILL) -> None:
         """Signal the worker's process group: the worker and whatever an in-process objective left."""
-        try:
-            os.killpg(self.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+        _killpg(self.pid, sig)
+
+    def kill_trials(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the process group of each child of the worker (a trial's forked child leads its
+        own group: the trial and every process it started). Linux only (``/proc``)."""
+        for pid in _children(self.pid):
+            _killpg(pid, sig)
 
     def close(self) -> None:
-        for conn in (self.queue_conn, self.control):
-            try:
-                conn.close()
-            except OSError:
-                pass
+        """Close the order pipe (the queue connection belongs to the server, which drops it at its end)."""
+        try:
+            self.control.close()
+        except OSError:
+            pass
 
 
 class LocalWorkers:
@@ -244,8 +274,10 @@ class LocalWorkers:
         self.kill()
 
     def kill(self) -> None:
-        """End every worker now (SIGKILL to each worker's process group) and the queue server."""
+        """End every worker now (SIGKILL to the process groups of its trials, then to its own) and
+        the queue server."""
         for w in self.workers.values():
+            w.kill_trials(signal.SIGKILL)
             w.kill_group(signal.SIGKILL)
         for w in self.workers.values():
             try:
@@ -312,6 +344,8 @@ class ParallelTrials(QueueTrials):
     heartbeat_interval = LOCAL_HEARTBEAT_INTERVAL
     worker_poll_interval = LOCAL_WORKER_POLL
 
+    _queue: MemoryJobQueue
+
     def __init__(self, n_jobs: int = -1, *, exp_key: str | None = None, trial_timeout: float | None = None,
                  start_method: str | None = None, subprocess: bool = True,
                  save_file: str | os.PathLike | None = None, threads_per_worker: int | None = None,
@@ -347,6 +381,11 @@ class ParallelTrials(QueueTrials):
                 f"{len(self._trials)} trials)")
 
     # ---------------------------------------------------------------- what the workers get
+    @property
+    def queue(self) -> MemoryJobQueue:
+        """The in-memory job queue this store holds (its workers reach it through the driver)."""
+        return self._queue
+
     @property
     def threads(self) -> int:
         """The thread limit of each worker (``threads_per_worker``, else ``cores // n_jobs``)."""
@@ -421,6 +460,8 @@ class ParallelSession(QueueSession):
 
     def __init__(self, trials: ParallelTrials, run: Run):
         super().__init__(trials, run)  # pickles and publishes the domain: bad input fails here, nothing started
+        # trials still queued from an earlier run (resumed, or interrupted) run this run's objective
+        trials.queue.reassign_domain(trials.exp_key, self._digest)
         self._changed = threading.Event()
         self._start_failures = 0
         self._last_save = time.monotonic()

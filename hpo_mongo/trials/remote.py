@@ -71,7 +71,7 @@ class QueueServer:
     def _serve(self) -> None:
         while not self._stop.is_set():
             with self._lock:
-                conns = list(self._conns)
+                conns = [c for c in self._conns if not c.closed]
             for ready in wait([self._wake_r, *conns]):
                 if ready is self._wake_r:
                     self._wake_r.recv_bytes()
