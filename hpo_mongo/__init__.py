@@ -14,12 +14,12 @@ from . import pruners
 from .reporting import report, should_prune
 from .pyll.base import scope
 from .space import space_eval
+from .parallel import ParallelTrials
 from .spark import SparkTrials
 from .trials.documents import (JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW,
                                JOB_STATE_RUNNING, JOB_STATES, STATUS_FAIL, STATUS_NEW, STATUS_OK,
                                STATUS_PRUNED, STATUS_RUNNING, STATUS_STRINGS, STATUS_SUSPENDED)
 from .trials.memory import Trials, trials_from_docs
-from .trials.parallel import ParallelTrials
 
 __all__ = [
     "__version__", "fmin", "hp", "space_eval", "Trials", "trials_from_docs", "Domain", "Ctrl",

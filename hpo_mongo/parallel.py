@@ -43,15 +43,17 @@ import warnings
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
-from .. import _validation as v
-from ..exceptions import InvalidParameterError, WorkerStartError
-from . import leases
-from .documents import JOB_STATE_ERROR, JOB_STATE_RUNNING, STATUS_FAIL
-from .memory_queue import MemoryJobQueue
-from .queue import ANY_EXPERIMENT, CLAIM_KEYS, JobQueue
-from .queued import QueueSession, QueueTrials, serving_context
-from .remote import QueueServer
-from .session import Run
+from . import _validation as v
+from .exceptions import InvalidParameterError, WorkerStartError
+from .trials import leases
+from .trials.documents import JOB_STATE_ERROR, JOB_STATE_RUNNING, STATUS_FAIL
+from .trials.memory_queue import MemoryJobQueue
+from .trials.queue import ANY_EXPERIMENT, CLAIM_KEYS, JobQueue
+from .trials.queued import QueueSession, QueueTrials, serving_context
+from .trials.remote import QueueServer
+from .trials.session import Run
+from .worker import local
+from .worker.loop import owner_id
 
 logger = logging.getLogger("hpo_mongo.trials")
 
@@ -206,7 +208,6 @@ class LocalWorkers:
             self.workers[i] = self._start(i)
 
     def _start(self, index: int) -> LocalWorker:
-        from ..worker import local
         mine, theirs = multiprocessing.Pipe(duplex=True)
         orders_r, orders_w = multiprocessing.Pipe(duplex=False)
         try:
@@ -402,8 +403,7 @@ class ParallelTrials(QueueTrials):
 
     def worker_env(self) -> dict[str, str]:
         """The thread-limit variables set in the workers' environment (see ``threads_per_worker``)."""
-        from ..worker.local import thread_env
-        return thread_env(self.threads, os.environ, override=self.threads_per_worker is not None)
+        return local.thread_env(self.threads, os.environ, override=self.threads_per_worker is not None)
 
     def worker_hint(self) -> str:
         return f"the {self.n_jobs} local worker processes start with fmin"
@@ -492,7 +492,6 @@ class ParallelSession(QueueSession):
     def watch_workers(self) -> None:
         """Requeue the trial of every worker that died and start another in its place; raise
         :class:`WorkerStartError` when they keep dying before serving."""
-        from ..worker.loop import owner_id
         q, t = self.queue, self.trials
         for w, code in self.pool.reap():
             owner = owner_id(pid=w.pid)
