@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -96,6 +97,20 @@ def decide_parallelism(requested: int | None, default_parallelism: int, max_task
         logger.warning("parallelism %d is more than the cluster's %d task slots now (dynamic allocation may add "
                        "executors)", parallelism, max_tasks)
     return parallelism
+
+
+_STACK_LINE = re.compile(r"^(at |\.\.\. \d+ more|Caused by:|Driver stacktrace)")
+
+
+def job_failure(tid: int, error: BaseException) -> str:
+    """The message of a trial whose Spark job failed: the last line of the (Python or JVM) error,
+    which names the cause, and what to check when it is a missing module."""
+    lines = [ln.strip() for ln in str(error).strip().splitlines() if ln.strip()]
+    jvm = next((ln[2:] for ln in lines if ln.startswith(": ")), None)  # a Py4JJavaError's own message
+    cause = jvm or next((ln for ln in reversed(lines) if not _STACK_LINE.match(ln)), type(error).__name__)
+    hint = (" (is hpo_mongo, with what the objective imports, installed for the executors' Python? "
+            "spark.pyspark.python / PYSPARK_PYTHON choose it)" if "ModuleNotFoundError" in cause else "")
+    return f"the Spark job of trial {tid} failed: {cause[:1000]}{hint}"
 
 
 # ----------------------------------------------------------------------------- on the executors
@@ -296,10 +311,8 @@ class SparkRun(QueueSession):
             (outcome,) = sc.parallelize([0], 1).mapPartitions(task).collect()
         except Exception as e:  # noqa: BLE001 - a cancelled or failed Spark job
             if not job.cancelled:
-                message = " ".join(str(e).split())[:2000]
-                outcome = Outcome.failed({"type": "SparkJobFailed", "traceback": traceback.format_exc(),
-                                          "message": f"the Spark job of trial {claim['tid']} failed: "
-                                                     f"{type(e).__name__}: {message}"})
+                outcome = Outcome.failed({"type": "SparkJobFailed", "message": job_failure(claim["tid"], e),
+                                          "traceback": f"{traceback.format_exc()}\n{e}"})
                 logger.error("trial %s: %s", claim["tid"], outcome.error["message"])
         try:
             if outcome is not None and not job.cancelled:

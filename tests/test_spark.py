@@ -60,7 +60,8 @@ def spark():
     require("pyspark", "spark")
     from pyspark.sql import SparkSession
     session = (SparkSession.builder.master("local[2]").appName("hpo_mongo-tests")
-               .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false").getOrCreate())
+               .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+               .config("spark.pyspark.python", sys.executable).getOrCreate())  # the executors use this venv
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
@@ -130,3 +131,27 @@ def test_ctrl_c_cancels_running_trials_back_to_new(spark):
     states = [d["state"] for d in trials.trials]
     assert states[0] == JOB_STATE_DONE and set(states[1:]) == {JOB_STATE_NEW}, states
     assert not spark.sparkContext.statusTracker().getActiveJobsIds()
+
+
+@pytest.mark.spark
+def test_a_crashed_task_is_an_error_trial_naming_the_cause(spark):
+    trials = SparkTrials(parallelism=1, spark_session=spark)
+    with pytest.raises(Exception, match="no trial finished"):
+        _run(lambda cfg: os._exit(3), trials, 1)  # the objective kills Spark's Python worker
+    (doc,) = trials.trials
+    assert doc["state"] == JOB_STATE_ERROR and doc["error"]["type"] == "SparkJobFailed"
+    assert doc["error"]["message"].startswith("the Spark job of trial 0 failed:")
+    assert "Python worker exited unexpectedly" in doc["error"]["message"]
+
+
+@pytest.mark.spark
+def test_an_objective_the_executors_cannot_import_is_an_error_trial(spark, tmp_path, monkeypatch):
+    (tmp_path / "only_on_the_driver.py").write_text("def objective(cfg):\n    return cfg['x']\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import only_on_the_driver
+    trials = SparkTrials(parallelism=1, spark_session=spark)
+    with pytest.raises(Exception, match="no trial finished"):
+        _run(only_on_the_driver.objective, trials, 1)
+    (doc,) = trials.trials
+    assert doc["state"] == JOB_STATE_ERROR and doc["error"]["type"].endswith("ObjectiveLoadError")
+    assert "only_on_the_driver" in doc["error"]["message"]
