@@ -505,10 +505,10 @@ def spread_table(res: dict) -> str:
 
 
 # =========================================================================== pending
-def pending_tables(seq: dict, par: dict, opts: list[str], c: int = 100) -> str:
-    """Median best loss at ``c`` evaluations, sequential vs 8 pending, and the quality loss
-    (mean over domains of log10 of the regret ratio pending / sequential; 0 = no loss)."""
-    lines = ["| domain | " + " | ".join(f"{o} seq → 8 pending" for o in opts) + " |",
+def pending_tables(seq: dict, par: dict, opts: list[str], c: int = 100, label: str = "8 pending") -> str:
+    """Median best loss at ``c`` evaluations, sequential vs ``label`` (8 pending), and the quality
+    loss (mean over domains of log10 of the regret ratio pending / sequential; 0 = no loss)."""
+    lines = ["| domain | " + " | ".join(f"{o} seq → {label}" for o in opts) + " |",
              "|---" * (len(opts) + 1) + "|"]
     loss: dict[str, list[float]] = {o: [] for o in opts}
     for d, by in par.items():

@@ -254,15 +254,20 @@ class LocalWorkers:
         worker = self.workers[index] = self._start(index)
         return worker
 
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """Stop every worker: running trials are released (their processes get SIGTERM, then
-        SIGKILL); what is left after ``timeout`` is killed. A Ctrl-C meanwhile kills at once (and
-        is raised again once everything is gone)."""
+    def stop(self, *, release: bool, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop every worker. ``release``: running trials are released at once (their processes
+        get SIGTERM, then SIGKILL); else workers stop claiming and exit when idle, and those still
+        busy after ``timeout`` / 2 release theirs. What is left after ``timeout`` is killed. A
+        Ctrl-C meanwhile kills at once (and is raised again once everything is gone)."""
         try:
             for w in self.workers.values():
-                w.order("stop", release=True)
-            deadline = time.monotonic() + timeout
-            while any(w.exitcode() is None for w in self.workers.values()) and time.monotonic() < deadline:
+                w.order("stop", release=release)
+            start = time.monotonic()
+            while any(w.exitcode() is None for w in self.workers.values()) and time.monotonic() < start + timeout:
+                if not release and time.monotonic() >= start + timeout / 2:
+                    release = True
+                    for w in self.workers.values():
+                        w.order("stop", release=True)
                 time.sleep(0.02)
             late = [w for w in self.workers.values() if w.exitcode() is None]
             if late:
@@ -522,8 +527,8 @@ class ParallelSession(QueueSession):
     def end(self, stop_reason: str | None) -> None:
         """Stop the workers (running trials released), then as :class:`QueueSession`: released
         trials are CANCEL after an early stop, NEW after an interruption; write ``save_file``."""
-        try:
-            self.pool.stop()
+        try:  # after max_evals (or an exhausted space) nothing runs: the workers just exit
+            self.pool.stop(release=stop_reason not in ("max_evals", "exhausted"))
         finally:
             try:
                 super().end(stop_reason)
