@@ -27,12 +27,9 @@ Sections (each prints a Markdown table; everything is saved under bench/out/):
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import json
 import logging
 import math
 import os
-import platform
 import sys
 import time
 import warnings
@@ -262,14 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     seeds = list(range(a.seeds or (2 if a.quick else 10)))
     qdoms = a.quality_domains.split(",") if a.quality_domains else (
         ["branin", "mixed10"] if a.quick else list(QUALITY_DOMAINS))
-    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    from bench.run import run_header, write_outputs
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    head = (f"command: `python -m bench.parallel {' '.join(argv if argv is not None else sys.argv[1:])}`  \n"
-            f"machine: {platform.processor() or platform.machine()}, {cores} cores available, Python "
-            f"{platform.python_version()}"
-            + (f", optuna {__import__('optuna').__version__}" if available("optuna-threads") else "")
-            + (f", joblib {__import__('joblib').__version__}" if available("joblib") else "")
-            + f"  \ndate: {stamp}; load average at start {load:.1f}\n")
+    head = run_header("bench.parallel", argv, f"{cores} cores available; load average at start {load:.1f}",
+                      packages=("numpy", "optuna", "joblib"))
     report, raw = [head], {}
     print(head, flush=True)
 
@@ -299,12 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         emit(f"TPE with ParallelTrials(n_jobs={a.quality_jobs}) vs sequential: best loss at 100 evaluations, "
              f"median over {len(seeds)} seeds, {a.quality_delay:g} s per evaluation ({time.perf_counter() - t0:.0f} s)",
              quality_table(res, a.quality_jobs))
-    os.makedirs(a.out, exist_ok=True)
-    tag = _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + ("-quick" if a.quick else "")
-    with open(os.path.join(a.out, f"parallel-{tag}.md"), "w") as f:
-        f.write("\n".join(report))
-    with open(os.path.join(a.out, f"parallel-raw-{tag}.json"), "w") as f:
-        json.dump(raw, f, indent=1, default=str)
+    write_outputs(a.out, "parallel-", report, raw, a.quick)
     return 0
 
 

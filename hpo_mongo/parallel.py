@@ -53,6 +53,7 @@ from .trials.queued import QueueSession, QueueTrials, serving_context
 from .trials.remote import QueueServer
 from .trials.session import Run
 from .worker import local
+from .worker.executor import process_table
 from .worker.loop import owner_id
 
 logger = logging.getLogger("hpo_mongo.trials")
@@ -128,22 +129,7 @@ def _killpg(pgid: int, sig: int) -> None:
 
 def _children(pid: int) -> list[int]:
     """The pids of ``pid``'s children (Linux ``/proc``; empty elsewhere)."""
-    out = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return out
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == pid:
-            out.append(int(entry))
-    return out
+    return [child for child, _state, ppid, _pgrp in process_table() or () if ppid == pid]
 
 
 class LocalWorker:
@@ -366,6 +352,9 @@ class ParallelTrials(QueueTrials):
             "save_file": (save_file, [v.NONE, v.STRING, v.InstanceOf((os.PathLike,), "a path")]),
             "threads_per_worker": (threads_per_worker, [v.Interval(int, 1, None), v.NONE]),
         }, "ParallelTrials")
+        if os.name != "posix":
+            raise NotImplementedError("ParallelTrials runs on Linux and macOS (it needs process groups and "
+                                      "inheritable pipes); on Windows use Trials, or MongoTrials with workers")
         cores = available_cores()
         self.n_jobs = cores if n_jobs == -1 else int(n_jobs)
         if self.n_jobs > cores:

@@ -240,6 +240,12 @@ def test_save_file_resumes_without_re_evaluating(tmp_path):
     assert [d["result"]["token"] for d in again.trials][:3] == tokens and again.tids == [0, 1, 2, 3, 4]
     with open(path, "rb") as f:
         assert [d["tid"] for d in pickle.load(f).trials] == [0, 1, 2, 3, 4]
+    # fmin(trials=None) loads the file itself, as hyperopt does, and continues the saved ParallelTrials
+    fmin(objective, SPACE, algo=rand.suggest, max_evals=6, trials_save_file=str(path), show_progressbar=False)
+    with open(path, "rb") as f:
+        resumed = pickle.load(f)
+    assert isinstance(resumed, ParallelTrials) and [d["result"]["token"] for d in resumed.trials][:3] == tokens
+    assert [d["state"] for d in resumed.trials] == [JOB_STATE_DONE] * 6
 
 
 #: an unguarded script (no ``if __name__ == "__main__"``): the objective lives in ``__main__`` and the

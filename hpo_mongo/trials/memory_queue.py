@@ -62,6 +62,12 @@ def check_picklable(result: Mapping[str, Any], attachments: Mapping[str, Any] | 
         raise
 
 
+def _unpickle_queue(blob: bytes) -> "MemoryJobQueue":
+    queue = MemoryJobQueue.__new__(MemoryJobQueue)
+    queue.__setstate__(pickle.loads(blob))
+    return queue
+
+
 class MemoryJobQueue:
     """An in-memory job queue (see the module docstring and :class:`~hpo_mongo.trials.queue.JobQueue`)."""
 
@@ -82,16 +88,16 @@ class MemoryJobQueue:
         self._workers: dict[str, dict] = {}
 
     # ------------------------------------------------------------------ pickling
-    def __getstate__(self) -> dict:
-        """A consistent snapshot, copied in one step under the lock: the queue may be pickled while
-        a :class:`~hpo_mongo.trials.remote.QueueServer` thread serves it (a saved local run)."""
+    def __reduce__(self) -> tuple:
+        """Pickled as one consistent snapshot, taken in one step under the lock: the queue may be
+        pickled while a :class:`~hpo_mongo.trials.remote.QueueServer` thread serves it (a saved
+        local run)."""
         with self._lock:
-            state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_clock")}
-            state = copy.deepcopy(state)
-            state["_clock"] = self._clock
+            state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_job_ids", "_file_ids")}
             state["_job_ids"] = max(self._jobs, default=0) + 1
             state["_file_ids"] = max(self._files, default=0) + 1
-        return state
+            blob = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        return (_unpickle_queue, (blob,))
 
     def __setstate__(self, state: dict) -> None:
         state["_job_ids"] = itertools.count(state["_job_ids"])
