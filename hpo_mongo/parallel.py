@@ -489,8 +489,10 @@ class ParallelSession(QueueSession):
         q, t = self.queue, self.trials
         for w, code in self.pool.reap():
             owner = owner_id(pid=w.pid)
-            served = any(doc.get("owner") == owner for doc in q.workers(include_exited=True))
-            self._start_failures = 0 if served else self._start_failures + 1
+            docs = [doc for doc in q.workers(include_exited=True) if doc.get("owner") == owner]
+            for doc in docs:  # it will not say so itself: no longer a live worker for status and queue length
+                q.beat_worker(doc["_id"], {"status": "exited", "current": None})
+            self._start_failures = 0 if docs else self._start_failures + 1
             why = f"its worker process ({w.name}, pid {w.pid}) {describe_exit(code)}"
             leases.log_events(requeue_lost(q, owner=owner, why=why, default_max_attempts=t.max_attempts), logger)
             if self._start_failures >= MAX_START_FAILURES:

@@ -37,6 +37,7 @@ import traceback
 from typing import Any, Iterator, Mapping
 
 from .exceptions import InvalidParameterError, MissingExtra
+from .trials import leases
 from .trials.documents import JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR
 from .trials.memory_queue import MemoryJobQueue, check_picklable
 from .trials.queue import JobQueue
@@ -163,8 +164,13 @@ class SparkTrials(QueueTrials):
         super().__init__(MemoryJobQueue(), None, poll_interval=0.1)
 
     def __setstate__(self, state: dict) -> None:
+        from .parallel import requeue_lost
         super().__setstate__(state)
         self._spark = None  # the active session is looked up again when needed
+        if serving_context() is None:  # a saved run: its Spark jobs ended with the process that saved it
+            leases.log_events(requeue_lost(self._queue, owner=None, default_max_attempts=self.max_attempts,
+                                           why="the process that ran it ended before it finished"), logger)
+            self.refresh()
 
     @property
     def spark_session(self) -> Any:

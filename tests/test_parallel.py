@@ -118,6 +118,19 @@ def test_an_objective_error_is_an_error_trial_and_the_run_goes_on():
     assert err["type"] == "ValueError" and "negative" in err["message"]
 
 
+def test_fmin_options_loss_threshold_early_stop_progress_and_queue_length(capsys):
+    from hpo_mongo.early_stop import no_progress_loss
+    trials = ParallelTrials(2, subprocess=False)
+    fmin(lambda cfg: 0.5, SPACE, algo=rand.suggest, max_evals=40, trials=trials, loss_threshold=1.0,
+         max_queue_len=3, show_progressbar=True)
+    assert trials.count_by_state_synced(JOB_STATE_DONE) >= 1 and len(trials.trials) < 40  # stopped at the first result
+    out = capsys.readouterr()
+    assert "best loss: 0.5" in out.out + out.err
+    _run(lambda cfg: 1.0, trials, 40, early_stop_fn=no_progress_loss(3))
+    done = trials.count_by_state_synced(JOB_STATE_DONE)
+    assert done < 40 and {d["state"] for d in trials.trials} <= {JOB_STATE_DONE, JOB_STATE_CANCEL}
+
+
 # ----------------------------------------------------------------------------- crashes and timeouts
 def test_a_worker_killed_mid_trial_is_replaced_and_its_trial_retried(tmp_path):
     marks = tmp_path
@@ -153,8 +166,9 @@ def test_a_worker_killed_mid_trial_is_replaced_and_its_trial_retried(tmp_path):
     retried = [d for d in docs if d["requeues"]]
     assert len(retried) == 1 and retried[0]["attempt"] == 2 and retried[0]["result"]["worker"] != killed[0]
     assert time.monotonic() - t0 < 25  # noticed at once, not after the 10 s lease
-    owners = {w["owner"] for w in trials.queue.workers(include_exited=True)}
-    assert len(owners) == 3  # the two first workers and the one that replaced the killed one
+    workers = trials.queue.workers(include_exited=True)
+    assert len({w["owner"] for w in workers}) == 3  # the two first workers and the one that replaced the killed one
+    assert {w["status"] for w in workers} == {"exited"}
     assert process_gone(killed[0])
 
 

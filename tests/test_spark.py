@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -90,6 +91,9 @@ def test_trials_run_as_spark_tasks(spark):
     assert trials.trial_attachments(done[0])["note"] == f"x={done[0]['misc']['vals']['x'][0]:.3f}".encode()
     assert (trials.count_successful_trials(), trials.count_failed_trials(), trials.count_cancelled_trials(),
             trials.count_total_trials()) == (len(done), len(errors), 0, 8)
+    again = pickle.loads(pickle.dumps(trials))  # fmin's trials_save_file: the trials without the SparkSession
+    assert [d["result"] for d in again.trials] == [d["result"] for d in trials.trials]
+    assert again.spark_session is spark  # the active one
 
 
 def _slow_unless_one(cfg):
