@@ -145,24 +145,31 @@ def available(method: str) -> bool:
 # =========================================================================== sections
 def speedup(jobs: list[int], n_trials: int, n_iter: int, repeats: int, methods: list[str]) -> dict:
     """{method: {n_jobs: [wall, ...]}} and the sequential reference."""
-    res: dict = {"sequential": [run("sequential", 1, n_trials, n_iter, r)["wall"] for r in range(repeats)]}
+    res: dict = {"sequential": [run("sequential", 1, n_trials, n_iter, r) for r in range(repeats)]}
     for m in methods:
         for n in jobs:
-            res.setdefault(m, {})[n] = [run(m, n, n_trials, n_iter, r)["wall"] for r in range(repeats)]
-            print(f"  speedup {m} n_jobs={n}: {np.median(res[m][n]):.2f} s", file=sys.stderr, flush=True)
+            res.setdefault(m, {})[n] = [run(m, n, n_trials, n_iter, r) for r in range(repeats)]
+            print(f"  speedup {m} n_jobs={n}: {np.median([x['wall'] for x in res[m][n]]):.2f} s", file=sys.stderr,
+                  flush=True)
     return res
 
 
 def speedup_table(res: dict, jobs: list[int], methods: list[str]) -> str:
-    seq = float(np.median(res["sequential"]))
-    lines = ["| method | " + " | ".join(f"n_jobs={n}: wall s (speed-up)" for n in jobs) + " |",
+    """Wall time and speed-up (start included); for ParallelTrials also the steady-state speed-up
+    (sequential time / first claim to last end)."""
+    seq = float(np.median([x["wall"] for x in res["sequential"]]))
+    lines = ["| method | " + " | ".join(f"n_jobs={n}: wall s (speed-up; steady)" for n in jobs) + " |",
              "|---" * (len(jobs) + 1) + "|",
              f"| {LABELS['sequential']} | {seq:.2f} s (1.00×) | " + " | ".join("" for _ in jobs[1:]) + " |"]
     for m in methods:
         cells = []
         for n in jobs:
-            w = float(np.median(res[m][n]))
-            cells.append(f"{w:.2f} s ({seq / w:.2f}×, {seq / w / n:.2f} per job)")
+            w = float(np.median([x["wall"] for x in res[m][n]]))
+            steady = [x["steady"] for x in res[m][n] if "steady" in x]
+            cell = f"{w:.2f} s ({seq / w:.2f}×"
+            if steady:
+                cell += f"; steady {seq / float(np.median(steady)):.2f}×"
+            cells.append(cell + f" = {seq / w / n:.2f} per job)")
         lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
