@@ -208,10 +208,10 @@ class LocalWorkers:
                     raise WorkerStartError("cannot start worker processes: sys.executable is empty (an embedded "
                                            "interpreter?); use ParallelTrials(start_method='fork')")
                 fds = (theirs.fileno(), orders_r.fileno())
-                proc = _subprocess.Popen(
-                    [sys.executable, "-c", local.BOOT, str(fds[0]), str(fds[1]), json.dumps([p for p in sys.path if isinstance(p, str)])],
-                    env={**os.environ, **self.env}, pass_fds=fds, start_new_session=True,
-                    stdin=_subprocess.DEVNULL)
+                path = json.dumps([p for p in sys.path if isinstance(p, str)])
+                proc = _subprocess.Popen([sys.executable, "-c", local.BOOT, str(fds[0]), str(fds[1]), path],
+                                         env={**os.environ, **self.env}, pass_fds=fds, start_new_session=True,
+                                         stdin=_subprocess.DEVNULL)
         except BaseException:
             for conn in (mine, theirs, orders_r, orders_w):
                 conn.close()
@@ -522,6 +522,9 @@ class ParallelSession(QueueSession):
             self.pool.stop(release=stop_reason not in ("max_evals", "exhausted"))
         finally:
             try:
+                q = self.queue
+                for doc in q.find(self.trials.exp_key, states=[JOB_STATE_RUNNING]):
+                    q.release({k: doc.get(k) for k in CLAIM_KEYS})  # its worker was killed before releasing it
                 super().end(stop_reason)
             finally:
                 if self.trials.save_file:

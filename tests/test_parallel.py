@@ -383,7 +383,10 @@ def test_a_second_ctrl_c_kills_at_once(tmp_path):
         driver.signal(signal.SIGINT)
         procs.wait([driver], timeout=20)
         took = time.monotonic() - t0
-    assert "interrupted again: killing the worker processes now" in driver.output()
+    out = driver.output()
+    assert "interrupted again: killing the worker processes now" in out
+    states = eval(next(ln for ln in out.splitlines() if ln.startswith("INTERRUPTED")).split(" ", 1)[1])
+    assert states[0] == JOB_STATE_DONE and set(states[1:]) == {JOB_STATE_NEW}, states
     assert took < 1.5, took
     _all_gone(pids, timeout=5)
 

@@ -34,8 +34,8 @@ class QueueServer:
     """Serves one queue to any number of connections from a background thread.
 
     ``on_call(name)`` (optional) is called in that thread after each call it served, with the
-    method's name: the driver of the local parallel mode wakes up when a trial was claimed or
-    finished instead of polling.
+    method's name: the driver of the local parallel mode wakes up as soon as a worker finished or
+    released a trial, instead of at its next poll.
     """
 
     def __init__(self, queue: JobQueue, *, name: str = "hpo-mongo-queue-server",
