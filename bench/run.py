@@ -505,10 +505,10 @@ def spread_table(res: dict) -> str:
 
 
 # =========================================================================== pending
-def pending_tables(seq: dict, par: dict, opts: list[str], c: int = 100) -> str:
-    """Median best loss at ``c`` evaluations, sequential vs 8 pending, and the quality loss
-    (mean over domains of log10 of the regret ratio pending / sequential; 0 = no loss)."""
-    lines = ["| domain | " + " | ".join(f"{o} seq → 8 pending" for o in opts) + " |",
+def pending_tables(seq: dict, par: dict, opts: list[str], c: int = 100, label: str = "8 pending") -> str:
+    """Median best loss at ``c`` evaluations, sequential vs ``label`` (8 pending), and the quality
+    loss (mean over domains of log10 of the regret ratio pending / sequential; 0 = no loss)."""
+    lines = ["| domain | " + " | ".join(f"{o} seq → {label}" for o in opts) + " |",
              "|---" * (len(opts) + 1) + "|"]
     loss: dict[str, list[float]] = {o: [] for o in opts}
     for d, by in par.items():
@@ -542,13 +542,7 @@ def main(argv=None) -> int:
         ["quadratic1", "branin", "hartmann6", "conditional", "mixed10"] if a.quick else list(DOMAINS))
     opts = a.optimizers.split(",") if a.optimizers else optimizers()
     n_evals = 100 if a.quick else 200
-    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    head = (f"command: `python -m bench.run {' '.join(argv if argv is not None else sys.argv[1:])}`  \n"
-            f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}, numpy {np.__version__}"
-            + (f", hyperopt {__import__('hyperopt').__version__}" if _have("hyperopt") else "")
-            + (f", optuna {__import__('optuna').__version__}" if _have("optuna") else "")
-            + f"  \ndate: {stamp}; seeds {seeds[0]}..{seeds[-1]}; jobs {a.jobs}\n")
+    head = run_header("bench.run", argv, f"seeds {seeds[0]}..{seeds[-1]}; jobs {a.jobs}")
     report = [head]
     raw: dict = {}
     print(head, flush=True)
@@ -586,13 +580,28 @@ def main(argv=None) -> int:
             seq = quality(pdoms, popts, seeds, 100, a.jobs)
         emit(f"Best loss at 100 evaluations: sequential vs always 8 pending ({time.perf_counter() - t0:.0f} s)",
              pending_tables(seq, par, popts))
-    os.makedirs(a.out, exist_ok=True)
-    tag = _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + ("-quick" if a.quick else "")
-    with open(os.path.join(a.out, f"results-{tag}.md"), "w") as f:
-        f.write("\n".join(report))
-    with open(os.path.join(a.out, f"raw-{tag}.json"), "w") as f:
-        json.dump(raw, f, indent=1, default=str)
+    write_outputs(a.out, "", report, raw, a.quick)
     return 0
+
+
+def run_header(module: str, argv: list[str] | None, details: str,
+               packages: tuple[str, ...] = ("numpy", "hyperopt", "optuna")) -> str:
+    """A report's first lines: the command, the machine and the versions of ``packages``, the date."""
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    versions = "".join(f", {m} {__import__(m).__version__}" for m in packages if _have(m))
+    return (f"command: `python -m {module} {' '.join(argv if argv is not None else sys.argv[1:])}`  \n"
+            f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}{versions}  \ndate: {stamp}; {details}\n")
+
+
+def write_outputs(out: str, prefix: str, report: list[str], raw: dict, quick: bool) -> None:
+    """Save a run's Markdown (``<prefix>results-<stamp>.md``) and raw numbers (``<prefix>raw-<stamp>.json``)."""
+    os.makedirs(out, exist_ok=True)
+    tag = _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + ("-quick" if quick else "")
+    with open(os.path.join(out, f"{prefix}results-{tag}.md"), "w") as f:
+        f.write("\n".join(report))
+    with open(os.path.join(out, f"{prefix}raw-{tag}.json"), "w") as f:
+        json.dump(raw, f, indent=1, default=str)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from .mongoexp import MongoTrials
 from .reporting import report, should_prune
 from .pyll.base import scope
 from .space import space_eval
+from .parallel import ParallelTrials
 from .spark import SparkTrials
 from .trials.documents import (JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW,
                                JOB_STATE_RUNNING, JOB_STATES, STATUS_FAIL, STATUS_NEW, STATUS_OK,
@@ -24,7 +25,7 @@ from .trials.memory import Trials, trials_from_docs
 __all__ = [
     "__version__", "fmin", "hp", "space_eval", "Trials", "trials_from_docs", "Domain", "Ctrl",
     "generate_trials_to_calculate", "rand", "grid", "early_stop", "scope", "FMinIter",
-    "fmin_pass_expr_memo_ctrl", "partial", "SparkTrials", "atpe", "mix", "exceptions", "progress",
+    "fmin_pass_expr_memo_ctrl", "partial", "SparkTrials", "ParallelTrials", "atpe", "mix", "exceptions", "progress",
     "STATUS_OK", "STATUS_FAIL", "STATUS_NEW", "STATUS_RUNNING", "STATUS_SUSPENDED", "STATUS_STRINGS",
     "JOB_STATE_NEW", "JOB_STATE_RUNNING", "JOB_STATE_DONE", "JOB_STATE_ERROR", "JOB_STATE_CANCEL",
     "JOB_STATES", "AllTrialsFailed", "DuplicateLabel", "HpoMongoError", "InvalidParameterError",

@@ -272,7 +272,8 @@ class _FMinLoop:
         self.stop_reason: str | None = None
         self.run_spec = Run(domain=domain, algo=algo, max_evals=max_evals, catch_eval_exceptions=catch_eval_exceptions,
                             deadline=None if timeout is None else self.start + timeout,
-                            pruner=pruner if pruner is not None else NopPruner())
+                            pruner=pruner if pruner is not None else NopPruner(),
+                            loss_threshold=loss_threshold, save_file=trials_save_file or "")
         self._session: RunSession | None = None
         self.failures = FailureLog(logger)
 
@@ -316,9 +317,10 @@ class _FMinLoop:
         return n_finished, n_pending, best
 
     def _should_stop(self, best: float | None, new_results: bool) -> str | None:
-        if self.timeout is not None and time.monotonic() - self.start >= self.timeout:
+        run = self.run_spec  # the limits as the store's session may have set them (session.py)
+        if run.expired():
             return "timeout"
-        if self.loss_threshold is not None and best is not None and best <= self.loss_threshold:
+        if run.loss_threshold is not None and best is not None and best <= run.loss_threshold:
             return "loss_threshold"
         if self.early_stop_fn is not None and new_results:
             stop, args = self.early_stop_fn(self.trials, *self.early_stop_args)

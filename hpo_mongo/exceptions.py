@@ -6,6 +6,7 @@
 - fix the URL or the database user: :class:`StoreConfigurationError` (retrying does not help);
 - treat as "someone else got there first": :class:`DuplicateTrialError`, :class:`TrialNotOwned`;
 - give up on the trial: :class:`ObjectiveLoadError`, :class:`PayloadSignatureError`;
+- fix the environment of local workers: :class:`WorkerStartError`;
 - nothing to report: :class:`AllTrialsFailed`;
 - control flow inside an objective: :class:`TrialPruned` (stop this trial, it is recorded as
   pruned), :class:`NoCurrentTrial` (``report()`` called where no trial is being evaluated).
@@ -137,3 +138,8 @@ class PayloadSignatureError(ObjectiveLoadError):
 
 class PicklingError(InvalidParameterError):
     """The driver could not pickle the objective; the message names what could not be pickled."""
+
+
+class WorkerStartError(HpoMongoError, RuntimeError):
+    """The worker processes of ``ParallelTrials`` keep exiting before they serve a trial (the
+    message has their exit status; their stderr, shown with the driver's, says why)."""

@@ -70,12 +70,10 @@ def test_every_hyperopt_module_path_and_name_imports():
 
 
 def test_modules_that_cannot_work_say_what_to_use():
-    from hpo_mongo import SparkTrials, atpe, ipy, vectorize
+    from hpo_mongo import atpe, ipy, vectorize
     from hpo_mongo.main import main_search
     with pytest.raises(NotImplementedError, match="tpe.suggest"):
         atpe.suggest([0], None, Trials(), 0)
-    with pytest.raises(NotImplementedError, match="MongoTrials"):
-        SparkTrials(parallelism=2)
     with pytest.raises(NotImplementedError, match="MongoTrials"):
         ipy.IPythonTrials(object())
     with pytest.raises(NotImplementedError, match="compile_space"):

@@ -65,6 +65,12 @@ def check_picklable(result: Mapping[str, Any], attachments: Mapping[str, Any] | 
         raise
 
 
+def _unpickle_queue(blob: bytes) -> "MemoryJobQueue":
+    queue = MemoryJobQueue.__new__(MemoryJobQueue)
+    queue.__setstate__(pickle.loads(blob))
+    return queue
+
+
 class MemoryJobQueue:
     """An in-memory job queue (see the module docstring and :class:`~hpo_mongo.trials.queue.JobQueue`)."""
 
@@ -85,12 +91,16 @@ class MemoryJobQueue:
         self._workers: dict[str, dict] = {}
 
     # ------------------------------------------------------------------ pickling
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state.pop("_lock")
-        state["_job_ids"] = max(self._jobs, default=0) + 1
-        state["_file_ids"] = max(self._files, default=0) + 1
-        return state
+    def __reduce__(self) -> tuple:
+        """Pickled as one consistent snapshot, taken in one step under the lock: the queue may be
+        pickled while a :class:`~hpo_mongo.trials.remote.QueueServer` thread serves it (a saved
+        local run)."""
+        with self._lock:
+            state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_job_ids", "_file_ids")}
+            state["_job_ids"] = max(self._jobs, default=0) + 1
+            state["_file_ids"] = max(self._files, default=0) + 1
+            blob = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        return (_unpickle_queue, (blob,))
 
     def __setstate__(self, state: dict) -> None:
         state["_job_ids"] = itertools.count(state["_job_ids"])
@@ -379,6 +389,19 @@ class MemoryJobQueue:
             n = 0
             for i, d in self._select(exp_key, [JOB_STATE_NEW]):
                 if d.get("domain_hash") is None:
+                    d["domain_hash"] = digest
+                    self._touch(i, d)
+                    n += 1
+            return n
+
+    def reassign_domain(self, exp_key: str | None, digest: str) -> int:
+        """Give domain ``digest`` to every NEW job of the experiment, whatever domain it had: the
+        local parallel mode evaluates what is queued with the current objective, as in-memory
+        ``Trials`` do (not part of the protocol: a Mongo experiment keeps each trial's domain)."""
+        with self._lock:
+            n = 0
+            for i, d in self._select(exp_key, [JOB_STATE_NEW]):
+                if d.get("domain_hash") != digest:
                     d["domain_hash"] = digest
                     self._touch(i, d)
                     n += 1

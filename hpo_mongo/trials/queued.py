@@ -59,6 +59,12 @@ def serving(queue: JobQueue, secret: bytes | None = None) -> Iterator[None]:
         _SERVING.reset(token)
 
 
+def serving_context() -> tuple[JobQueue, bytes | None] | None:
+    """The ``(queue, secret)`` of the :func:`serving` context active in this thread, else None
+    (a store deciding what its pickle carries: nothing of its queue inside a domain payload)."""
+    return _SERVING.get()
+
+
 def algo_name(algo: Any) -> str | None:
     """``module.qualname`` of an algorithm (through ``functools.partial``), for the experiment document."""
     fn = getattr(algo, "func", algo)

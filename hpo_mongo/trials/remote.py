@@ -31,10 +31,17 @@ QUEUE_METHODS = frozenset(name for name, value in vars(JobQueue).items()
 
 
 class QueueServer:
-    """Serves one queue to any number of connections from a background thread."""
+    """Serves one queue to any number of connections from a background thread.
 
-    def __init__(self, queue: JobQueue, *, name: str = "hpo-mongo-queue-server"):
+    ``on_call(name)`` (optional) is called in that thread after each call it served, with the
+    method's name: the driver of the local parallel mode wakes up as soon as a worker finished or
+    released a trial, instead of at its next poll.
+    """
+
+    def __init__(self, queue: JobQueue, *, name: str = "hpo-mongo-queue-server",
+                 on_call: Callable[[str], None] | None = None):
         self.queue = queue
+        self._on_call = on_call
         self._conns: list[Connection] = []
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = _pipe()
@@ -64,7 +71,7 @@ class QueueServer:
     def _serve(self) -> None:
         while not self._stop.is_set():
             with self._lock:
-                conns = list(self._conns)
+                conns = [c for c in self._conns if not c.closed]
             for ready in wait([self._wake_r, *conns]):
                 if ready is self._wake_r:
                     self._wake_r.recv_bytes()
@@ -93,6 +100,11 @@ class QueueServer:
                 conn.send(("error", StoreUnavailable(f"the queue could not send its reply to {name}: {e}")))
             except (OSError, EOFError):
                 pass
+        if self._on_call is not None:
+            try:
+                self._on_call(name)
+            except Exception:  # noqa: BLE001 - a listener's error must not stop the server
+                logger.exception("QueueServer on_call(%r) failed", name)
 
 
 def _pipe() -> tuple[Connection, Connection]:

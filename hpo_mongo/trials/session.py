@@ -19,6 +19,10 @@ objective, an unreachable store) before anything is queued; ``advance`` returns 
 one evaluation or one poll interval, so fmin's stop rules (timeout, early_stop_fn) are checked
 between steps; ``end`` never raises for store errors (it logs them) so it cannot hide why fmin is
 ending. A store evaluated in-process (``Trials``) is the only one whose session runs the objective.
+
+fmin's stop rules read ``run.deadline`` and ``run.loss_threshold``: a store whose constructor
+takes limits of its own (hyperopt's ``SparkTrials(timeout=, loss_threshold=)``) applies them
+there when its session opens.
 """
 from __future__ import annotations
 
@@ -40,6 +44,10 @@ class Run:
     deadline: float | None = None
     #: the pruner deciding on intermediate reports (None: no pruning)
     pruner: Any = None
+    #: fmin's ``loss_threshold`` (None: none)
+    loss_threshold: float | None = None
+    #: fmin's ``trials_save_file`` ("" = none): a store with a persistence of its own may resume from it
+    save_file: str = ""
 
     def expired(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline

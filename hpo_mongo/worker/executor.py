@@ -44,7 +44,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from ..reporting import Reporter, evaluate_trial
 from ..results import error_info, error_result
@@ -523,25 +523,35 @@ def _trial_alive(proc: Any) -> bool:
     return _live_members(proc.pid)
 
 
+def process_table() -> Iterator[tuple[int, str, int, int]] | None:
+    """``(pid, state, ppid, pgrp)`` of every process, read from Linux's ``/proc`` (state ``"Z"``:
+    a zombie); None where there is no ``/proc``."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+
+    def rows() -> Iterator[tuple[int, str, int, int]]:
+        for entry in entries:
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    state, ppid, pgrp = f.read().rsplit(b")", 1)[1].split()[:3]
+                yield int(entry), state.decode(), int(ppid), int(pgrp)
+            except (OSError, ValueError):
+                continue
+    return rows()
+
+
 def _live_members(pgid: int) -> bool:
     """Whether the group has a member that is not a zombie. Killed processes whose parent is gone
     stay zombies until init reaps them; on Linux ``/proc`` tells them apart (elsewhere every
     member counts)."""
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
+    table = process_table()
+    if table is None:
         return True
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                state, _ppid, pgrp = f.read().rsplit(b")", 1)[1].split()[:3]
-        except (OSError, ValueError):
-            continue
-        if int(pgrp) == pgid and state != b"Z":
-            return True
-    return False
+    return any(pgrp == pgid and state != "Z" for _pid, state, _ppid, pgrp in table)
 
 
 def _reap_orphans(pgid: int) -> None:
