@@ -385,6 +385,11 @@ class Worker:
         if self.status != "exited":
             self.status = "stopping"
 
+    @property
+    def stopping(self) -> bool:
+        """Whether the worker was asked to stop (it claims nothing more)."""
+        return self._stop.is_set()
+
     def on_signal(self, signum: int, count: int) -> None:
         """SIGTERM/SIGINT (called from the handler): 1st → stop claiming and start the grace period
         of the running trial; 2nd → release it now."""
