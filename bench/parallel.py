@@ -240,7 +240,7 @@ def quality_table(res: dict, n_jobs: int) -> str:
 
 # =========================================================================== main
 def main(argv: list[str] | None = None) -> int:
-    from hpo_mongo.parallel import available_cores
+    from hpo_mongo.worker.pool import available_cores
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a short validation run")
     ap.add_argument("--sections", default="speedup,overhead,quality")

@@ -15,7 +15,7 @@ from .mongoexp import MongoTrials
 from .reporting import report, should_prune
 from .pyll.base import scope
 from .space import space_eval
-from .parallel import ParallelTrials
+from .trials.parallel import ParallelTrials
 from .spark import SparkTrials
 from .trials.documents import (JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW,
                                JOB_STATE_RUNNING, JOB_STATES, STATUS_FAIL, STATUS_NEW, STATUS_OK,

@@ -23,7 +23,7 @@ hpo_mongo missing on the cluster) is an ERROR trial naming it.
   finished). The executors must have hpo_mongo (and what the objective imports) installed.
 
 Without pyspark, constructing one raises :class:`~hpo_mongo.exceptions.MissingExtra` saying
-``pip install pyspark`` or use :class:`~hpo_mongo.parallel.ParallelTrials`.
+``pip install pyspark`` or use :class:`~hpo_mongo.trials.parallel.ParallelTrials`.
 """
 from __future__ import annotations
 
@@ -164,7 +164,7 @@ class SparkTrials(QueueTrials):
         super().__init__(MemoryJobQueue(), None, poll_interval=0.1)
 
     def __setstate__(self, state: dict) -> None:
-        from .parallel import requeue_lost
+        from .trials.parallel import requeue_lost
         super().__setstate__(state)
         self._spark = None  # the active session is looked up again when needed
         if serving_context() is None:  # a saved run: its Spark jobs ended with the process that saved it

@@ -1,4 +1,4 @@
-"""A local worker process: what :class:`~hpo_mongo.parallel.ParallelTrials` starts.
+"""A local worker process: what :class:`~hpo_mongo.trials.parallel.ParallelTrials` starts.
 
 The process runs the same :class:`~hpo_mongo.worker.loop.Worker` as ``hpo-mongo-worker`` (claim,
 evaluate with the executor, report; heartbeat and leases), on a
