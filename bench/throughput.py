@@ -626,12 +626,17 @@ class Bench:
                 "trials": done, "wall_s": wall, "rate": done / wall}
 
     def run(self, system: str, n: int, objective: str, n_trials: int, time_box: float, **kw: Any) -> dict:
+        """One run; a run that fails is recorded with its error (and the bench goes on)."""
         kind = SYSTEMS[system]["kind"]
-        if kind == "hpo":
-            return self.run_hpo(system, n, objective, n_trials, time_box, **kw)
-        if kind == "ceiling":
-            return self.run_ceiling(n, objective, n_trials, time_box, **kw)
-        return self.run_optuna(system, n, objective, n_trials, time_box)
+        try:
+            if kind == "hpo":
+                return self.run_hpo(system, n, objective, n_trials, time_box, **kw)
+            if kind == "ceiling":
+                return self.run_ceiling(n, objective, n_trials, time_box, **kw)
+            return self.run_optuna(system, n, objective, n_trials, time_box)
+        except Exception as e:  # noqa: BLE001 - reported in the tables
+            return {"system": system, "kind": kind, "n_workers": n, "objective": objective,
+                    "error": f"{type(e).__name__}: {e}"[:300]}
 
 
 # ----------------------------------------------------------------------------- sections
@@ -649,8 +654,8 @@ def section_throughput(b: Bench, a: argparse.Namespace, log: Callable[[str], Non
                     r = b.run(system, n, objective, a.trials, a.time_box)
                     r["round"] = rnd
                     runs.append(r)
-                    if r.get("skipped"):
-                        log(f"  round {rnd} {objective} N={n} {system}: skipped ({r['skipped']})")
+                    if r.get("skipped") or r.get("error"):
+                        log(f"  round {rnd} {objective} N={n} {system}: {r.get('skipped') or r.get('error')}")
                     else:
                         log(f"  round {rnd} {objective} N={n} {system}: {r['trials']} trials in "
                             f"{r['wall_s']:.2f} s = {r['rate']:.1f}/s")
@@ -708,9 +713,13 @@ def section_growth(b: Bench, a: argparse.Namespace, log: Callable[[str], None]) 
         client, db = mongo(url)
         try:
             fill = prefill(db, size, "grow")
-            ref = refresh_times(url, "grow", size)
-            log(f"  history {size}: prefill {fill:.1f} s; refresh full {ref['full_s']:.2f} s, "
-                f"incremental {1000 * ref['incremental_s']:.1f} ms")
+            try:
+                ref = refresh_times(url, "grow", size)
+                log(f"  history {size}: prefill {fill:.1f} s; refresh full {ref['full_s']:.2f} s, "
+                    f"incremental {1000 * ref['incremental_s']:.1f} ms")
+            except Exception as e:  # noqa: BLE001 - reported in the table
+                ref = {"n": size, "error": f"{type(e).__name__}: {e}"[:300]}
+                log(f"  history {size}: prefill {fill:.1f} s; refresh failed: {ref['error']}")
             runs = []
             for rnd in range(a.growth_rounds):
                 for system in rotated(a.growth_systems, rnd):
@@ -718,8 +727,9 @@ def section_growth(b: Bench, a: argparse.Namespace, log: Callable[[str], None]) 
                               url=url, exp_key="grow")
                     r["round"] = rnd
                     runs.append(r)
-                    log(f"  history {size} {system} N={a.growth_workers}: {r['trials']} trials in "
-                        f"{r['wall_s']:.2f} s = {r['rate']:.1f}/s")
+                    log(f"  history {size} {system} N={a.growth_workers}: " + (
+                        r["error"] if r.get("error") else
+                        f"{r['trials']} trials in {r['wall_s']:.2f} s = {r['rate']:.1f}/s"))
             out.append({"size": size, "prefill_s": fill, "refresh": ref, "runs": runs})
         finally:
             client.drop_database(url.rsplit("/", 1)[1])
@@ -731,6 +741,7 @@ def section_profile(b: Bench, a: argparse.Namespace, log: Callable[[str], None])
     runs = []
     for system in a.profile_systems:
         r = b.run_hpo(system, a.profile_workers, "trivial", a.trials, a.time_box, timing=True)
+        r["round"] = 0
         runs.append(r)
         log(f"  profile {system} N={a.profile_workers}: {r['trials']} trials in {r['wall_s']:.2f} s = "
             f"{r['rate']:.1f}/s")
@@ -882,14 +893,25 @@ def _ratio(runs: list[dict], system: str, ref: str, n: int, objective: str) -> l
     return [by[(system, k)] / by[(ref, k)] for (s, k) in by if s == system and (ref, k) in by]
 
 
+def _summed(deltas: list[dict], field: str) -> dict[str, float]:
+    """``field`` (a mapping name -> number) summed over several processes' probe deltas."""
+    out: dict[str, float] = {}
+    for d in deltas:
+        for k, v in d[field].items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
 def _per_trial(d: dict | None, trials: int) -> float | None:
     return None if not d or not trials else sum(d["counts"].values()) / trials
 
 
 def table_throughput(runs: list[dict], a: argparse.Namespace) -> list[str]:
     lines = []
-    systems = [s for s in a.systems if any(r["system"] == s and not r.get("skipped") for r in runs)]
+    systems = [s for s in a.systems if any(r["system"] == s and r.get("rate") for r in runs)]
     skipped = {r["system"]: r["skipped"] for r in runs if r.get("skipped")}
+    skipped.update({f"{r['system']} N={r['n_workers']} {r['objective']} round {r.get('round')}": "failed: " + r["error"]
+                    for r in runs if r.get("error")})
     for objective in a.objectives:
         lines += [f"### Trials/s, {OBJECTIVE_NAMES[objective]}, TPE, 1 driver + N workers "
                   f"(median (min–max) over {a.rounds} round(s); {a.trials} trials per run, time box {a.time_box:g} s)",
@@ -916,7 +938,7 @@ def table_throughput(runs: list[dict], a: argparse.Namespace) -> list[str]:
     if skipped:
         lines.append("")
     # hpo_mongo run details
-    hpo = [r for r in runs if r.get("kind") == "hpo"]
+    hpo = [r for r in runs if r.get("kind") == "hpo" and not r.get("error")]
     if hpo:
         lines += ["### hpo_mongo runs: Mongo commands per trial (driver / workers), claim-to-result, balance", "",
                   "| system | objective | N | trials/s | driver cmds/trial | workers cmds/trial | "
@@ -952,11 +974,7 @@ def commands_breakdown(hpo: list[dict], a: argparse.Namespace) -> list[str]:
         acc: dict[str, dict[str, list[float]]] = {"driver": {}, "workers": {}}
         for r in rs:
             for side, ds in (("driver", [r["driver"]] if r["driver"] else []), ("workers", r["workers"])):
-                tot: dict[str, float] = {}
-                for d in ds:
-                    for k, v in d["counts"].items():
-                        tot[k] = tot.get(k, 0) + v
-                for k, v in tot.items():
+                for k, v in _summed(ds, "counts").items():
                     acc[side].setdefault(k, []).append(v / r["trials"])
         cols[s] = {side: {k: sum(v) / len(rs) for k, v in m.items()} for side, m in acc.items()}
     if not cols:
@@ -982,23 +1000,30 @@ def table_growth(growth: list[dict], a: argparse.Namespace) -> list[str]:
              + " | " + " | ".join(f"{s} ÷ ceiling" for s in a.growth_systems if s != "ceiling")
              + " | " + " | ".join(f"{s} ms/trial" for s in a.growth_systems) + " |",
              "|---|" + "---|" * (2 * len(a.growth_systems) + len([s for s in a.growth_systems if s != "ceiling"]))]
+    errors: dict[tuple[int, str], str] = {}
     for g in growth:
         rates = {s: [r["rate"] for r in g["runs"] if r["system"] == s and r.get("rate")] for s in a.growth_systems}
         ratios = []
         for s in a.growth_systems:
             if s == "ceiling":
                 continue
-            per_round = [r["rate"] / c["rate"] for r in g["runs"] if r["system"] == s
-                         for c in g["runs"] if c["system"] == "ceiling" and c["round"] == r["round"] and c["rate"]]
+            per_round = [r["rate"] / c["rate"] for r in g["runs"] if r["system"] == s and r.get("rate")
+                         for c in g["runs"] if c["system"] == "ceiling" and c["round"] == r["round"]
+                         and c.get("rate")]
             ratios.append(_fmt(_med(per_round), 3))
         ms = [_fmt(1000 / _med(rates[s]), 1) if rates[s] else "–" for s in a.growth_systems]
+        errors.update({(g["size"], r["system"]): r["error"] for r in g["runs"] if r.get("error")})
         lines.append(f"| {g['size']:,} | " + " | ".join(_span(rates[s]) for s in a.growth_systems) + " | "
                      + " | ".join(ratios) + " | " + " | ".join(ms) + " |")
+    lines += [""] + [f"history {size:,}, {system}: failed: {err}" for (size, system), err in errors.items()]
     lines += ["", "Driver refresh at each history size (one MongoTrials; `full` = a new MongoTrials loading "
               "everything):", "", "| history | prefill s | full load s | incremental, nothing changed ms | "
               "after 100 changed ms | losses()+idxs_vals ms |", "|---|---|---|---|---|---|"]
     for g in growth:
         r = g["refresh"]
+        if r.get("error"):
+            lines.append(f"| {g['size']:,} | {g['prefill_s']:.1f} | failed: {r['error']} | | | |")
+            continue
         lines.append(f"| {g['size']:,} | {g['prefill_s']:.1f} | {r['full_s']:.2f} | {1000 * r['incremental_s']:.1f} | "
                      f"{1000 * r['after_100_changes_s']:.1f} | {1000 * r['losses_idxs_vals_s']:.1f} |")
     return lines + [""]
@@ -1041,13 +1066,7 @@ def table_profile(runs: list[dict], a: argparse.Namespace) -> list[str]:
             if not ds:
                 continue
             wall = sum(d["seconds"] for d in ds)
-            tim: dict[str, float] = {}
-            calls: dict[str, int] = {}
-            for d in ds:
-                for k, v in d["timing"].items():
-                    tim[k] = tim.get(k, 0) + v
-                for k, v in d["calls"].items():
-                    calls[k] = calls.get(k, 0) + v
+            tim, calls = _summed(ds, "timing"), _summed(ds, "calls")
             other = wall - sum(tim.values())
             lines += [f"{side}: wall {wall:.2f} s, CPU {sum(d['cpu'] for d in ds):.2f} s, "
                       f"{sum(sum(d['counts'].values()) for d in ds) / max(1, r['trials']):.2f} commands/trial", "",
@@ -1057,13 +1076,7 @@ def table_profile(runs: list[dict], a: argparse.Namespace) -> list[str]:
                              f"{1000 * v / max(1, calls.get(k, 1)):.2f} |")
             lines.append(f"| (outside the hooked steps) | {100 * other / wall:.1f} | "
                          f"{1000 * other / max(1, r['trials']):.2f} | | |")
-            rtt: dict[str, float] = {}
-            cnt: dict[str, int] = {}
-            for d in ds:
-                for k, v in d["rtt"].items():
-                    rtt[k] = rtt.get(k, 0) + v
-                for k, v in d["counts"].items():
-                    cnt[k] = cnt.get(k, 0) + v
+            rtt, cnt = _summed(ds, "rtt"), _summed(ds, "counts")
             lines += ["", f"{side}, client-side round trips (all threads):", "",
                       "| command collection | count | per trial | mean ms | total s |", "|---|---|---|---|---|"]
             for k, v in sorted(rtt.items(), key=lambda kv: -kv[1]):
@@ -1087,7 +1100,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=3, help="round-robin repetitions of the throughput section")
     ap.add_argument("--trials", type=int, default=400, help="trials per run")
     ap.add_argument("--time-box", type=float, default=20.0, help="seconds at most per run (then trials/s so far)")
-    ap.add_argument("--growth-sizes", default="1000,10000,100000")
+    ap.add_argument("--growth-sizes", default="1000,10000,50000,100000")
     ap.add_argument("--growth-systems", default="ceiling,hpo-tuned,hpo-default")
     ap.add_argument("--growth-workers", type=int, default=4)
     ap.add_argument("--growth-trials", type=int, default=200)
@@ -1187,16 +1200,28 @@ def main(argv: list[str] | None = None) -> None:
             if name in a.sections:
                 log(f"== {name}")
                 t0 = time.monotonic()
-                raw[name] = sections[name](b, a, log)
+                try:
+                    raw[name] = sections[name](b, a, log)
+                except Exception:  # noqa: BLE001 - keep what the other sections measured
+                    import traceback
+                    raw.setdefault("errors", {})[name] = traceback.format_exc()
+                    log(f"section {name} failed:\n{raw['errors'][name]}")
                 raw[f"{name}_seconds"] = time.monotonic() - t0
-    raw["uptime_end"] = uptime()
+                save(raw, a, out_dir, stamp, t_start, final=False)
+    md = save(raw, a, out_dir, stamp, t_start, final=True)
+    print("\n".join(md))
+    print(f"\nsaved {out_dir / f'throughput-{stamp}.md'} and .json (logs in {logdir})")
+
+
+def save(raw: dict, a: argparse.Namespace, out_dir: Path, stamp: str, t_start: float, *, final: bool) -> list[str]:
+    """Write the tables and the raw JSON of what was measured so far (after each section)."""
+    raw["uptime_end"] = uptime() if final else f"(run in progress) {uptime()}"
     raw["seconds"] = time.monotonic() - t_start
     md = report(raw, a)
-    print("\n".join(md))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"throughput-{stamp}.md").write_text("\n".join(md) + "\n")
     (out_dir / f"throughput-{stamp}.json").write_text(json.dumps(raw, indent=1, default=str) + "\n")
-    print(f"\nsaved {out_dir / f'throughput-{stamp}.md'} and .json (logs in {logdir})")
+    return md
 
 
 def report(raw: dict, a: argparse.Namespace) -> list[str]:
@@ -1220,6 +1245,8 @@ def report(raw: dict, a: argparse.Namespace) -> list[str]:
         lines += table_idle(raw["idle"], a)
     if "profile" in raw:
         lines += table_profile(raw["profile"], a)
+    for name, tb in (raw.get("errors") or {}).items():
+        lines += [f"### Section {name} failed", "", "```", tb.strip().splitlines()[-1], "```", ""]
     if "refresh" in raw:
         r = raw["refresh"]
         lines += [f"### Refresh with {r['n']:,} trials", "",
