@@ -11,7 +11,7 @@ machine hits every system alike. Sections (``--sections``):
   N processes running ``study.optimize`` on one study) and the raw server ceiling (N pymongo
   clients doing hpo_mongo's insert + claim + result round trips); with Mongo commands per trial
   (pymongo command listener in the driver and in the workers);
-* ``growth`` — trials/s and the driver's refresh times with 1 000 / 10 000 / 100 000 finished
+* ``growth`` — trials/s and the driver's refresh times with 1 000 / 10 000 / 50 000 / 100 000 finished
   trials already in the experiment, next to the raw ceiling measured at the same size;
 * ``idle`` — commands/s of an idle worker and an idle driver, and 200 idle workers (threads
   running the real worker loop) with the server's CPU;
@@ -24,7 +24,7 @@ Uses the in-memory java test server (scripts/test-server, memory backend, 127.0.
 Tables are printed and saved as bench/out/throughput-<stamp>.md, raw numbers beside them as
 throughput-<stamp>.json (see bench/README.md).
 
-    python -m bench.throughput                 # the full run (about 45 minutes on 2 cores)
+    python -m bench.throughput                 # the full run (about 40 minutes on 2 cores)
     python -m bench.throughput --quick         # a few minutes
     python -m bench.throughput --sections throughput --systems hpo-tuned,optuna-journal --workers 4
 """
@@ -198,7 +198,10 @@ def read_lines(proc: subprocess.Popen, want: str, timeout: float) -> str:
             return line[len(want):].strip()
         if time.monotonic() > deadline:
             break
-    raise RuntimeError(f"{proc.args[:4]} ended without printing {want!r} (exit {proc.poll()})")
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(10)
+    raise RuntimeError(f"{' '.join(map(str, proc.args[:4]))} ended without printing {want!r} (exit {proc.poll()}; "
+                       "its log is under bench/out/throughput/<stamp>/)")
 
 
 def window_deltas(prefix: str, tags: tuple[str, ...] = ("start", "end", "signal")) -> list[dict]:
