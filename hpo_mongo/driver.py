@@ -330,21 +330,21 @@ class _FMinLoop:
         return None
 
     def _suggest(self, n: int) -> int:
-        """Ask the algorithm for ``n`` trials, one call (and one seed) per trial; the store is asked
-        before each one whether ``max_evals`` leaves room (another driver may share it)."""
+        """Ask the algorithm for ``n`` trials, one call (and one seed) per trial, each seeing the
+        ones before it as pending. The store says first how many ``max_evals`` leaves room for
+        (another driver may share the experiment); the tids come in one block."""
+        n = min(n, self.session().room())
+        if n <= 0:
+            return 0
         made = 0
-        session = self.session()
-        for _ in range(n):
-            if session.room() <= 0:
-                break
-            ids = self.trials.new_trial_ids(1)
+        for tid in self.trials.new_trial_ids(n):
             seed = int(self.rng.integers(2**31 - 1))
-            docs = self.algo(ids, self.domain, self.trials, seed)
+            docs = self.algo([tid], self.domain, self.trials, seed)
             if not docs:
                 self.exhausted = True
                 break
             self.trials.insert_trial_docs(docs)
-            self.trials.refresh()
+            self.trials.refresh_inserted()  # the driver knows what it wrote: no round trip
             made += len(docs)
         return made
 

@@ -117,6 +117,13 @@ class Proc:
         self.popen.wait()
 
 
+def _default_signals() -> None:  # pragma: no cover - runs in the child before exec
+    """A child starts with SIGINT and SIGTERM at their defaults, as from an interactive shell, even when
+    the test run itself was started in the background (which ignores SIGINT)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 class Procs:
     """A group of child processes (``with Procs(tmp_path) as procs:``); leftovers are killed on exit."""
 
@@ -136,7 +143,8 @@ class Procs:
         fh = open(log, "wb")
         try:
             popen = subprocess.Popen(list(cmd), stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=child_env(env, pythonpath), cwd=str(cwd or self.dir))
+                                     env=child_env(env, pythonpath), cwd=str(cwd or self.dir),
+                                     preexec_fn=_default_signals)
         finally:
             fh.close()
         p = Proc(name, popen, log)

@@ -649,3 +649,18 @@ def test_completed_at_least_and_pruned_counts(h):
     assert counts["done"] == 4 and counts["pruned"] == 1 and counts["total"] == 4
     (summary,) = [s for s in q.experiment_summaries() if s["exp_key"] == "e"]
     assert summary["counts"]["pruned"] == 1 and summary["best_loss"] == 1.0
+
+
+def test_wait_for_changes_returns_within_its_timeout(h):
+    q = h.queue
+    t0 = time.monotonic()
+    q.wait_for_changes("e", 0.2)
+    assert time.monotonic() - t0 < 5.0  # at most its timeout (plus scheduling), never an error
+
+
+def test_the_in_memory_queue_wakes_a_waiting_driver_at_once():
+    q = MemoryJobQueue()
+    threading.Timer(0.05, lambda: queue_docs(q, [0])).start()
+    t0 = time.monotonic()
+    q.wait_for_changes("e", 10.0)
+    assert time.monotonic() - t0 < 5.0

@@ -46,7 +46,8 @@ def _serves(exp_key: str | None, default_experiment: bool) -> Any:
               help="Only evaluate trials of the default experiment (exp_key None: MongoTrials(url) without "
                    "exp_key); excludes --exp-key.")
 @click.option("--poll-interval", type=click.FloatRange(min=0, min_open=True), default=DEFAULT["poll_interval"], show_default=True,
-              metavar="SECONDS", help="Seconds between polls when no trial is queued (sub-second allowed).")
+              metavar="SECONDS", help="The longest wait between two claims while no trial is queued: an idle worker "
+                                      "polls at once after work, then waits twice as long each time, up to this.")
 @click.option("--max-jobs", type=click.IntRange(min=1), default=None, metavar="N",
               help="Stop after evaluating N trials (default: unlimited).")
 @click.option("--max-consecutive-failures", type=click.IntRange(min=0), default=DEFAULT["max_consecutive_failures"], show_default=True,

@@ -54,6 +54,12 @@ class BaseTrials(abc.ABC):
     def refresh(self) -> None:
         """Bring ``trials`` up to date with the store."""
 
+    def refresh_inserted(self) -> None:
+        """Make the documents this object inserted since the last refresh visible in ``trials``
+        without reading the store: the driver's own inserts (it knows what it wrote). Other
+        changes show at the next :meth:`refresh`. By default a full ``refresh()``."""
+        self.refresh()
+
     @abc.abstractmethod
     def new_trial_ids(self, n: int) -> list[int]:
         """Allocate ``n`` fresh, unique tids."""

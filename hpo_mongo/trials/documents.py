@@ -51,6 +51,16 @@ TRIAL_MISC_KEYS = frozenset({"tid", "cmd", "idxs", "vals"})
 DOMAIN_CMD = ("domain_attachment", "FMinIter_Domain")
 
 
+#: the fields a queue adds to every job at insert, beyond those of :func:`new_trial_doc`
+QUEUE_FIELDS: dict[str, Any] = {"attempt": 0, "requeues": 0, "heartbeat": None, "worker": None, "start_time": None,
+                                "end_time": None, "error": None, "_attachments": [], REPORTS_FIELD: []}
+
+
+def queued_doc(doc: Mapping[str, Any]) -> dict:
+    """``doc`` as a queue stores it at insert: :data:`QUEUE_FIELDS` (fresh lists) under its fields."""
+    return {**{k: (list(v) if isinstance(v, list) else v) for k, v in QUEUE_FIELDS.items()}, **doc}
+
+
 def utcnow() -> _dt.datetime:
     """Timezone-aware UTC now, truncated to milliseconds (BSON precision)."""
     now = _dt.datetime.now(_dt.timezone.utc)

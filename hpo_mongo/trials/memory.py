@@ -55,6 +55,8 @@ class Trials(BaseTrials):
         super().__init__(exp_key)
         self._dynamic_trials: list[dict] = []
         self._ids: set[int] = set()
+        self._last_tid = -1                 # the largest int tid allocated or inserted
+        self._inserted: list[dict] = []     # inserted since the last refresh (refresh_inserted)
         self._attachments: dict[str, bytes] = {}
         self._lock = threading.RLock()
         if refresh:
@@ -69,9 +71,13 @@ class Trials(BaseTrials):
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
         self._lock = threading.RLock()
+        self.__dict__.setdefault("_inserted", [])
+        if "_last_tid" not in self.__dict__:  # pickled by an older version
+            self._last_tid = max((i for i in self._ids if isinstance(i, int)), default=-1)
 
     def refresh(self) -> None:
         with self._lock:
+            self._inserted = []
             if self._exp_key is None:
                 self._trials = sorted(self._dynamic_trials, key=lambda t: tid_order(t["tid"]))
             else:
@@ -80,17 +86,38 @@ class Trials(BaseTrials):
 
     def new_trial_ids(self, n: int) -> list[int]:
         with self._lock:
-            start = max((i for i in self._ids if isinstance(i, int)), default=-1) + 1
+            start = self._next_tid()
             ids = list(range(start, start + n))
             self._ids.update(ids)
+            self._last_tid = start + n - 1
             return ids
+
+    def _next_tid(self) -> int:
+        return self._last_tid + 1
 
     def _insert_trial_docs(self, docs: list[dict]) -> list[int]:
         with self._lock:
             for d in docs:
                 self._ids.add(d["tid"])
+                if isinstance(d["tid"], int):
+                    self._last_tid = max(self._last_tid, d["tid"])
             self._dynamic_trials.extend(docs)
+            self._inserted.extend(docs)
             return [d["tid"] for d in docs]
+
+    def refresh_inserted(self) -> None:
+        """Append what was inserted since the last refresh (when it comes after every trial in tid
+        order, as the driver's inserts do), instead of sorting everything again."""
+        with self._lock:
+            new = [d for d in self._inserted if self._exp_key is None
+                   or d["exp_key"] == self._exp_key]
+            last = tid_order(self._trials[-1]["tid"]) if self._trials else None
+            if new and all(isinstance(d["tid"], int) for d in new) and (
+                    last is None or tid_order(min(d["tid"] for d in new)) > last):
+                self._trials.extend(sorted(new, key=lambda d: d["tid"]))
+                self._inserted = []
+            elif new:
+                self.refresh()
 
     def count_by_state_unsynced(self, arg: int | Iterable[int]) -> int:
         return self.count_by_state_synced(arg, trials=self._dynamic_trials)
@@ -99,6 +126,7 @@ class Trials(BaseTrials):
         with self._lock:
             self._dynamic_trials = []
             self._ids = set()
+            self._last_tid = -1
             self._attachments = {}
             self.__dict__.pop("_reports", None)
             self.refresh()
@@ -108,7 +136,8 @@ class Trials(BaseTrials):
         rval = object.__new__(Trials)
         rval.__dict__.update(self.__dict__)
         rval.__dict__.pop("_reports", None)
-        rval.__dict__.pop("_history_cache", None)
+        rval.algo_cache = {}
+        rval._inserted = []
         rval._exp_key = exp_key
         rval._trials = []
         if refresh:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..exceptions import DuplicateTrialError, InvalidParameterError, InvalidResultError
 from . import leases
-from .documents import (JOB_FINISHED_STATES, JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW,
+from .documents import (queued_doc, JOB_FINISHED_STATES, JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW,
                         JOB_STATE_RUNNING, REPORTS_FIELD, STATE_NAMES, STATUS_FAIL, STATUS_NEW, STATUS_OK,
                         STATUS_PRUNED, loss_of, sonify, utcnow)
 from .queue import ANY_EXPERIMENT, LAST_REPORT, LIST_FIELDS, SORT_KEYS
@@ -28,9 +28,6 @@ from .reports import trial_kind
 
 #: fields a claim writes; cleared again when a job returns to NEW
 CLAIM_FIELDS = ("owner", "book_time", "worker", "start_time", "heartbeat")
-#: the fields every job gets at insert beyond those of ``documents.new_trial_doc``
-QUEUE_FIELDS = {"attempt": 0, "requeues": 0, "heartbeat": None, "worker": None, "start_time": None,
-                "end_time": None, "error": None, "_attachments": [], REPORTS_FIELD: []}
 
 
 def _match_exp(doc: Mapping[str, Any], exp_key: Any) -> bool:
@@ -77,6 +74,7 @@ class MemoryJobQueue:
     def __init__(self, clock: Callable[[], _dt.datetime] = utcnow):
         self._clock = clock
         self._lock = threading.RLock()
+        self._written_cond = threading.Condition(self._lock)
         self._jobs: dict[int, dict] = {}
         self._by_tid: dict[int, int] = {}
         self._job_ids = itertools.count(1)
@@ -96,7 +94,8 @@ class MemoryJobQueue:
         pickled while a :class:`~hpo_mongo.trials.remote.QueueServer` thread serves it (a saved
         local run)."""
         with self._lock:
-            state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_job_ids", "_file_ids")}
+            state = {k: v for k, v in self.__dict__.items()
+                     if k not in ("_lock", "_written_cond", "_job_ids", "_file_ids")}
             state["_job_ids"] = max(self._jobs, default=0) + 1
             state["_file_ids"] = max(self._files, default=0) + 1
             blob = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
@@ -107,6 +106,7 @@ class MemoryJobQueue:
         state["_file_ids"] = itertools.count(state["_file_ids"])
         self.__dict__.update(state)
         self._lock = threading.RLock()
+        self._written_cond = threading.Condition(self._lock)
 
     # ------------------------------------------------------------------ internals
     def _touch(self, job_id: int, doc: dict) -> None:
@@ -115,6 +115,7 @@ class MemoryJobQueue:
         doc["updated_at"] = self._clock()
         self._seq += 1
         self._written[job_id] = self._seq
+        self._written_cond.notify_all()
 
     def _owned(self, claim: Mapping[str, Any]) -> dict | None:
         doc = self._jobs.get(claim.get("_id"))
@@ -331,8 +332,8 @@ class MemoryJobQueue:
         with self._lock:
             ids = []
             for d in docs:
-                body = {**copy.deepcopy(QUEUE_FIELDS),
-                        **sonify({k: v for k, v in d.items() if k not in ("_id", "updated_at", "created_at")})}
+                body = queued_doc(copy.deepcopy(
+                    sonify({k: v for k, v in d.items() if k not in ("_id", "updated_at", "created_at")})))
                 body.setdefault("version", 0)
                 tid = int(body["tid"])
                 if tid in self._by_tid:
@@ -406,6 +407,11 @@ class MemoryJobQueue:
                     self._touch(i, d)
                     n += 1
             return n
+
+    def wait_for_changes(self, exp_key: Any, timeout: float) -> None:
+        with self._lock:
+            seq = self._seq
+            self._written_cond.wait_for(lambda: self._seq != seq, timeout=max(0.0, timeout))
 
     def count(self, exp_key: Any, states: Iterable[int] | None = None) -> int:
         with self._lock:

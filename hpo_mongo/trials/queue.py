@@ -243,6 +243,12 @@ class JobQueue(Protocol):
         """Give the domain ``digest`` to the experiment's NEW jobs queued without one; how many."""
         ...
 
+    def wait_for_changes(self, exp_key: Any, timeout: float) -> None:
+        """Return after at most ``timeout`` seconds — earlier when a job (of ``exp_key``, or any)
+        may have been written meanwhile, where the queue can tell (the in-memory queue, MongoDB
+        with change streams); otherwise simply after ``timeout``. Never raises for an outage."""
+        ...
+
     def count(self, exp_key: Any, states: Iterable[int] | None = None) -> int:
         """How many jobs of ``exp_key`` (:data:`ANY_EXPERIMENT`: all) are in ``states`` (None: any)."""
         ...

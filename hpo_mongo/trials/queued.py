@@ -26,7 +26,7 @@ from .._version import __version__
 from ..exceptions import InvalidParameterError, StoreError
 from . import leases
 from .base import BaseTrials
-from .documents import JOB_FINISHED_STATES, JOB_STATE_NEW, JOB_STATE_RUNNING, sonify
+from .documents import JOB_FINISHED_STATES, JOB_STATE_NEW, JOB_STATE_RUNNING, queued_doc, sonify
 from .outage import Outage, retry
 from .queue import JobQueue
 from .session import Run
@@ -38,6 +38,9 @@ SCHEMA_VERSION = 1
 DEFAULT_POLL_INTERVAL = 0.5
 #: seconds between the driver's housekeeping rounds (heartbeat, lease rules, store check)
 DRIVER_HEARTBEAT_EVERY = 1.0
+#: the driver's shortest wait between two refreshes while trials keep changing (seconds); it
+#: doubles while nothing changes, up to the store's ``poll_interval``
+MIN_WAIT = 0.005
 #: seconds with queued trials, none running and no live worker before the driver says so (once)
 NO_WORKER_WARNING_AFTER = 5.0
 #: stop reasons after which the driver withdraws the trials it queued (CANCEL)
@@ -172,10 +175,13 @@ class QueueTrials(BaseTrials):
         self.poll_interval = float(poll_interval)
         self._secret, self._secret_file = secret, secret_file
         self._docs: dict[Any, dict] = {}
+        self._inserted: list[dict] = []  # what this object queued since the last refresh, as stored
         self._cursor: Any = None
         self._domain_hash: str | None = None
         self._queued_ids: list[Any] = []
         self._max_tid = -1  # the highest tid this store has seen or allocated: never allocated again
+        #: how many refreshes changed the local view (a run session waits longer while it stays the same)
+        self.changes = 0
         self._outage: Outage | None = None  # while fmin runs: calls ride out outages on this clock
         #: while fmin runs: the session's store check, called when the tid counter is found behind
         self._on_counter_behind: Callable[[], None] | None = None
@@ -237,11 +243,29 @@ class QueueTrials(BaseTrials):
         for doc in docs:
             self._max_tid = max(self._max_tid, int(doc["tid"]))
             old = self._docs.get(doc["_id"])
-            if old is None or doc.get("version", 0) > old.get("version", 0):
+            # at an equal version the store's copy wins over one this object built (it has the stamps)
+            if old is None or doc.get("version", 0) >= old.get("version", 0) and doc is not old:
+                changed = changed or old is None or doc.get("version", 0) > old.get("version", 0)
                 self._docs[doc["_id"]] = doc
-                changed = True
         self._cursor = cursor
+        self._inserted = []
         if changed or len(self._trials) != len(self._docs):
+            self._trials = sorted(self._docs.values(), key=lambda t: t["tid"])
+            self.changes += 1
+
+    def refresh_inserted(self) -> None:
+        """Show what this object queued since the last refresh, as the store holds it (its queue
+        fields, version 0), appended in tid order: no round trip to the store."""
+        new, self._inserted = self._inserted, []
+        if not new:
+            return
+        for doc in new:
+            self._docs[doc["_id"]] = doc
+        last = self._trials[-1]["tid"] if self._trials else None
+        ordered = sorted(new, key=lambda d: d["tid"])
+        if last is None or ordered[0]["tid"] > last:
+            self._trials.extend(ordered)
+        else:
             self._trials = sorted(self._docs.values(), key=lambda t: t["tid"])
 
     def new_trial_ids(self, n: int) -> list[int]:
@@ -268,6 +292,9 @@ class QueueTrials(BaseTrials):
         bodies = [{**d, "domain_hash": d.get("domain_hash") or self._domain_hash} for d in docs]
         ids = self._call(lambda: self._queue.insert(bodies), "queueing trials")
         self._queued_ids.extend(ids)
+        for job_id, body in zip(ids, bodies):
+            self._max_tid = max(self._max_tid, int(body["tid"]))
+            self._inserted.append({**queued_doc(body), "_id": job_id, "version": int(body.get("version") or 0)})
         return [d["tid"] for d in docs]
 
     def count_by_state_unsynced(self, arg: int | Iterable[int]) -> int:
@@ -368,6 +395,8 @@ class QueueSession:
         self._last_beat = time.monotonic()
         self.live_workers = 0
         self._idle_since: float | None = None  # queued trials, none running, no live worker: since when
+        self._seen_changes = -1
+        self._wait = MIN_WAIT
         self._told_no_worker = False
         trials._outage = Outage(trials.max_disconnect, limit_name=f"{type(trials).__name__}.max_disconnect",
                                 logger=logger)
@@ -513,10 +542,19 @@ class QueueSession:
         return self.run.max_evals - t._call(lambda: self.queue.count(t.exp_key), "counting trials")
 
     def queued(self) -> int:
-        return self.trials.count_by_state_unsynced(JOB_STATE_NEW)
+        """NEW trials in the refreshed view (claims show in the refresh that precedes this call)."""
+        return sum(1 for d in self.trials.trials if d["state"] == JOB_STATE_NEW)
 
     def advance(self) -> None:
-        time.sleep(self.trials.poll_interval)
+        """Wait for the workers: briefly while the view keeps changing, then longer and longer (up
+        to ``poll_interval``) while nothing happens; the queue wakes it early when it can."""
+        t = self.trials
+        if t.changes != self._seen_changes:
+            self._seen_changes = t.changes
+            self._wait = MIN_WAIT
+        else:
+            self._wait = min(t.poll_interval, self._wait * 2)
+        self.queue.wait_for_changes(t.exp_key, self._wait)
 
     def end(self, stop_reason: str | None) -> None:
         """Cancel this driver's still-NEW trials if fmin stopped early; record the experiment status.

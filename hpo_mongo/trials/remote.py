@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import threading
+import time
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -227,6 +228,10 @@ class RemoteJobQueue:
 
     def adopt_domain(self, exp_key: str | None, digest: str) -> int:
         return self._call("adopt_domain", exp_key, digest)
+
+    def wait_for_changes(self, exp_key: Any, timeout: float) -> None:
+        """Sleeps ``timeout`` here: a served queue answers one call at a time, so nothing blocks it."""
+        time.sleep(max(0.0, timeout))
 
     def count(self, exp_key: Any, states: Iterable[int] | None = None) -> int:
         return self._call("count", exp_key, None if states is None else list(states))

@@ -61,6 +61,10 @@ from .executor import Executor, Outcome, run_trial
 
 logger = logging.getLogger("hpo_mongo.worker")
 
+#: the shortest wait between two claims that found nothing (seconds); it doubles while the queue stays
+#: empty, up to ``--poll-interval``
+MIN_IDLE_POLL = 0.01
+
 EXIT_OK = 0
 EXIT_MAX_FAILURES = 1
 EXIT_USAGE = 2
@@ -236,6 +240,7 @@ class Worker:
         self._started_at = utcnow()
         self._last_activity = self._started
         self._next_requeue = 0.0
+        self._idle = 0.0  # the current wait between empty claims (see _idle_delay)
         self._heartbeat: Any = None
         self._histories: dict[Any, QueueReportHistory] = {}  # per exp_key: what its pruner reads
 
@@ -437,8 +442,11 @@ class Worker:
         self._stop.wait(max(0.0, seconds))
 
     def _idle_delay(self) -> float:
-        p = self.config.poll_interval
-        return p * (0.75 + 0.5 * random.random())  # jitter: idle workers don't poll in lockstep
+        """The wait after an empty claim: :data:`MIN_IDLE_POLL` right after work, doubling while the
+        queue stays empty, up to ``poll_interval`` (the idle ceiling); jittered so that idle workers
+        do not poll in lockstep."""
+        self._idle = min(self.config.poll_interval, self._idle * 2 if self._idle else MIN_IDLE_POLL)
+        return self._idle * (0.75 + 0.5 * random.random())
 
     def _limit_reason(self) -> str | None:
         c = self.config
@@ -506,6 +514,7 @@ class Worker:
                     return EXIT_OK
                 self._sleep(self._idle_delay())
                 continue
+            self._idle = 0.0
             code = self.process(doc)
             if code is not None:
                 return code

@@ -9,19 +9,21 @@ Nothing here needs transactions, sessions, TTL indexes or ``w=0``, so it runs on
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import math
+import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from bson import ObjectId
 from pymongo import ASCENDING, ReturnDocument, UpdateOne
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from ...exceptions import DuplicateTrialError, InvalidParameterError, InvalidResultError
 from .. import leases
-from ..documents import (JOB_FINISHED_STATES, JOB_STATE_DONE, JOB_STATE_NEW, JOB_STATE_RUNNING, REPORTS_FIELD,
+from ..documents import (queued_doc, JOB_FINISHED_STATES, JOB_STATE_DONE, JOB_STATE_NEW, JOB_STATE_RUNNING, REPORTS_FIELD,
                          STATE_NAMES, STATUS_OK, STATUS_PRUNED, loss_of, sonify, utcnow)
 from ..queue import ANY_EXPERIMENT, LAST_REPORT, LIST_FIELDS, SORT_KEYS
 from . import attachments as _att
@@ -34,9 +36,8 @@ COUNTERS = "counters"
 WORKERS = "workers"
 #: counters document holding the last allocated tid
 TID_COUNTER = "tid"
-#: fields every job gets at insert beyond those of ``documents.new_trial_doc``
-QUEUE_FIELDS = {"attempt": 0, "requeues": 0, "heartbeat": None, "worker": None, "start_time": None,
-                "end_time": None, "error": None, "_attachments": [], REPORTS_FIELD: []}
+#: seconds a change stream waits on the server per round (``wait_for_changes``)
+STREAM_WAIT = 0.1
 #: seconds :meth:`MongoJobQueue.changed` looks back before the newest ``updated_at`` it saw: writes
 #: stamped by the server just before a read may become visible just after it
 DEFAULT_REFRESH_OVERLAP = 2.0
@@ -78,6 +79,9 @@ class MongoJobQueue:
         self.url = url
         self.refresh_overlap = float(refresh_overlap)
         self._counter_ready = False
+        self._insert_ids: dict[int, ObjectId] = {}  # tid -> the _id its insert uses until it succeeds
+        self._stream: Any = None                    # the change stream wait_for_changes waits on
+        self._streams_unsupported = False
 
     @classmethod
     def connect(cls, url: Any = None, *, refresh_overlap: float = DEFAULT_REFRESH_OVERLAP,
@@ -111,6 +115,7 @@ class MongoJobQueue:
         return type(self)(client[database], collection, client=client, url=url, refresh_overlap=self.refresh_overlap)
 
     def close(self) -> None:
+        self._close_stream()
         if self.client is not None:
             self.client.close()
 
@@ -315,10 +320,11 @@ class MongoJobQueue:
     def insert(self, docs: Sequence[Mapping[str, Any]]) -> list[Any]:
         ops, ids = [], []
         for d in docs:
-            body = {**QUEUE_FIELDS, **{k: v for k, v in d.items() if k not in ("_id", "updated_at", "created_at")}}
-            body["_attachments"] = list(body.get("_attachments") or [])
+            body = queued_doc({k: v for k, v in d.items() if k not in ("_id", "updated_at", "created_at")})
             body.setdefault("version", 0)
-            oid = ObjectId()
+            # one _id per tid until its insert succeeded: a retried call (its reply lost) upserts the
+            # same documents again, a no-op; another driver's trial with this tid still collides
+            oid = self._insert_ids.setdefault(int(body["tid"]), ObjectId())
             # an upsert on a fresh _id always inserts and lets the server stamp the times; the same
             # _ids make a retried call a no-op; the unique tid index refuses a reused tid
             ops.append(UpdateOne({"_id": oid}, {"$setOnInsert": sonify(body),
@@ -333,8 +339,12 @@ class MongoJobQueue:
             except (BulkWriteError, DuplicateKeyError) as e:
                 index = _failed_index(e)
                 tid = docs[index]["tid"] if index is not None else "?"
+                for d in docs[:index or 0]:
+                    self._insert_ids.pop(int(d["tid"]), None)
                 raise DuplicateTrialError(f"a trial with tid {tid} already exists in {self.db.name}.{self.jobs.name} "
                                           f"(the {index or 0} trials before it were queued)") from e
+        for d in docs:
+            self._insert_ids.pop(int(d["tid"]), None)
         return ids
 
     def changed(self, exp_key: str | None, since: Any = None) -> tuple[list[dict], Any]:
@@ -387,6 +397,37 @@ class MongoJobQueue:
             return self.jobs.update_many({"exp_key": exp_key, "state": JOB_STATE_NEW, "domain_hash": None},
                                          {"$set": {"domain_hash": digest}, "$currentDate": {"updated_at": True},
                                           "$inc": {"version": 1}}).modified_count
+
+    def wait_for_changes(self, exp_key: Any, timeout: float) -> None:
+        """With change streams (replica sets, Atlas) it returns at the next write to the jobs
+        collection; a server without them (a standalone mongod, the test server) is asked once, and
+        then this sleeps ``timeout``. Waits shorter than :data:`STREAM_WAIT` just sleep."""
+        stream = self._change_stream() if timeout >= STREAM_WAIT else None
+        if stream is None:
+            time.sleep(max(0.0, timeout))
+            return
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if stream.try_next() is not None:  # each try waits at most STREAM_WAIT on the server
+                    return
+        except PyMongoError:  # the stream broke (failover, outage): sleep now, reopen it next time
+            self._close_stream()
+            time.sleep(max(0.0, deadline - time.monotonic()))
+
+    def _change_stream(self) -> Any:
+        if self._stream is None and not self._streams_unsupported:
+            try:
+                self._stream = self.jobs.watch(max_await_time_ms=int(1000 * STREAM_WAIT))
+            except PyMongoError:
+                self._streams_unsupported = True
+        return self._stream
+
+    def _close_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            with contextlib.suppress(PyMongoError):
+                stream.close()
 
     def count(self, exp_key: Any, states: Iterable[int] | None = None) -> int:
         flt: dict[str, Any] = _jobs.exp_filter(exp_key)
