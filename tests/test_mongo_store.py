@@ -371,3 +371,21 @@ def test_worker_attachments_are_attempt_scoped_and_switched_by_finish(db):
     # a file written without a reference (a trial dict without _id) is still found by its name
     A.TrialAttachments(db, db.jobs, {"tid": second["tid"], "exp_key": "e"})["legacy"] = b"old style"
     assert t.trial_attachments(second)["legacy"] == b"old style" and "legacy" in t.trial_attachments(second)
+
+
+def test_refresh_downloads_again_only_what_changed_in_the_overlap_window(db):
+    """A write stamped just before the last refresh but visible only after it is still found; the
+    jobs of the overlap window that did not change are not downloaded again."""
+    q = MongoJobQueue(db)
+    q.insert([new_trial_doc(t, {"x": [float(t)]}, exp_key="e") for t in range(5)])
+    docs, cursor = q.changed("e")
+    assert len(docs) == 5
+    again, cursor = q.changed("e", cursor)
+    assert again == []  # all five are in the overlap window, unchanged: not downloaded again
+    newest = cursor[0]
+    # a write the server stamped a moment before ``newest`` that the last read did not see yet
+    db.jobs.update_one({"tid": 3}, {"$set": {"state": JOB_STATE_CANCEL, "updated_at": newest - dt.timedelta(
+        seconds=0.5)}, "$inc": {"version": 1}})
+    late, cursor = q.changed("e", cursor)
+    assert [(d["tid"], d["state"]) for d in late] == [(3, JOB_STATE_CANCEL)]
+    assert q.changed("e", cursor)[0] == []

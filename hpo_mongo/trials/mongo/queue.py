@@ -36,6 +36,8 @@ COUNTERS = "counters"
 WORKERS = "workers"
 #: counters document holding the last allocated tid
 TID_COUNTER = "tid"
+#: documents per reply of the big reads (a whole experiment): replies stay under the server's message limit
+FIND_BATCH = 1000
 #: seconds a change stream waits on the server per round (``wait_for_changes``)
 STREAM_WAIT = 0.1
 #: seconds :meth:`MongoJobQueue.changed` looks back before the newest ``updated_at`` it saw: writes
@@ -51,6 +53,8 @@ _CHANGED_PROJECTION = {REPORTS_FIELD: 0}
 INDEXES = (
     ("jobs", (("tid", ASCENDING),), "tid_unique", True),
     ("jobs", (("exp_key", ASCENDING), ("state", ASCENDING), ("tid", ASCENDING)), "exp_key_state_tid", False),
+    # workers serving every experiment claim (and requeue) across experiments
+    ("jobs", (("state", ASCENDING), ("tid", ASCENDING)), "state_tid", False),
     ("jobs", (("exp_key", ASCENDING), ("updated_at", ASCENDING)), "exp_key_updated_at", False),
     ("jobs", (("exp_key", ASCENDING), (f"{REPORTS_FIELD}.step", ASCENDING)), _reports.STEP_INDEX, False),
     (EXPERIMENTS, (("exp_key", ASCENDING),), "exp_key_unique", True),
@@ -348,17 +352,38 @@ class MongoJobQueue:
         return ids
 
     def changed(self, exp_key: str | None, since: Any = None) -> tuple[list[dict], Any]:
-        flt: dict[str, Any] = {"exp_key": exp_key}
-        if since is not None:
-            flt["updated_at"] = {"$gte": since - _dt.timedelta(seconds=self.refresh_overlap)}
-        newest = since
+        """The cursor is ``(newest updated_at seen, {_id: (version, updated_at)} of the jobs written in
+        the overlap window before it)``. A write stamped by the server just before a read can become
+        visible just after it, so each call looks back ``refresh_overlap`` seconds — but asks only
+        for ``_id`` and ``version`` there and downloads again only what changed: the cost of a
+        refresh follows what changed, not the throughput."""
+        newest, known = since if since is not None else (None, {})
         with translate_errors("refreshing the trials"):
-            docs = list(self.jobs.find(flt, dict(_CHANGED_PROJECTION)))
-        for doc in docs:
-            seen = doc.get("updated_at")
-            if seen is not None and (newest is None or seen > newest):
-                newest = seen
-        return docs, newest
+            if newest is None:
+                docs = list(self.jobs.find({"exp_key": exp_key}, dict(_CHANGED_PROJECTION)).batch_size(FIND_BATCH))
+            else:
+                window = newest - _dt.timedelta(seconds=self.refresh_overlap)
+                # dates come back in milliseconds, but a server may compare finer ones: the job
+                # stamped ``newest`` may really be up to 1 ms later, so "after" starts 1 ms on
+                after = newest + _dt.timedelta(milliseconds=1)
+                docs = list(self.jobs.find({"exp_key": exp_key, "updated_at": {"$gte": after}},
+                                           dict(_CHANGED_PROJECTION)).batch_size(FIND_BATCH))
+                late = [d["_id"] for d in self.jobs.find(
+                    {"exp_key": exp_key, "updated_at": {"$gte": window, "$lt": after}}, {"version": 1})
+                    if known.get(d["_id"], (None,))[0] != d.get("version")]
+                if late:
+                    docs += list(self.jobs.find({"_id": {"$in": late}}, dict(_CHANGED_PROJECTION)))
+        stamps = [d["updated_at"] for d in docs if d.get("updated_at") is not None]
+        if stamps and (newest is None or max(stamps) > newest):
+            newest = max(stamps)
+        if newest is None:
+            return docs, None
+        window = newest - _dt.timedelta(seconds=self.refresh_overlap)
+        recent = {k: v for k, v in known.items() if v[1] >= window}
+        for d in docs:
+            if d.get("updated_at") is not None and d["updated_at"] >= window:
+                recent[d["_id"]] = (d.get("version"), d["updated_at"])
+        return docs, (newest, recent)
 
     def versions(self, exp_key: str | None) -> dict[Any, int]:
         with translate_errors("listing trial versions"):
