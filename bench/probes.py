@@ -147,6 +147,7 @@ def _patch(cls: Any, attr: str, name: Callable[..., str] | str) -> None:
 def install_timing() -> None:
     """Wrap the driver's and the worker's steps (see the section names in bench/README.md)."""
     from hpo_mongo import driver
+    from hpo_mongo.trials import queued
     from hpo_mongo.trials.mongo import store
     from hpo_mongo.worker import executor, loop
 
@@ -172,8 +173,9 @@ def install_timing() -> None:
     _patch(store.MongoTrials, "new_trial_ids", "tid round trip")
     _patch(store.MongoTrials, "_insert_trial_docs", "insert")
     _patch(store.MongoTrials, "count_by_state_unsynced", "count NEW (server)")
-    _patch(store._DriverHooks, "wait", "poll sleep")
-    _patch(store._DriverHooks, "tick", "tick (heartbeat, requeue, live workers)")
+    _patch(queued.QueueSession, "advance", "wait for workers")
+    _patch(queued.QueueSession, "tick", "tick (heartbeat, requeue, live workers)")
+    _patch(queued.QueueSession, "room", "room (server count)")
     _patch(driver._FMinLoop, "_counts", "counts (python)")
 
     _patch(loop.Worker, "claim", lambda doc: "claim (got a trial)" if doc is not None else "claim (empty)")
@@ -184,7 +186,7 @@ def install_timing() -> None:
     _patch(loop.Worker, "run_trial", "run_trial (other)")
     _patch(executor.Executor, "_run_forked", "fork + wait (executor)")
     _patch(executor.Executor, "_run_inprocess", "evaluate in-process")
-    _patch(executor.Executor, "_reap", "reap the previous child")
+
 
 
 # ----------------------------------------------------------------------------- snapshots

@@ -244,7 +244,7 @@ def history_docs(n: int, exp_key: str, start_tid: int = 0, seed: int = 0) -> Ite
     import numpy as np
     from bson import ObjectId
     from hpo_mongo.trials.documents import new_trial_doc
-    from hpo_mongo.trials.mongo.store import NEW_DOC_FIELDS
+    from hpo_mongo.trials.documents import QUEUE_FIELDS as NEW_DOC_FIELDS
     rng = np.random.default_rng(seed)
     xy = rng.uniform(-5, 5, size=(n, 2))
     start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=0.1 * n + 60)
@@ -270,9 +270,9 @@ def history_docs(n: int, exp_key: str, start_tid: int = 0, seed: int = 0) -> Ite
 def prefill(db, n: int, exp_key: str) -> float:
     """Insert ``n`` finished trials of ``exp_key`` (tids 0..n-1), the driver's indexes and the tid
     counter after them; return the seconds it took."""
-    from hpo_mongo.trials.mongo.store import COUNTERS, TID_COUNTER, MongoJobs
+    from hpo_mongo.trials.mongo.queue import COUNTERS, TID_COUNTER, MongoJobQueue
     t0 = time.perf_counter()
-    MongoJobs(db).ensure_indexes()
+    MongoJobQueue(db).prepare()
     for batch in history_docs(n, exp_key):
         db.jobs.insert_many(batch, ordered=False)
     db[COUNTERS].update_one({"_id": TID_COUNTER}, {"$set": {"seq": n - 1}}, upsert=True)
@@ -342,11 +342,12 @@ def _ceiling_main(cfg: dict) -> None:
     """
     from bson import ObjectId
     from hpo_mongo.trials.documents import JOB_STATE_DONE, new_trial_doc, sonify
+    from hpo_mongo.trials.documents import QUEUE_FIELDS as NEW_DOC_FIELDS
     from hpo_mongo.trials.mongo import jobs as _jobs
-    from hpo_mongo.trials.mongo.store import NEW_DOC_FIELDS
+    from hpo_mongo.worker.loop import owner_id
     client, db = mongo(cfg["url"])
     coll = db.jobs
-    owner = _jobs.owner_id()
+    owner = owner_id()
     worker = {"host": socket.gethostname(), "pid": os.getpid()}
     rnd = random.Random(cfg["tid0"])
     fn = OBJECTIVES[cfg["objective"]]
@@ -362,7 +363,7 @@ def _ceiling_main(cfg: dict) -> None:
         coll.update_one({"_id": ObjectId()}, {"$setOnInsert": sonify(body),
                                               "$currentDate": {"created_at": True, "updated_at": True}},
                         upsert=True)
-        doc = _jobs.claim(coll, owner, exp_key=cfg["exp_key"], worker=worker, lease_timeout=30.0)
+        doc = _jobs.claim(coll, owner, exp_key=cfg["exp_key"], worker=worker, lease_timeout=30.0, max_attempts=3)
         if doc is None:
             continue
         loss = fn({"x": doc["misc"]["vals"]["x"][0], "y": doc["misc"]["vals"]["y"][0]})
@@ -374,12 +375,12 @@ def _ceiling_main(cfg: dict) -> None:
 def _fleet_main(cfg: dict) -> None:
     """``cfg["n"]`` idle workers in threads of this process, each the real worker loop with its own client."""
     import logging
-    from hpo_mongo.trials.mongo.store import MongoJobs
+    from hpo_mongo.trials.mongo.queue import MongoJobQueue
     from hpo_mongo.worker.loop import Worker, WorkerConfig
     logging.basicConfig(level=logging.ERROR)
     kw = {} if cfg.get("poll") is None else {"poll_interval": cfg["poll"]}
     host = socket.gethostname()
-    workers = [Worker(MongoJobs.new_from_connection_str(cfg["url"]), WorkerConfig(exp_key=cfg["exp_key"], **kw),
+    workers = [Worker(MongoJobQueue.connect(cfg["url"]), WorkerConfig(exp_key=cfg["exp_key"], **kw),
                       owner=f"{host}:{os.getpid()}.{i}") for i in range(cfg["n"])]
     threads = [threading.Thread(target=w.run, daemon=True) for w in workers]
     stopping = threading.Event()
@@ -607,11 +608,11 @@ class Bench:
 
     def run_ceiling(self, n_clients: int, objective: str, n_trials: int, time_box: float, *,
                     url: str | None = None, exp_key: str = "tp") -> dict:
-        from hpo_mongo.trials.mongo.store import MongoJobs
+        from hpo_mongo.trials.mongo.queue import MongoJobQueue
         own_db = url is None
         url = url or self.fresh_url()
         client, db = mongo(url)
-        MongoJobs(db).ensure_indexes()
+        MongoJobQueue(db).prepare()
         share = math.ceil(n_trials / n_clients)
         base = 10 ** 7 + self.seq * 10 ** 5
         cmds = [(bench_cmd("_ceiling", {"url": url, "exp_key": exp_key, "objective": objective, "trials": share,
@@ -783,8 +784,8 @@ def section_idle(b: Bench, a: argparse.Namespace, log: Callable[[str], None]) ->
         if a.idle_history:
             prefill(db, a.idle_history, "idle")
         else:
-            from hpo_mongo.trials.mongo.store import MongoJobs
-            MongoJobs(db).ensure_indexes()
+            from hpo_mongo.trials.mongo.queue import MongoJobQueue
+            MongoJobQueue(db).prepare()
         base = proc_cpu(b.server_pid)
         time.sleep(a.idle_window)
         out["server_cpu_baseline"] = None if base is None else (proc_cpu(b.server_pid) - base) / a.idle_window

@@ -337,15 +337,17 @@ class _FMinLoop:
         if n <= 0:
             return 0
         made = 0
-        for tid in self.trials.new_trial_ids(n):
-            seed = int(self.rng.integers(2**31 - 1))
-            docs = self.algo([tid], self.domain, self.trials, seed)
-            if not docs:
-                self.exhausted = True
-                break
-            self.trials.insert_trial_docs(docs)
-            self.trials.refresh_inserted()  # the driver knows what it wrote: no round trip
-            made += len(docs)
+        try:
+            for tid in self.trials.new_trial_ids(n):
+                seed = int(self.rng.integers(2**31 - 1))
+                docs = self.algo([tid], self.domain, self.trials, seed)
+                if not docs:
+                    self.exhausted = True
+                    break
+                self.trials.stage(docs)  # shown at once, stored with the batch: no round trip per trial
+                made += len(docs)
+        finally:
+            self.trials.flush_staged()
         return made
 
     # --------------------------------------------------------------- the loop

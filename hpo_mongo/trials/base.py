@@ -54,6 +54,16 @@ class BaseTrials(abc.ABC):
     def refresh(self) -> None:
         """Bring ``trials`` up to date with the store."""
 
+    def stage(self, docs: Iterable[dict]) -> None:
+        """Queue documents the driver suggests in a batch: visible in ``trials`` at once (so the
+        algorithm's next suggestion sees them pending), stored by :meth:`flush_staged` at the latest.
+        By default stored now."""
+        self.insert_trial_docs(docs)
+        self.refresh_inserted()
+
+    def flush_staged(self) -> None:
+        """Store what :meth:`stage` holds back (in one write, where the store can)."""
+
     def refresh_inserted(self) -> None:
         """Make the documents this object inserted since the last refresh visible in ``trials``
         without reading the store: the driver's own inserts (it knows what it wrote). Other

@@ -26,7 +26,7 @@ from .._version import __version__
 from ..exceptions import InvalidParameterError, StoreError
 from . import leases
 from .base import BaseTrials
-from .documents import JOB_FINISHED_STATES, JOB_STATE_NEW, JOB_STATE_RUNNING, queued_doc, sonify
+from .documents import JOB_FINISHED_STATES, JOB_STATE_NEW, JOB_STATE_RUNNING, queued_doc, sonify, validate_trial_doc
 from .outage import Outage, retry
 from .queue import JobQueue
 from .session import Run
@@ -176,6 +176,7 @@ class QueueTrials(BaseTrials):
         self._secret, self._secret_file = secret, secret_file
         self._docs: dict[Any, dict] = {}
         self._inserted: list[dict] = []  # what this object queued since the last refresh, as stored
+        self._staged: list[dict] = []    # suggested, shown, not stored yet (stage / flush_staged)
         self._cursor: Any = None
         self._domain_hash: str | None = None
         self._queued_ids: list[Any] = []
@@ -252,6 +253,35 @@ class QueueTrials(BaseTrials):
         if changed or len(self._trials) != len(self._docs):
             self._trials = sorted(self._docs.values(), key=lambda t: t["tid"])
             self.changes += 1
+
+    def stage(self, docs: Iterable[dict]) -> None:
+        """Hold the driver's suggestions until :meth:`flush_staged` stores the batch in one write;
+        they show at once as NEW trials (keyed by tid until the store names them)."""
+        docs = [dict(d) for d in docs]
+        for d in docs:
+            validate_trial_doc(d, self._exp_key)
+            shown = {**queued_doc({**d, "domain_hash": d.get("domain_hash") or self._domain_hash}),
+                     "_id": ("staged", d["tid"]), "version": int(d.get("version") or 0)}
+            self._staged.append(shown)
+            self._inserted.append(shown)
+        self.refresh_inserted()
+
+    def flush_staged(self) -> None:
+        """Store the staged batch (one ``queue.insert``); on failure they leave the local view."""
+        staged, self._staged = self._staged, []
+        if not staged:
+            return
+        bodies = [{k: v for k, v in d.items() if k != "_id"} for d in staged]
+        try:
+            ids = self._call(lambda: self._queue.insert(bodies), "queueing trials")
+        except BaseException:
+            self._forget(d["_id"] for d in staged)
+            raise
+        self._queued_ids.extend(ids)
+        for doc, job_id in zip(staged, ids):
+            self._docs.pop(doc["_id"], None)
+            doc["_id"] = job_id
+            self._docs[job_id] = doc
 
     def refresh_inserted(self) -> None:
         """Show what this object queued since the last refresh, as the store holds it (its queue
