@@ -348,6 +348,8 @@ class _FMinLoop:
                 made += len(docs)
         finally:
             self.trials.flush_staged()
+        if made:
+            self.session().after_batch()
         return made
 
     # --------------------------------------------------------------- the loop

@@ -243,3 +243,101 @@ def test_check_refuses_an_outcome_where_the_objective_ran():
         big = run_trial(DOMAIN, vals("big"), subprocess=subprocess,
                         check=lambda result, attachments: check_storable({"n": 2 ** 64}, attachments))
         assert big.state == JOB_STATE_ERROR and "result['n']" in big.error["message"]
+
+
+# ----------------------------------------------------------------------------- the child forked ahead
+def _spare(ex: Executor):
+    ex.prepare()
+    assert ex._spare is not None, "prepare() forked no child"
+    return ex._spare.proc
+
+
+def test_a_child_forked_ahead_takes_the_next_trial_and_each_trial_gets_a_fresh_process():
+    ex = Executor()
+    try:
+        ex.prepare()  # before any trial: nothing to fork for
+        assert ex._spare is None
+        pids = [ex.run(DOMAIN, vals("pid")).result["pid"]]  # forked with its trial
+        for _ in range(3):
+            ahead = _spare(ex)
+            ex.prepare()  # idempotent while one waits
+            assert ex._spare.proc is ahead
+            out = ex.run(DOMAIN, vals("pid"))
+            assert out.state == JOB_STATE_DONE and out.result["pid"] == ahead.pid
+            pids.append(out.result["pid"])
+        assert len(set(pids)) == 4 and os.getpid() not in pids
+    finally:
+        ex.close()
+
+
+def test_a_child_forked_ahead_reports_crashes_timeouts_cancels_and_requests_like_one_forked_with_its_trial():
+    ex = Executor(kill_grace=0.3)
+    try:
+        ex.run(DOMAIN, vals("ok"))
+        _spare(ex)
+        out = ex.run(DOMAIN, vals("segv"))
+        assert out.error["type"] == "WorkerCrash" and "SIGSEGV" in out.error["message"]
+        _spare(ex)
+        out = ex.run(DOMAIN, vals("sleep", 5.0), timeout=0.3)
+        assert out.error["type"] == "Timeout"
+        _spare(ex)
+        threading.Timer(0.2, ex.release).start()
+        assert ex.run(DOMAIN, vals("sleep", 5.0)).cancelled
+        _spare(ex)
+        out = ex.run(DOMAIN, vals("att"))
+        assert out.state == JOB_STATE_DONE and out.attachments["small"] == b"hi"
+    finally:
+        ex.close()
+
+
+def test_a_child_that_died_waiting_is_replaced_not_blamed_on_the_trial():
+    ex = Executor()
+    try:
+        ex.run(DOMAIN, vals("ok"))
+        ahead = _spare(ex)
+        dead = ahead.pid
+        os.kill(dead, 9)
+        ahead.join(5)
+        out = ex.run(DOMAIN, vals("pid"))
+        assert out.state == JOB_STATE_DONE and out.result["pid"] != dead
+    finally:
+        ex.close()
+
+
+def test_a_trial_of_another_domain_gets_its_own_child_and_close_ends_the_one_waiting():
+    other = Domain(lambda cfg: {"loss": -1.0, "status": "ok", "pid": os.getpid()}, {"x": hp.uniform("x", 0, 1)})
+    ex = Executor()
+    ex.run(DOMAIN, vals("ok"))
+    ahead = _spare(ex).pid
+    out = ex.run(other, {"x": [0.5]})
+    assert out.result["loss"] == -1.0 and out.result["pid"] != ahead  # not the child that inherited DOMAIN
+    waiting = _spare(ex).pid
+    assert ex._spare.domain is other
+    ex.close()
+    _wait_for(lambda: process_gone(ahead) and process_gone(waiting), 5)
+
+
+def test_trial_ctrl_requests_reach_the_worker_from_a_child_forked_ahead():
+    from hpo_mongo.trials.memory_queue import MemoryJobQueue
+    from hpo_mongo.worker.ctrl import WorkerCtrl
+
+    def objective(expr, memo, ctrl):
+        ctrl.attachments["note"] = b"from the child"
+        return {"loss": float(len(list(ctrl.attachments))), "status": "ok", "tid": ctrl.current_trial["tid"]}
+
+    domain = Domain(objective, {"x": hp.uniform("x", 0, 1)}, pass_expr_memo_ctrl=True)
+    from hpo_mongo.trials.documents import new_trial_doc
+    queue = MemoryJobQueue()
+    queue.insert([new_trial_doc(t, {"x": [0.5]}) for t in (0, 1)])
+    ex = Executor()
+    try:
+        for tid in (0, 1):
+            claim = queue.claim("w", exp_key=None, lease_timeout=60, max_attempts=3)
+            assert claim["tid"] == tid
+            if tid:
+                _spare(ex)
+            out = ex.run(domain, {"x": [0.5]}, ctrl=WorkerCtrl(queue, claim))
+            assert out.state == JOB_STATE_DONE, out.error
+            assert out.result["tid"] == tid and out.attachments == {"note": b"from the child"}
+    finally:
+        ex.close()

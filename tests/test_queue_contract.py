@@ -160,6 +160,18 @@ def test_count_job_ids_cancel_new_and_delete_jobs(h):
     assert q.delete_jobs("e") == 3 and q.count(ANY_EXPERIMENT) == 0
 
 
+def test_withdraw_new_deletes_only_unclaimed_jobs_of_the_experiment(h):
+    q = h.queue
+    ids = queue_docs(q, [0, 1, 2])
+    other = queue_docs(q, [3], exp_key="other")
+    claimed = claim(q)  # tid 0
+    assert claimed["_id"] == ids[0]
+    gone = q.withdraw_new("e", [ids[0], ids[2], other[0]])
+    assert gone == [ids[2]]  # the claimed one and the other experiment's stay
+    assert sorted(map(str, q.existing(ids + other))) == sorted(map(str, [ids[0], ids[1], other[0]]))
+    assert q.withdraw_new("e", [ids[2]]) == [] and q.count(ANY_EXPERIMENT) == 3
+
+
 # ----------------------------------------------------------------------------- claims
 def test_claim_takes_the_oldest_tid_of_the_served_experiment(h):
     q = h.queue

@@ -202,6 +202,9 @@ class MemorySession:
     def room(self) -> int:
         return self.run.max_evals - self.trials.count_by_state_unsynced(JOB_STATES)
 
+    def after_batch(self) -> None:
+        return None  # one driver: room() is exact
+
     def queue_target(self, max_queue_len: int) -> int:
         return int(max_queue_len)
 

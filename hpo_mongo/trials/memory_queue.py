@@ -444,6 +444,13 @@ class MemoryJobQueue:
                 n += 1
             return n
 
+    def withdraw_new(self, exp_key: str | None, job_ids: Iterable[Any]) -> list[Any]:
+        with self._lock:
+            wanted = set(job_ids)
+            gone = [i for i, _ in self._select(exp_key, [JOB_STATE_NEW]) if i in wanted]
+            self.delete_jobs(exp_key, gone)
+            return gone
+
     # ------------------------------------------------------------------ jobs: the worker
     def claim(self, owner: str, *, exp_key: Any = ANY_EXPERIMENT, worker: Mapping[str, Any] | None = None,
               lease_timeout: float, max_attempts: int) -> dict | None:

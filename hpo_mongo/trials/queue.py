@@ -261,6 +261,11 @@ class JobQueue(Protocol):
         """Delete jobs of the experiment (all, or those in ``job_ids``) and their attachments."""
         ...
 
+    def withdraw_new(self, exp_key: str | None, job_ids: Iterable[Any]) -> list[Any]:
+        """Delete those of ``job_ids`` that are still NEW (never claimed, so nothing else holds
+        them); return the ids deleted. A claimed or finished job is left as it is."""
+        ...
+
     # ------------------------------------------------------------------ jobs: the worker
     def claim(self, owner: str, *, exp_key: Any = ANY_EXPERIMENT, worker: Mapping[str, Any] | None = None,
               lease_timeout: float, max_attempts: int) -> dict | None:

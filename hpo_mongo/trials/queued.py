@@ -535,9 +535,18 @@ class QueueSession:
             vanished = [d for d in docs if d["_id"] not in versions]
             older = [d for d in docs if d["state"] in JOB_FINISHED_STATES and d["_id"] in versions
                      and versions[d["_id"]] < d.get("version", 0)]
-        elif q.count(t.exp_key) < len(docs) or (pending and len(q.existing(pending)) < len(pending)):
-            present = q.versions(t.exp_key)
-            vanished = [d for d in docs if d["_id"] not in present]
+        else:
+            stored = q.count(t.exp_key)
+            if stored < len(docs) or (pending and len(q.existing(pending)) < len(pending)):
+                present = q.versions(t.exp_key)
+                vanished = [d for d in docs if d["_id"] not in present]
+            elif stored > self.run.max_evals:
+                self._withdraw_past_max_evals()
+        mine = set(t._queued_ids)
+        theirs = [d for d in vanished if d["state"] == JOB_STATE_NEW and d["_id"] not in mine]
+        if theirs:  # another driver's queued trials: that driver withdrew, cancelled or repairs them
+            t._forget(d["_id"] for d in theirs)
+            vanished = [d for d in vanished if not (d["state"] == JOB_STATE_NEW and d["_id"] not in mine)]
         if not lost and not vanished:
             return
         finished = [d for d in vanished if d["state"] in JOB_FINISHED_STATES] + older
@@ -568,8 +577,31 @@ class QueueSession:
         return running + max(2, int(max_queue_len))
 
     def room(self) -> int:
+        return self.run.max_evals - len(self.trials.trials)
+
+    def after_batch(self) -> None:
+        """One count of the experiment's trials in the store; past ``max_evals`` (another driver
+        stored a batch at the same time), :meth:`_withdraw_past_max_evals`."""
         t = self.trials
-        return self.run.max_evals - t._call(lambda: self.queue.count(t.exp_key), "counting trials")
+        if self.run.max_evals >= sys.maxsize:
+            return
+        if t._call(lambda: self.queue.count(t.exp_key), "counting trials") > self.run.max_evals:
+            self._withdraw_past_max_evals()
+
+    def _withdraw_past_max_evals(self) -> None:
+        """Delete this driver's still-NEW trials ranked by tid past ``max_evals`` in the refreshed
+        view. Every driver applies the same ranking, so together they keep the first ``max_evals``."""
+        t, max_evals = self.trials, self.run.max_evals
+        t.refresh()
+        mine = set(t._queued_ids)
+        past = [d["_id"] for d in t.trials[max_evals:] if d["state"] == JOB_STATE_NEW and d["_id"] in mine]
+        if not past:
+            return
+        gone = t._call(lambda: self.queue.withdraw_new(t.exp_key, past), "withdrawing queued trials")
+        t._forget(gone)
+        if gone:
+            logger.info("experiment %r: another driver queued trials at the same time; %d queued trial(s) of this "
+                        "driver past max_evals=%d withdrawn", t.exp_key, len(gone), max_evals)
 
     def queued(self) -> int:
         """NEW trials in the refreshed view (claims show in the refresh that precedes this call)."""

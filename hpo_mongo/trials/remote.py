@@ -242,6 +242,9 @@ class RemoteJobQueue:
     def delete_jobs(self, exp_key: str | None, job_ids: Iterable[Any] | None = None) -> int:
         return self._call("delete_jobs", exp_key, None if job_ids is None else list(job_ids))
 
+    def withdraw_new(self, exp_key: str | None, job_ids: Iterable[Any]) -> list[Any]:
+        return self._call("withdraw_new", exp_key, list(job_ids))
+
     def claim(self, owner: str, *, exp_key: Any = ANY_EXPERIMENT, worker: Mapping[str, Any] | None = None,
               lease_timeout: float, max_attempts: int) -> dict | None:
         return self._call("claim", owner, exp_key=exp_key, worker=None if worker is None else dict(worker),

@@ -9,7 +9,8 @@
             trials.refresh()
             ... stop rules, progress ...
             n = min(session.room(), session.queue_target(max_queue_len) - session.queued())
-            ... suggest and insert n trials ...
+            ... suggest and store n trials (one batch) ...
+            session.after_batch()             # settle a race with another driver on max_evals
             session.advance()                 # evaluate (in-process stores) or wait for workers
     finally:
         session.end(stop_reason)
@@ -63,7 +64,14 @@ class RunSession(Protocol):
 
     def room(self) -> int:
         """How many more trials ``max_evals`` allows: ``max_evals`` minus every trial of the
-        experiment in the store, finished or pending (also those another driver queued)."""
+        experiment, finished or pending, as of the last refresh (also those another driver queued)."""
+        ...
+
+    def after_batch(self) -> None:
+        """A batch of suggestions was stored. Where several drivers share the experiment, two
+        batches stored at once may pass ``max_evals``: the trials ranked (by tid) past it that this
+        driver queued and no worker has claimed are withdrawn, so the experiment holds
+        ``max_evals`` trials (more only if a worker claimed one first)."""
         ...
 
     def queue_target(self, max_queue_len: int) -> int:

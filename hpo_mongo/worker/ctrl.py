@@ -14,6 +14,7 @@ sends each one and waits; the worker's :class:`~hpo_mongo.reporting.StoreReporte
 """
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Callable, Iterator, Mapping, MutableMapping
 
@@ -23,7 +24,7 @@ from ..trials.queue import JobQueue
 from ..trials.queued import QueueTrialAttachments, QueueTrials
 from ..trials.remote import QUEUE_METHODS, RemoteJobQueue
 from ..trials.reports import QueueReportHistory
-from .executor import CollectingCtrl, TrialChannel, TrialCtrl
+from .executor import ChildCtrlFactory, CollectingCtrl, TrialChannel, TrialCtrl
 
 logger = logging.getLogger("hpo_mongo.worker")
 
@@ -142,9 +143,9 @@ class WorkerCtrl(ReportingCtrl, TrialCtrl):
                            self.current_trial.get("tid"))
 
     # ---------------------------------------------------------------- the child's requests
-    def in_child(self, channel: TrialChannel) -> "ChildCtrl":
-        """The ctrl the forked child uses instead of this one."""
-        return ChildCtrl(channel, self.current_trial)
+    def child_ctrl_factory(self) -> ChildCtrlFactory:
+        """Makes the ctrl the forked child uses instead of this one (picklable: the claim and the class)."""
+        return functools.partial(ChildCtrl, claim=self.current_trial)
 
     def answer(self, name: str, args: tuple) -> Any:
         """Answer a request of the child (``name`` in :data:`REQUESTS`)."""

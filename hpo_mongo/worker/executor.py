@@ -1,8 +1,11 @@
 """Evaluate one trial: in a forked child process (default) or in-process (``--no-subprocess``).
 
 Subprocess mode forks the worker with multiprocessing's ``fork`` context. The domain was unpickled
-once in the worker, so the child inherits it (copy-on-write) and the per-trial cost is one fork and
-one pipe round trip (see bench/RESULTS.md). The child evaluates the objective, applies the result
+once in the worker, so the child inherits it (copy-on-write). The next trial's child is forked
+ahead, while the worker claims (:meth:`Executor.prepare`), and waits on its pipe: a trial of the
+same domain costs one pipe message to start and one to return (see bench/RESULTS.md); a trial of
+another domain (a worker serving several experiments) gets a child forked with it. Every trial
+runs in a fresh process. The child evaluates the objective, applies the result
 rules (``Domain.evaluate``) and sends its :class:`Outcome` back over the trial's pipe, then exits,
 so whatever the objective allocated (including GPU memory: do not initialise CUDA in the worker
 itself, only in the objective) is released between trials. While it runs, the objective's ctrl
@@ -197,14 +200,19 @@ class TrialChannel:
         return value
 
 
+#: builds the child's ctrl from its end of the trial pipe (picklable: it reaches a child forked ahead over the pipe)
+ChildCtrlFactory = Callable[[TrialChannel], CollectingCtrl]
+
+
 class TrialCtrl(CollectingCtrl):
     """A ``ctrl`` living in the worker (``hpo_mongo.worker.ctrl.WorkerCtrl``): in a forked child the
-    objective gets :meth:`in_child`'s ctrl instead, whose requests the worker answers (:meth:`answer`)
-    while it waits for the outcome."""
+    objective gets the ctrl :meth:`child_ctrl_factory` builds instead, whose requests the worker
+    answers (:meth:`answer`) while it waits for the outcome."""
 
     @abc.abstractmethod
-    def in_child(self, channel: Any) -> CollectingCtrl:
-        """The ctrl the child uses; ``channel.call(name, *args)`` sends a request and returns the reply."""
+    def child_ctrl_factory(self) -> ChildCtrlFactory:
+        """A picklable callable making the child's ctrl from a :class:`TrialChannel`
+        (``channel.call(name, *args)`` sends a request and returns the reply)."""
 
     @abc.abstractmethod
     def answer(self, name: str, args: tuple) -> Any:
@@ -277,17 +285,38 @@ def _die_with_parent() -> None:
         pass
 
 
-def _child_main(domain: Any, vals: Mapping, ctrl: Any, workdir: str | None, conn: Any,
-                check: OutcomeCheck | None = None) -> None:
-    """Runs in the forked child: evaluate, send the outcome, exit without running the parent's atexit hooks."""
+def _child_setup() -> None:
+    """The child's own session and process group (ended as a whole: :func:`end_trial_processes`),
+    death with the worker, default SIGTERM; SIGINT ignored (the worker decides what a Ctrl-C means)."""
+    os.setsid()
+    _die_with_parent()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _child_main(domain: Any, conn: Any, check: OutcomeCheck | None = None, job: tuple | None = None,
+                worker_end: Any = None) -> None:
+    """Runs in the forked child: evaluate one trial, send the outcome, exit without running the
+    parent's atexit hooks. ``job`` is ``(vals, ctrl, workdir)`` for a child forked with its trial;
+    a child forked ahead (``job`` None) waits for ``("run", vals, ctrl factory, workdir)`` on the
+    pipe, acknowledges it with ``("started",)``, and exits quietly at EOF (no trial came): the
+    worker's end of the pipe (``worker_end``), inherited by the fork, is closed here for that."""
     code = 0
     try:
-        os.setsid()  # the trial's own session and process group: ended as a whole (end_trial_processes)
-        _die_with_parent()
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides what a Ctrl-C means (grace period)
-        if isinstance(ctrl, TrialCtrl):  # requests go to the worker over the pipe, never through its client
-            ctrl = ctrl.in_child(TrialChannel(conn))
+        if worker_end is not None:
+            worker_end.close()
+        _child_setup()
+        if job is None:
+            try:
+                _, vals, make_ctrl, workdir = conn.recv()
+            except EOFError:
+                return
+            conn.send(("started",))
+            ctrl = make_ctrl(TrialChannel(conn)) if make_ctrl is not None else None
+        else:
+            vals, ctrl, workdir = job
+            if isinstance(ctrl, TrialCtrl):  # requests go to the worker over the pipe, never through its client
+                ctrl = ctrl.child_ctrl_factory()(TrialChannel(conn))
         with working_dir(workdir):
             outcome = _evaluate(domain, vals, ctrl, check)
         try:
@@ -310,24 +339,45 @@ def _child_main(domain: Any, vals: Mapping, ctrl: Any, workdir: str | None, conn
         os._exit(code)
 
 
+@dataclass
+class _Child:
+    """A forked child and the worker's end of its pipe; ``domain`` is the one it inherited."""
+
+    proc: Any
+    conn: Any
+    domain: Any
+
+
+class _DiedWaiting(Exception):
+    """A child forked ahead died before it took its trial (the trial then gets a fresh child)."""
+
+
 class Executor:
     """Runs trials one at a time; :meth:`release` stops the running one (from any thread).
 
     ``check(result, attachments)`` (optional) runs where the objective ran, before the outcome is
     returned: when it raises, the trial is an error naming the problem (e.g. a value MongoDB
     cannot store) instead of failing later in the worker.
+
+    With ``prefork`` (the default in subprocess mode), :meth:`prepare` forks the next trial's child
+    ahead of its trial: it inherits the domain of the last trial and waits on its pipe, so a trial
+    of the same domain starts with one pipe message instead of a fork (the fork and the child's
+    start-up are off the trial's clock). Every trial still gets a fresh process that exits after it.
     """
 
     def __init__(self, subprocess: bool = True, timeout: float | None = None, *,
-                 check: OutcomeCheck | None = None, kill_grace: float = KILL_GRACE):
+                 check: OutcomeCheck | None = None, kill_grace: float = KILL_GRACE, prefork: bool = True):
         self.subprocess = subprocess
         self.timeout = timeout
         self.check = check
         self.kill_grace = kill_grace
+        self.prefork = bool(prefork and subprocess)
         self._cancel = threading.Event()
         self._proc: Any = None
         self._lock = threading.Lock()
         self._enders: list[threading.Thread] = []  # end the processes of finished trials, off the clock
+        self._spare: _Child | None = None          # forked ahead, waiting for its trial
+        self._last_domain: Any = None
 
     # ------------------------------------------------------------------ control
     def release(self) -> None:
@@ -342,6 +392,12 @@ class Executor:
         if proc is not None:
             _signal_trial(proc, signal.SIGTERM)
 
+    def prepare(self) -> None:
+        """Fork the next trial's child now, for the domain of the last trial (no-op without
+        ``prefork``, before a first trial, or when one is waiting already)."""
+        if self.prefork and self._spare is None and self._last_domain is not None:
+            self._spare = self._fork(self._last_domain, None)
+
     # ------------------------------------------------------------------ running
     def run(self, domain: Any, vals: Mapping, *, ctrl: Any = None, workdir: str | None = None,
             cancel_event: threading.Event | None = None, timeout: float | None = None) -> Outcome:
@@ -350,10 +406,29 @@ class Executor:
         timeout = self.timeout if timeout is None else timeout
         if not self.subprocess:
             return self._run_inprocess(domain, vals, ctrl, workdir, cancel_event, timeout)
-        return self._run_forked(domain, vals, ctrl, workdir, cancel_event, timeout)
+        self._last_domain = domain
+        spare = self._take_spare(domain)
+        if spare is not None:
+            factory = ctrl.child_ctrl_factory() if isinstance(ctrl, TrialCtrl) else None
+            try:
+                spare.conn.send(("run", vals, factory, workdir))
+            except Exception as e:  # noqa: BLE001 - it died waiting, or the job does not pickle: fork with the trial
+                logger.debug("the child forked ahead cannot take the trial (%s); forking one with it", e)
+                self._end(spare, finished=False)
+            else:
+                try:
+                    return self._wait(spare, ctrl, cancel_event, timeout, started=False)
+                except _DiedWaiting as e:
+                    logger.warning("the child forked ahead for the trial died before it started (%s); "
+                                   "forking a new one", e)
+        return self._wait(self._fork(domain, (vals, ctrl, workdir)), ctrl, cancel_event, timeout, started=True)
 
     def close(self) -> None:
-        """Wait until the processes of every trial are ended (call when the worker stops)."""
+        """End the child waiting for a trial, and wait until the processes of every trial are
+        ended (call when the worker stops)."""
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            self._end(spare, finished=True)
         while self._enders:
             self._enders.pop().join(self.kill_grace + 6.0)
 
@@ -373,14 +448,43 @@ class Executor:
             return Outcome(None, duration=outcome.duration)
         return outcome
 
-    def _run_forked(self, domain, vals, ctrl, workdir, cancel_event, timeout) -> Outcome:
+    # ------------------------------------------------------------------ children
+    def _fork(self, domain: Any, job: tuple | None) -> _Child:
         ctx = multiprocessing.get_context("fork")
-        recv, send = ctx.Pipe(duplex=True)
-        t0 = time.monotonic()
-        proc = ctx.Process(target=_child_main, args=(domain, vals, ctrl, workdir, send, self.check), daemon=True,
+        mine, theirs = ctx.Pipe(duplex=True)
+        proc = ctx.Process(target=_child_main, args=(domain, theirs, self.check, job, mine), daemon=True,
                            name="hpo-mongo-trial")
         proc.start()
-        send.close()
+        theirs.close()
+        return _Child(proc, mine, domain)
+
+    def _take_spare(self, domain: Any) -> _Child | None:
+        """The child forked ahead if it inherited ``domain`` (one for another domain is ended)."""
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.domain is not domain:
+            self._end(spare, finished=True)
+            return None
+        return spare
+
+    def _end(self, child: _Child, finished: bool) -> None:
+        """End ``child``'s processes: off the clock when it ``finished`` (sent its outcome, or was
+        told to exit by closing its pipe), now otherwise (cancelled, timed out, crashed)."""
+        with contextlib.suppress(Exception):
+            child.conn.close()
+        if finished:
+            ender = threading.Thread(target=_end_finished_trial, args=(child.proc, self.kill_grace), daemon=True,
+                                     name="hpo-mongo-trial-end")
+            ender.start()
+            self._enders.append(ender)
+        else:
+            end_trial_processes(child.proc, self.kill_grace)
+
+    def _wait(self, child: _Child, ctrl: Any, cancel_event: threading.Event | None, timeout: float | None,
+              started: bool) -> Outcome:
+        """Serve the child's requests until its outcome arrives (or it dies, times out, is cancelled).
+        Raises :class:`_DiedWaiting` when a child forked ahead dies before acknowledging its trial."""
+        proc, conn = child.proc, child.conn
+        t0 = time.monotonic()
         with self._lock:
             self._proc = proc
         deadline = None if not timeout else t0 + timeout
@@ -392,28 +496,35 @@ class Executor:
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     _signal_trial(proc, signal.SIGTERM)
-                    if recv.poll():  # finished at the very last moment
-                        message = _recv(recv)
-                        if message is not None:
+                    if conn.poll():  # finished at the very last moment
+                        message = _recv(conn)
+                        if message is not None and message[0] == "outcome":
                             break
+                        message = None
                     msg = f"timeout: trial exceeded {timeout:g} s"
                     return Outcome.failed({"type": "Timeout", "message": msg, "traceback": ""}, time.monotonic() - t0)
                 wait = _WAIT_SLICE if deadline is None else max(0.0, min(_WAIT_SLICE, deadline - now))
-                ready = multiprocessing.connection.wait([recv, proc.sentinel], timeout=wait)
-                if recv in ready:
-                    message = _recv(recv)
-                    if _answered(message, ctrl, recv):
+                ready = multiprocessing.connection.wait([conn, proc.sentinel], timeout=wait)
+                if conn in ready:
+                    message = _recv(conn)
+                    if message == ("started",):
+                        started, message = True, None
+                        continue
+                    if _answered(message, ctrl, conn):
                         message = None
                         continue
-                    break
+                    break  # the outcome, or EOF: the child is gone
                 if proc.sentinel in ready:
-                    message = _recv(recv) if recv.poll() else None
-                    while _answered(message, ctrl, recv):  # a last request, then the pipe closed
-                        message = _recv(recv) if recv.poll() else None
+                    message = _recv(conn) if conn.poll() else None
+                    while message == ("started",) or _answered(message, ctrl, conn):  # a last request, then EOF
+                        started = True
+                        message = _recv(conn) if conn.poll() else None
                     break
             dt = time.monotonic() - t0
             if message is None:
                 proc.join(5)
+                if not started:
+                    raise _DiedWaiting(crash_message(proc.exitcode))
                 if self._cancelled(cancel_event):
                     return Outcome(None, duration=dt)
                 return Outcome.failed({"type": "WorkerCrash", "message": crash_message(proc.exitcode),
@@ -424,14 +535,7 @@ class Executor:
         finally:
             with self._lock:
                 self._proc = None
-            recv.close()
-            if message is not None:  # it sent its outcome and is exiting: end the rest off the clock
-                ender = threading.Thread(target=_end_finished_trial, args=(proc, self.kill_grace), daemon=True,
-                                         name="hpo-mongo-trial-end")
-                ender.start()
-                self._enders.append(ender)
-            else:  # cancelled, timed out or crashed: end the trial's processes now
-                end_trial_processes(proc, self.kill_grace)
+            self._end(child, finished=message is not None)
 
 
 @contextlib.contextmanager
@@ -592,5 +696,5 @@ def run_trial(domain: Any, vals: Mapping, *, subprocess: bool = True, timeout: f
               ctrl: Any = None, workdir: str | None = None,
               cancel_event: threading.Event | None = None, check: OutcomeCheck | None = None) -> Outcome:
     """Evaluate ``domain`` at ``vals`` once (see the module docstring)."""
-    return Executor(subprocess=subprocess, timeout=timeout, check=check).run(
+    return Executor(subprocess=subprocess, timeout=timeout, check=check, prefork=False).run(
         domain, vals, ctrl=ctrl, workdir=workdir, cancel_event=cancel_event)

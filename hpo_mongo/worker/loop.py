@@ -505,6 +505,7 @@ class Worker:
                 logger.info("worker stops: %s (%d trials evaluated)", reason, self.n_done)
                 return EXIT_OK
             self._maybe_requeue()
+            self.executor.prepare()  # the next trial's child starts up while the claim travels
             doc = self._store(self.claim, "claim a trial", abort=self._stop.is_set)
             if doc is None:
                 if self._stop.is_set():

@@ -257,6 +257,13 @@ def cancel_new(jobs: Collection, exp_key: Any, ids: Iterable[Any] | None = None)
     return res.modified_count
 
 
+def withdraw_new(jobs: Collection, exp_key: Any, ids: Iterable[Any]) -> list[Any]:
+    """Delete each of ``ids`` that is still NEW (one conditioned delete each: a claim racing
+    with it wins); the ids deleted. NEW trials hold no attachments."""
+    return [oid for oid in ids
+            if jobs.delete_one({"_id": oid, "state": JOB_STATE_NEW, **exp_filter(exp_key)}).deleted_count]
+
+
 # ----------------------------------------------------------------------------- repairs by hand
 #: what ``hpo-mongo requeue`` resets: the claim (:data:`CLAIM_FIELDS`) and the outcome and reports of the last run
 REQUEUE_RESET = {"state": JOB_STATE_NEW, **{f: None for f in CLAIM_FIELDS}, "refresh_time": None,

@@ -474,6 +474,10 @@ class MongoJobQueue:
             _att.delete_trial_files(self.db, tids)
             return self.jobs.delete_many(flt).deleted_count
 
+    def withdraw_new(self, exp_key: str | None, job_ids: Iterable[Any]) -> list[Any]:
+        with translate_errors("withdrawing queued trials"):
+            return _jobs.withdraw_new(self.jobs, exp_key, job_ids)
+
     # ------------------------------------------------------------------ jobs: the worker
     def claim(self, owner: str, *, exp_key: Any = ANY_EXPERIMENT, worker: Mapping[str, Any] | None = None,
               lease_timeout: float, max_attempts: int) -> dict | None:

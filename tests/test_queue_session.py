@@ -1,0 +1,70 @@
+"""Two drivers sharing one experiment on an in-memory queue: ``max_evals`` holds when both store a
+batch at once (the real-server, two-process version is in test_driver_recovery, marked slow)."""
+from __future__ import annotations
+
+import logging
+
+from hpo_mongo import hp
+from hpo_mongo.domain import Domain
+from hpo_mongo.trials.documents import new_trial_doc
+from hpo_mongo.trials.memory_queue import MemoryJobQueue
+from hpo_mongo.trials.queued import QueueTrials
+from hpo_mongo.trials.session import Run
+
+SPACE = {"x": hp.uniform("x", 0, 10)}
+
+
+def driver(queue, max_evals):
+    trials = QueueTrials(queue, "e", refresh=False)
+    session = trials.open_session(Run(domain=Domain(lambda p: p["x"], SPACE), max_evals=max_evals))
+    return trials, session
+
+
+def store_batch(trials, n):
+    """What fmin does with one batch of suggestions: tids in one block, staged, stored in one write."""
+    tids = trials.new_trial_ids(n)
+    trials.stage([new_trial_doc(t, {"x": [float(t)]}, exp_key="e") for t in tids])
+    trials.flush_staged()
+    return tids
+
+
+def test_batches_stored_at_once_by_two_drivers_keep_max_evals(caplog):
+    q = MemoryJobQueue()
+    a, sa = driver(q, 4)
+    b, sb = driver(q, 4)
+    assert sa.room() == sb.room() == 4  # neither has seen the other's batch yet
+    assert store_batch(a, 4) == [0, 1, 2, 3]
+    assert store_batch(b, 4) == [4, 5, 6, 7]
+    assert q.count("e") == 8
+    sa.after_batch()  # a's trials rank first: it keeps them all
+    assert q.count("e") == 8 and [d["tid"] for d in a.trials] == list(range(8))
+    with caplog.at_level(logging.INFO, logger="hpo_mongo"):
+        sb.after_batch()
+    assert sorted(d["tid"] for d in q.find("e")) == [0, 1, 2, 3]
+    assert [d["tid"] for d in b.trials] == [0, 1, 2, 3] and sb.room() == 0
+    assert "4 queued trial(s) of this driver past max_evals=4 withdrawn" in caplog.text
+    # a saw b's batch; finding it gone is no reset of the store (b withdrew it): no warning, no repair
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hpo_mongo"):
+        sa.check_store()
+    assert caplog.text == ""
+    assert [d["tid"] for d in a.trials] == [0, 1, 2, 3] and sa.room() == 0
+
+
+def test_the_heartbeat_check_withdraws_what_an_earlier_count_missed():
+    """b counted before a's batch landed; a's tids rank first, so b withdraws its own at its next check."""
+    q = MemoryJobQueue()
+    a, sa = driver(q, 3)
+    b, sb = driver(q, 3)
+    a_tids = a.new_trial_ids(2)  # a takes its tids first but stores after b
+    store_batch(b, 3)
+    sb.after_batch()
+    assert q.count("e") == 3
+    a.stage([new_trial_doc(t, {"x": [0.0]}, exp_key="e") for t in a_tids])
+    a.flush_staged()
+    sa.after_batch()  # a's tids 0, 1 rank first: a keeps them
+    assert q.count("e") == 5
+    claimed = q.claim("w:1", worker={"host": "w", "pid": 1}, lease_timeout=30, max_attempts=3)
+    assert claimed["tid"] == 0
+    sb.check_store()  # b's tids 2, 3, 4: the last two are past max_evals=3
+    assert sorted(d["tid"] for d in q.find("e")) == [0, 1, 2]
