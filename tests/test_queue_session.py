@@ -68,3 +68,26 @@ def test_the_heartbeat_check_withdraws_what_an_earlier_count_missed():
     assert claimed["tid"] == 0
     sb.check_store()  # b's tids 2, 3, 4: the last two are past max_evals=3
     assert sorted(d["tid"] for d in q.find("e")) == [0, 1, 2]
+
+
+def test_the_queue_deepens_while_workers_finish_trials_faster_than_the_driver_loops():
+    """One NEW trial per live worker, plus as many as they finish per driver loop (at most one
+    more per worker); back to one per worker when trials finish slower than the loop."""
+    from hpo_mongo.trials.documents import JOB_STATE_DONE
+    q = MemoryJobQueue()
+    t, s = driver(q, 1000)
+    s.live_workers = 4
+    assert s.queue_target(1) == 4
+    targets = []
+    for _ in range(4):  # the 4 workers finish 4 trials during each loop
+        store_batch(t, 4)
+        for _ in range(4):
+            job = q.claim("w:1", worker={"host": "w", "pid": 1}, lease_timeout=30, max_attempts=3)
+            assert q.finish(job, JOB_STATE_DONE, {"status": "ok", "loss": 1.0})
+        t.refresh()
+        targets.append(s.queue_target(1))
+    assert targets == [6, 7, 7, 7]  # the smoothed rate: 2, 3, 3.5, 3.75 per loop
+    for _ in range(4):  # nothing finishes
+        t.refresh()
+        targets.append(s.queue_target(1))
+    assert targets[-1] == 4 and targets[4:] == sorted(targets[4:], reverse=True)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from hpo_mongo import JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, SparkTrials, fmin, hp, rand
-from hpo_mongo.exceptions import InvalidParameterError, MissingExtra
+from hpo_mongo.exceptions import AllTrialsFailed, InvalidParameterError, MissingExtra
 from hpo_mongo.spark import MAX_CONCURRENT_JOBS_ALLOWED, decide_parallelism
 from tests.extras import require
 
@@ -140,7 +140,7 @@ def test_ctrl_c_cancels_running_trials_back_to_new(spark):
 @pytest.mark.spark
 def test_a_crashed_task_is_an_error_trial_naming_the_cause(spark):
     trials = SparkTrials(parallelism=1, spark_session=spark)
-    with pytest.raises(Exception, match="no trial finished"):
+    with pytest.raises(AllTrialsFailed, match=r"no trial succeeded: 1 of 1 trial\(s\) failed:\n  1 × SparkJobFailed"):
         _run(lambda cfg: os._exit(3), trials, 1)  # the objective kills Spark's Python worker
     (doc,) = trials.trials
     assert doc["state"] == JOB_STATE_ERROR and doc["error"]["type"] == "SparkJobFailed"
@@ -154,7 +154,7 @@ def test_an_objective_the_executors_cannot_import_is_an_error_trial(spark, tmp_p
     monkeypatch.syspath_prepend(str(tmp_path))
     import only_on_the_driver
     trials = SparkTrials(parallelism=1, spark_session=spark)
-    with pytest.raises(Exception, match="no trial finished"):
+    with pytest.raises(AllTrialsFailed, match=r"1 × hpo_mongo.exceptions.ObjectiveLoadError: .*'only_on_the_driver'"):
         _run(only_on_the_driver.objective, trials, 1)
     (doc,) = trials.trials
     assert doc["state"] == JOB_STATE_ERROR and doc["error"]["type"].endswith("ObjectiveLoadError")

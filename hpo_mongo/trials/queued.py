@@ -384,6 +384,13 @@ class QueueTrials(BaseTrials):
         return f"start workers on {self._queue.describe()}"
 
 
+def refill_margin(finished_per_loop: float, workers: int) -> int:
+    """NEW trials to queue beyond one per worker: as many as the workers finish during one driver
+    loop (they claim that many before the driver refills the queue), at most one more per worker.
+    Objectives slower than the loop get none: extra trials would only wait, seen by TPE as pending."""
+    return min(int(workers), int(finished_per_loop))
+
+
 class QueueSession:
     """What fmin does with a :class:`QueueTrials` (see :mod:`hpo_mongo.trials.session`).
 
@@ -428,6 +435,8 @@ class QueueSession:
         self._seen_changes = -1
         self._wait = MIN_WAIT
         self._told_no_worker = False
+        self._finished_seen: int | None = None  # finished trials in the view at the last queue_target
+        self._finished_per_loop = 0.0  # trials finished per driver loop, smoothed
         trials._outage = Outage(trials.max_disconnect, limit_name=f"{type(trials).__name__}.max_disconnect",
                                 logger=logger)
         try:
@@ -569,10 +578,15 @@ class QueueSession:
                        t.exp_key, ", ".join(lost), "; ".join(repairs))
 
     def queue_target(self, max_queue_len: int) -> int:
-        """NEW trials to keep queued: one per live worker serving this experiment (at least
-        ``max_queue_len``); before any worker registered, the RUNNING ones plus ``max(2, max_queue_len)``."""
+        """NEW trials to keep queued: one per live worker serving this experiment plus the
+        :func:`refill_margin` (at least ``max_queue_len``); before any worker registered, the
+        RUNNING ones plus ``max(2, max_queue_len)``. Called once per driver loop."""
+        finished = sum(1 for d in self.trials.trials if d["state"] in JOB_FINISHED_STATES)
+        if self._finished_seen is not None:
+            self._finished_per_loop = (self._finished_per_loop + max(0, finished - self._finished_seen)) / 2
+        self._finished_seen = finished
         if self.live_workers:
-            return max(int(max_queue_len), self.live_workers)
+            return max(int(max_queue_len), self.live_workers + refill_margin(self._finished_per_loop, self.live_workers))
         running = sum(1 for d in self.trials.trials if d["state"] == JOB_STATE_RUNNING)
         return running + max(2, int(max_queue_len))
 
