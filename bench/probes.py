@@ -171,11 +171,12 @@ def install_timing() -> None:
     driver._FMinLoop._suggest = timed("suggest loop (other)", suggest)
     _patch(store.MongoTrials, "refresh", refresh_label)
     _patch(store.MongoTrials, "new_trial_ids", "tid round trip")
-    _patch(store.MongoTrials, "_insert_trial_docs", "insert")
+    _patch(store.MongoTrials, "flush_staged", "insert (one per batch)")
     _patch(store.MongoTrials, "count_by_state_unsynced", "count NEW (server)")
     _patch(queued.QueueSession, "advance", "wait for workers")
     _patch(queued.QueueSession, "tick", "tick (heartbeat, requeue, live workers)")
-    _patch(queued.QueueSession, "room", "room (server count)")
+    _patch(queued.QueueSession, "queue_target", "queue target (python)")
+    _patch(queued.QueueSession, "after_batch", "count after a batch (server)")
     _patch(driver._FMinLoop, "_counts", "counts (python)")
 
     _patch(loop.Worker, "claim", lambda doc: "claim (got a trial)" if doc is not None else "claim (empty)")
@@ -184,7 +185,9 @@ def install_timing() -> None:
     _patch(loop.Worker, "report", "result write")
     _patch(loop.Worker, "process", "process (other)")
     _patch(loop.Worker, "run_trial", "run_trial (other)")
-    _patch(executor.Executor, "_run_forked", "fork + wait (executor)")
+    _patch(executor.Executor, "prepare", "fork ahead (executor.prepare)")
+    _patch(executor.Executor, "_fork", "fork (ahead, or with the trial)")
+    _patch(executor.Executor, "_wait", "trial in the child (executor)")
     _patch(executor.Executor, "_run_inprocess", "evaluate in-process")
 
 
