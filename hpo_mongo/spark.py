@@ -164,11 +164,10 @@ class SparkTrials(QueueTrials):
         super().__init__(MemoryJobQueue(), None, poll_interval=0.1)
 
     def __setstate__(self, state: dict) -> None:
-        from .trials.parallel import requeue_lost
         super().__setstate__(state)
         self._spark = None  # the active session is looked up again when needed
         if serving_context() is None:  # a saved run: its Spark jobs ended with the process that saved it
-            leases.log_events(requeue_lost(self._queue, owner=None, default_max_attempts=self.max_attempts,
+            leases.log_events(leases.requeue_lost(self._queue, owner=None, default_max_attempts=self.max_attempts,
                                            why="the process that ran it ended before it finished"), logger)
             self.refresh()
 

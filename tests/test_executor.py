@@ -262,8 +262,9 @@ def test_a_child_forked_ahead_takes_the_next_trial_and_each_trial_gets_a_fresh_p
             ahead = _spare(ex)
             ex.prepare()  # idempotent while one waits
             assert ex._spare.proc is ahead
+            ahead_pid = ahead.pid  # the process object is closed once the trial's process is ended
             out = ex.run(DOMAIN, vals("pid"))
-            assert out.state == JOB_STATE_DONE and out.result["pid"] == ahead.pid
+            assert out.state == JOB_STATE_DONE and out.result["pid"] == ahead_pid
             pids.append(out.result["pid"])
         assert len(set(pids)) == 4 and os.getpid() not in pids
     finally:

@@ -29,6 +29,9 @@ import logging
 import math
 from typing import Any, Iterable, Mapping
 
+from .documents import JOB_STATE_ERROR, JOB_STATE_RUNNING, STATUS_FAIL
+from .queue import CLAIM_KEYS, JobQueue
+
 #: seconds a RUNNING trial may go without a heartbeat when its document records no lease_timeout
 DEFAULT_LEASE_TIMEOUT = 30.0
 #: a trial lost this many times becomes ERROR, when its document records no max_attempts
@@ -164,3 +167,29 @@ def log_events(events: Iterable[Mapping[str, Any]], log: logging.Logger) -> None
     for e in events:
         (log.error if e.get("outcome") == "failed" else log.warning)(
             "trial %s (exp_key %r) %s", e.get("tid"), e.get("exp_key"), e.get("message"))
+
+
+def requeue_lost(queue: JobQueue, *, owner: str | None, why: str, default_max_attempts: int) -> list[dict]:
+    """The lease rules applied now, without waiting for the lease, to RUNNING trials whose worker is
+    known to be gone (``owner``'s, or every one: a local pool's dead worker, a stopped Spark job):
+    back to NEW counted as a loss, or ERROR on the ``max_attempts``-th loss, through the queue's
+    claim-conditioned writes. Returns the events, as ``JobQueue.requeue_stale`` does (for :func:`log_events`)."""
+    events = []
+    for exp_key in queue.experiment_keys():
+        for doc in queue.find(exp_key, states=[JOB_STATE_RUNNING]):
+            if owner is not None and doc.get("owner") != owner:
+                continue
+            claim = {k: doc.get(k) for k in CLAIM_KEYS}
+            event = {"tid": doc["tid"], "exp_key": doc.get("exp_key"), "owner": doc.get("owner")}
+            if fails_when_lost(doc, default_max_attempts):
+                msg = (f"lost {times_lost(doc)} times: {why}; "
+                       f"max_attempts={max_attempts_of(doc, default_max_attempts)} reached")
+                ok = queue.finish(claim, JOB_STATE_ERROR, {"status": STATUS_FAIL, "failure": msg},
+                                  {"type": LOST_ERROR_TYPE, "message": msg, "traceback": ""})
+                event.update(outcome="failed", message=msg)
+            else:
+                ok = queue.release(claim, count_as_lost=True)
+                event.update(outcome="requeued", message=f"requeued: {why}; lost {times_lost(doc)} time(s)")
+            if ok:
+                events.append(event)
+    return events

@@ -41,7 +41,7 @@ from typing import Any
 from .. import _validation as v
 from ..exceptions import InvalidParameterError, WorkerStartError
 from . import leases
-from .documents import JOB_STATE_ERROR, JOB_STATE_RUNNING, STATUS_FAIL
+from .documents import JOB_STATE_RUNNING
 from .memory_queue import MemoryJobQueue
 from .queue import ANY_EXPERIMENT, CLAIM_KEYS, JobQueue
 from .queued import QueueSession, QueueTrials, serving_context
@@ -60,31 +60,6 @@ DEFAULT_PARALLEL_POLL = 0.1
 MAX_START_FAILURES = 3
 #: seconds between two writes of ``save_file`` while fmin runs
 SAVE_EVERY = 1.0
-
-
-def requeue_lost(queue: JobQueue, *, owner: str | None, why: str, default_max_attempts: int) -> list[dict]:
-    """The lease rules applied now to RUNNING trials whose worker is known to be gone (``owner``'s,
-    or every one): back to NEW counted as a loss, or ERROR on the ``max_attempts``-th loss.
-    Returns the events, as ``JobQueue.requeue_stale`` does (for :func:`leases.log_events`)."""
-    events = []
-    for exp_key in queue.experiment_keys():
-        for doc in queue.find(exp_key, states=[JOB_STATE_RUNNING]):
-            if owner is not None and doc.get("owner") != owner:
-                continue
-            claim = {k: doc.get(k) for k in CLAIM_KEYS}
-            event = {"tid": doc["tid"], "exp_key": doc.get("exp_key"), "owner": doc.get("owner")}
-            if leases.fails_when_lost(doc, default_max_attempts):
-                msg = (f"lost {leases.times_lost(doc)} times: {why}; "
-                       f"max_attempts={leases.max_attempts_of(doc, default_max_attempts)} reached")
-                ok = queue.finish(claim, JOB_STATE_ERROR, {"status": STATUS_FAIL, "failure": msg},
-                                  {"type": leases.LOST_ERROR_TYPE, "message": msg, "traceback": ""})
-                event.update(outcome="failed", message=msg)
-            else:
-                ok = queue.release(claim, count_as_lost=True)
-                event.update(outcome="requeued", message=f"requeued: {why}; lost {leases.times_lost(doc)} time(s)")
-            if ok:
-                events.append(event)
-    return events
 
 
 def _load_saved(path: str) -> "ParallelTrials":
@@ -242,7 +217,7 @@ class ParallelTrials(QueueTrials):
         if serving_context() is not None or not info:
             return
         self._secret = info["secret"]
-        leases.log_events(requeue_lost(self._queue, owner=None, default_max_attempts=self.max_attempts,
+        leases.log_events(leases.requeue_lost(self._queue, owner=None, default_max_attempts=self.max_attempts,
                                        why="the process that ran it ended before it finished"), logger)
         self.refresh()
 
@@ -294,7 +269,7 @@ class ParallelSession(QueueSession):
                 q.beat_worker(doc["_id"], {"status": "exited", "current": None})
             self._start_failures = 0 if docs else self._start_failures + 1
             why = f"its worker process ({w.name}, pid {w.pid}) {describe_exit(code)}"
-            leases.log_events(requeue_lost(q, owner=owner, why=why, default_max_attempts=t.max_attempts), logger)
+            leases.log_events(leases.requeue_lost(q, owner=owner, why=why, default_max_attempts=t.max_attempts), logger)
             if self._start_failures >= MAX_START_FAILURES:
                 raise WorkerStartError(
                     f"{MAX_START_FAILURES} worker processes in a row ended before serving a trial (the last one "

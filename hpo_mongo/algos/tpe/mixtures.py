@@ -138,7 +138,3 @@ def sample_truncnorm(rng: np.random.Generator, mu: np.ndarray, sigma: np.ndarray
     u = rng.random(np.shape(mu))
     x = mu + sigma * sample_standard(a, b, u)
     return np.clip(x, low, high)
-
-
-def normal_cdf(x: np.ndarray) -> np.ndarray:
-    return ndtr(x)
