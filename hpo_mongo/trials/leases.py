@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import math
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, TypeGuard, overload
 
 #: seconds a RUNNING trial may go without a heartbeat when its document records no lease_timeout
 DEFAULT_LEASE_TIMEOUT = 30.0
@@ -49,6 +49,10 @@ def default_lease_timeout(heartbeat_interval: float) -> float:
     return LEASE_PER_HEARTBEAT * float(heartbeat_interval)
 
 
+@overload
+def as_utc(value: _dt.datetime) -> _dt.datetime: ...
+@overload
+def as_utc(value: Any) -> _dt.datetime | None: ...
 def as_utc(value: Any) -> _dt.datetime | None:
     """A stored date as tz-aware UTC (naive dates are UTC), None for anything else."""
     if not isinstance(value, _dt.datetime):
@@ -64,7 +68,7 @@ def age(now: _dt.datetime, then: Any) -> float | None:
     return None if t is None else max(0.0, (now - t).total_seconds())
 
 
-def _positive(value: Any) -> bool:
+def _positive(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
