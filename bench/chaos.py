@@ -118,7 +118,8 @@ def check(db, url: str, n_trials: int, evals: Path) -> dict:
             stored = None
         wrong += stored != d["result"].get("tag")
     return {
-        "trials": n_trials, "completed": states.get(2, 0), "lost": states.get(0, 0) + states.get(1, 0) + len(lost_errors),
+        "trials": n_trials, "completed": states.get(2, 0),
+        "lost": states.get(0, 0) + states.get(1, 0) + len(lost_errors),
         "evaluated_twice": sum(1 for c in runs.values() if c > 1), "wrong_attachments": wrong,
         "duplicate_tids": len(tids) - len(set(tids)), "evaluations": sum(runs.values()),
         "requeued": sum(d.get("requeues") or 0 for d in docs), "errors": states.get(3, 0),

@@ -308,7 +308,7 @@ def ledger_from_docs(docs: list[dict], budget: int) -> Ledger:
     epochs = np.array([len(d.get("reports") or ()) for d in done], float)
     frac = np.clip((end[:, None] - start[None, :]) / np.maximum(end - start, 1e-9)[None, :], 0.0, 1.0)
     at_end = (frac * epochs[None, :]).sum(axis=1)  # row j: epochs of every trial done by trial j's end
-    for d, e in zip(done, at_end):
+    for d, e in zip(done, at_end, strict=True):
         res = d["result"]
         ok = res.get("status") == "ok" and isinstance(res.get("loss"), float) and math.isfinite(res["loss"])
         led.ends.append((int(round(e)), res["loss"] if ok else None, res.get("clean") if ok else None))
@@ -460,7 +460,8 @@ def report_task(task: Task, res: dict, out: list[str]) -> None:
             ratio = ""
             if math.isfinite(med) and not key.endswith(" none") and f"{lib} none" in ledgers:
                 # no-pruning never got there: the ratio is a lower bound
-                ratio = f", {base / med:.1f}x" if math.isfinite(base) else f", >{res['none_factor'] * budget / med:.1f}x"
+                ratio = (f", {base / med:.1f}x" if math.isfinite(base)
+                         else f", >{res['none_factor'] * budget / med:.1f}x")
             cells.append(f"{med:.0f} ({int(np.isfinite(e).sum())}/{len(e)}{ratio})")
         out.append(f"| {key} | " + " | ".join(cells) + " |")
 

@@ -206,7 +206,7 @@ def quality(domains, opts, seeds, n_evals, jobs, n_pending=0) -> dict:
     tasks = [(d, o, s, n_evals, n_pending) for d in domains for o in opts for s in seeds]
     out: dict = {}
     with mp.get_context("fork").Pool(jobs) as pool:
-        for i, ((d, o, s, _, _), losses, secs) in enumerate(pool.imap_unordered(run_one, tasks)):
+        for i, ((d, o, s, _, _), losses, _secs) in enumerate(pool.imap_unordered(run_one, tasks)):
             if (i + 1) % 20 == 0 or i + 1 == len(tasks):
                 print(f"  [{i + 1}/{len(tasks)} runs]", file=sys.stderr, flush=True)
             best = np.minimum.accumulate(losses)
@@ -234,7 +234,7 @@ def quality_tables(res: dict, opts: list[str], checkpoints) -> str:
                 cells.append(f"{md:.4g} [{q1:.3g}, {q3:.3g}]")
                 meds.append(md)
             r = _rank(np.array(meds))
-            for o, rr in zip(opts, r):
+            for o, rr in zip(opts, r, strict=True):
                 ranks.setdefault(c, {}).setdefault(o, []).append(rr)
             lines.append(f"| {d} | " + " | ".join(cells) + " |")
     lines.append("\n#### average rank of the median best loss (1 = best; ties share)\n")
@@ -305,9 +305,9 @@ def _hpo_trials(vals, losses):
     from hpo_mongo.trials.documents import JOB_STATE_DONE, new_trial_doc
     trials = Trials()
     docs = []
-    for tid, (v, l) in enumerate(zip(vals, losses)):
+    for tid, (v, loss) in enumerate(zip(vals, losses, strict=True)):
         d = new_trial_doc(tid, v)
-        d.update(state=JOB_STATE_DONE, result={"status": "ok", "loss": l})
+        d.update(state=JOB_STATE_DONE, result={"status": "ok", "loss": loss})
         docs.append(d)
     trials.new_trial_ids(len(docs))
     trials._insert_trial_docs(docs)
@@ -320,8 +320,9 @@ def _hyperopt_trials(vals, losses):
     trials = hyperopt.Trials()
     tids = trials.new_trial_ids(len(vals))
     miscs = [{"tid": t, "cmd": ("domain_attachment", "FMinIter_Domain"), "workdir": None,
-              "idxs": {k: ([t] if v else []) for k, v in vl.items()}, "vals": vl} for t, vl in zip(tids, vals)]
-    results = [{"status": "ok", "loss": l} for l in losses]
+              "idxs": {k: ([t] if v else []) for k, v in vl.items()}, "vals": vl}
+             for t, vl in zip(tids, vals, strict=True)]
+    results = [{"status": "ok", "loss": loss} for loss in losses]
     docs = trials.new_trial_docs(tids, [None] * len(tids), results, miscs)
     for d in docs:
         d["state"] = hyperopt.JOB_STATE_DONE
@@ -336,13 +337,13 @@ def _optuna_study(cs, vals, losses, seed):
     dists = _optuna_distributions(cs)
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
     trials = []
-    for vl, l in zip(vals, losses):
+    for vl, loss in zip(vals, losses, strict=True):
         params = {k: v[0] for k, v in vl.items() if v}
         params = {k: (int(v) if isinstance(dists[k], (optuna.distributions.CategoricalDistribution,
                                                        optuna.distributions.IntDistribution)) else v)
                   for k, v in params.items()}
         params = {k: _clip_to(dists[k], v) for k, v in params.items()}
-        trials.append(optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in params}, value=l))
+        trials.append(optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in params}, value=loss))
     study.add_trials(trials)
     return study
 
@@ -392,15 +393,15 @@ def timing(sizes, repeats: int = 15, domain: str = "mixed10") -> dict:
                            ("hpo_mongo tpe-uni", functools.partial(tpe.suggest, multivariate=False))):
             trials = _hpo_trials(vals, losses)
             domain_ = Domain(lambda c: 0.0, space)
-            calls[name] = functools.partial(lambda a, d, t, r: a([n], d, t, r), algo, domain_, trials)
+            calls[name] = functools.partial(lambda a, d, t, r, n=n: a([n], d, t, r), algo, domain_, trials)
         if _have("hyperopt"):
             import hyperopt
             htrials = _hyperopt_trials(vals, losses)
             hdom = hyperopt.Domain(lambda c: 0.0, dom.space(hyperopt.hp))
-            calls["hyperopt tpe"] = lambda r, t=htrials, d=hdom: hyperopt.tpe.suggest([n], d, t, r)
+            calls["hyperopt tpe"] = lambda r, t=htrials, d=hdom, n=n: hyperopt.tpe.suggest([n], d, t, r)
         if _have("optuna"):
             study = _optuna_study(cs, vals, losses, 0)
-            calls["optuna tpe"] = lambda r, st=study: optuna_params(st.ask(), cs)
+            calls["optuna tpe"] = lambda r, st=study, cs=cs: optuna_params(st.ask(), cs)
         ts: dict[str, list[float]] = {k: [] for k in calls}
         for r in range(repeats):
             for name, f in calls.items():
@@ -492,7 +493,7 @@ def spread(sizes=(100, 1000), n_sugg: int = 16, seeds=(0, 1, 2), domain: str = "
             if _have("optuna"):
                 study = _optuna_study(cs, vals, losses, seed)
                 rows = []
-                for i in range(n_sugg):
+                for _ in range(n_sugg):
                     t = study.ask()
                     rows.append(cs.vals_to_row(optuna_params(t, cs)))
                 row.setdefault("optuna tpe", []).append(_mean_pdist(_unit_coords(cs, np.array(rows))) / ref)

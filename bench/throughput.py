@@ -1081,8 +1081,8 @@ def table_profile(runs: list[dict], a: argparse.Namespace) -> list[str]:
                       f"{sum(sum(d['counts'].values()) for d in ds) / max(1, r['trials']):.2f} commands/trial", "",
                       "| section | % of wall | ms per trial | calls | ms per call |", "|---|---|---|---|---|"]
             for k, v in sorted(tim.items(), key=lambda kv: -kv[1]):
-                lines.append(f"| {k} | {100 * v / wall:.1f} | {1000 * v / max(1, r['trials']):.2f} | {calls.get(k, 0)} | "
-                             f"{1000 * v / max(1, calls.get(k, 1)):.2f} |")
+                lines.append(f"| {k} | {100 * v / wall:.1f} | {1000 * v / max(1, r['trials']):.2f} | "
+                             f"{calls.get(k, 0)} | {1000 * v / max(1, calls.get(k, 1)):.2f} |")
             lines.append(f"| (outside the hooked steps) | {100 * other / wall:.1f} | "
                          f"{1000 * other / max(1, r['trials']):.2f} | | |")
             rtt, cnt = _summed(ds, "rtt"), _summed(ds, "counts")
@@ -1147,8 +1147,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                            ("growth system", a.growth_systems, SYSTEMS), ("objective", a.objectives, OBJECTIVES),
                            ("profile system", a.profile_systems,
                             {k for k, v in SYSTEMS.items() if v["kind"] == "hpo"}),
-                           ("growth system", [s for s in a.growth_systems if SYSTEMS.get(s, {}).get("kind") == "optuna"],
-                            ())):
+                           ("growth system",
+                            [s for s in a.growth_systems if SYSTEMS.get(s, {}).get("kind") == "optuna"], ())):
         bad = [v for v in vals if v not in ok]
         if bad:
             ap.error(f"unknown {what}(s) {bad}; choose from {sorted(ok)}")

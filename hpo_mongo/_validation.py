@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, cast
 
 from .exceptions import InvalidParameterError
 
@@ -38,11 +38,13 @@ class Interval(Constraint):
             return False
         if not isinstance(value, numbers.Real) or math.isnan(value):
             return False
+        # any Real compares with floats; typeshed's numbers.Real declares __lt__/__le__ but not __gt__
+        x = cast(float, value)
         lc = self.closed in ("both", "left")
         rc = self.closed in ("both", "right")
-        if self.left is not None and (value < self.left or (not lc and value == self.left)):
+        if self.left is not None and (x < self.left or (not lc and x == self.left)):
             return False
-        if self.right is not None and (value > self.right or (not rc and value == self.right)):
+        if self.right is not None and (x > self.right or (not rc and x == self.right)):
             return False
         return True
 

@@ -68,7 +68,7 @@ def miscs_update_idxs_vals(miscs: list[dict], idxs: Mapping[str, list], vals: Ma
     for key in idxs:
         if len(idxs[key]) != len(vals[key]):
             raise ValueError(f"label {key!r}: {len(idxs[key])} tids but {len(vals[key])} values")
-        for tid, val in zip(idxs[key], vals[key]):
+        for tid, val in zip(idxs[key], vals[key], strict=True):
             tid = idxs_map.get(tid, tid)
             if tid in by_tid or assert_all_vals_used:
                 by_tid[tid]["idxs"][key] = [tid]

@@ -15,7 +15,7 @@ import os
 import pickle
 import sys
 import time
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -102,7 +102,7 @@ def _validate(max_evals, timeout, loss_threshold, max_queue_len, points_to_evalu
 def fmin_pass_expr_memo_ctrl(f: Callable) -> Callable:
     """Mark ``f`` as taking ``expr=``, ``memo=`` and ``ctrl=`` instead of the evaluated point
     (``memo`` is ``{label: [value]}``; ``pyll.rec_eval(expr, memo=memo)`` builds the point)."""
-    f.fmin_pass_expr_memo_ctrl = True
+    f.fmin_pass_expr_memo_ctrl = True  # type: ignore[attr-defined]  # hyperopt's marker attribute
     return f
 
 
@@ -110,7 +110,7 @@ def partial(fn: Callable, **kwargs: Any) -> functools.partial:
     """``functools.partial`` that keeps the :func:`fmin_pass_expr_memo_ctrl` mark."""
     rval = functools.partial(fn, **kwargs)
     if hasattr(fn, "fmin_pass_expr_memo_ctrl"):
-        rval.fmin_pass_expr_memo_ctrl = fn.fmin_pass_expr_memo_ctrl
+        rval.fmin_pass_expr_memo_ctrl = fn.fmin_pass_expr_memo_ctrl  # type: ignore[attr-defined]  # the marker
     return rval
 
 
@@ -285,16 +285,16 @@ class _FMinLoop:
         return self._session
 
     # --------------------------------------------------------------- helpers
-    def insert_points(self, points: list[Mapping[str, Any]]) -> None:
+    def insert_points(self, points: Sequence[Mapping[str, Any]]) -> None:
         """Queue user-given points first, unless the store already holds trials (a resumed run)."""
         self.session()
         self.trials.refresh()
         if self.trials.trials:
             logger.info("points_to_evaluate ignored: the trials already hold %d trials", len(self.trials.trials))
             return
-        docs = []
+        docs: list[dict] = []
         ids = self.trials.new_trial_ids(len(points))
-        for tid, point in zip(ids, points):
+        for tid, point in zip(ids, points, strict=True):
             vals = self.domain.space.check_point(point, what=f"points_to_evaluate[{len(docs)}]")
             docs.append(new_trial_doc(tid, vals, exp_key=self.trials.exp_key))
         self.trials.insert_trial_docs(docs)

@@ -35,7 +35,7 @@ def dot_hyperparameters(expr: Any) -> str:
             lines.append(f'"{parent}" [ shape=ellipse];')
             edge(parent, label)
             if len(conds) > 1:
-                for c, name in zip(conds, names):
+                for c, name in zip(conds, names, strict=True):
                     lines.append(f'"{name}" [ shape=ellipse];')
                     edge(c.name, name)
                     edge(name, parent)

@@ -22,6 +22,7 @@ def suggest(new_ids: list, domain: Any, trials: Any, seed: int,
     ps = [float(p) for p, _ in p_suggest]
     algos = [a for _, a in p_suggest]
     if not np.isclose(sum(ps), 1.0):
-        raise InvalidParameterError(f"Probabilities should sum to 1: the p_suggest probabilities {ps} sum to {sum(ps):g}")
+        raise InvalidParameterError(
+            f"Probabilities should sum to 1: the p_suggest probabilities {ps} sum to {sum(ps):g}")
     idx = int(rng.multinomial(n=1, pvals=ps).argmax())
     return algos[idx](new_ids, domain, trials, seed=int(rng.integers(2**31)))

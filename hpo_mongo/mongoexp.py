@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import sys
 import urllib.parse
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import gridfs
 
@@ -29,6 +29,11 @@ from .trials.mongo import connection as _connection
 from .trials.mongo.queue import MongoJobQueue
 from .trials.mongo.store import MongoTrials
 from .trials.queue import ANY_EXPERIMENT
+
+if TYPE_CHECKING:  # imported lazily by __getattr__ at run time
+    from .cli.worker import main
+    from .cli.worker import main as main_worker
+    from .worker.ctrl import WorkerCtrl as MongoCtrl
 
 logger = logging.getLogger(__name__)
 

@@ -131,7 +131,7 @@ def _children(obj: Any, depth: int) -> Iterator[tuple[str, Any]]:
         if _by_reference(obj):  # pickled as "module.name": nothing it references is pickled
             return
         code = obj.__code__
-        for name, cell in zip(code.co_freevars, obj.__closure__ or ()):
+        for name, cell in zip(code.co_freevars, obj.__closure__ or (), strict=True):
             try:
                 yield f"closure variable {name!r}", cell.cell_contents
             except ValueError:
@@ -142,9 +142,10 @@ def _children(obj: Any, depth: int) -> Iterator[tuple[str, Any]]:
         for name in _global_names(code):
             if name in g:
                 yield f"global {name!r}", g[name]
-        for i, d in enumerate(obj.__defaults__ or ()):
+        defaults = obj.__defaults__ or ()
+        for i, d in enumerate(defaults):
             argnames = code.co_varnames[:code.co_argcount]
-            label = argnames[len(argnames) - len(obj.__defaults__) + i] if argnames else str(i)
+            label = argnames[len(argnames) - len(defaults) + i] if argnames else str(i)
             yield f"default argument {label!r}", d
         for k, d in (obj.__kwdefaults__ or {}).items():
             yield f"default argument {k!r}", d
@@ -222,7 +223,7 @@ def _describe_failure(obj: Any, error: BaseException) -> str:
 
 
 # ----------------------------------------------------------------------------- packing
-def pack_payload(raw: bytes, secret: bytes | None, meta: dict | None = None) -> bytes:
+def pack_payload(raw: bytes, secret: bytes | str | None, meta: dict | None = None) -> bytes:
     """Wrap pickled bytes with a versioned header and, with ``secret``, an HMAC-SHA256 signature."""
     if not isinstance(raw, (bytes, bytearray, memoryview)):
         raise InvalidParameterError(f"pack_payload needs the pickled bytes, got {type(raw).__name__}")
@@ -268,7 +269,7 @@ _UNSIGNED_REFUSED = (
     "driver with the same secret.")
 
 
-def unpack_payload(blob: bytes, secret: bytes | None) -> tuple[bytes, dict]:
+def unpack_payload(blob: bytes, secret: bytes | str | None) -> tuple[bytes, dict]:
     """Check and unwrap a packed payload: ``(pickled bytes, meta)``.
 
     ``meta`` is the header: the caller's keys plus ``python``, ``cloudpickle``, ``hpo_mongo`` (the
@@ -341,7 +342,8 @@ def loads_domain(raw: bytes, meta: dict | None = None) -> Any:
         elif meta.get("cloudpickle") and meta.get("cloudpickle") != local_versions()["cloudpickle"]:
             hint = " The cloudpickle versions differ: install the driver's version on the worker."
         raise ObjectiveLoadError(
-            f"cannot load the objective on this worker ({type(e).__name__}: {e}).{hint} ({_versions_note(meta)})") from e
+            f"cannot load the objective on this worker ({type(e).__name__}: {e}).{hint} ({_versions_note(meta)})"
+        ) from e
 
 
 # ----------------------------------------------------------------------------- secret

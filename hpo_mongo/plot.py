@@ -27,6 +27,7 @@ import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from . import inspect as hi
 from .trials.documents import JOB_STATE_CANCEL, JOB_STATE_ERROR
@@ -82,14 +83,14 @@ def _integer_ticks(axis: Any) -> None:
     axis.set_major_locator(MaxNLocator(integer=True))
 
 
-def plot_convergence(ax: Any, numbers: Sequence[int], losses: Sequence[float], failed: Sequence[int] = (),
+def plot_convergence(ax: Any, numbers: npt.ArrayLike, losses: npt.ArrayLike, failed: Sequence[int] = (),
                      *, log: bool = False, n_total: int | None = None) -> Any:
     """Loss per trial and the best loss so far against the trial number (1 = the first trial of
     the experiment); failed trials as ticks along the bottom. Returns the points' artist (its
     colours are the trial numbers, for a colour bar) or None."""
-    numbers, losses = np.asarray(numbers, dtype=float), np.asarray(losses, dtype=float)
-    order = np.argsort(numbers, kind="stable")
-    numbers, losses = numbers[order], losses[order]
+    x, y = np.asarray(numbers, dtype=float), np.asarray(losses, dtype=float)
+    order = np.argsort(x, kind="stable")
+    numbers, losses = x[order], y[order]
     n_total = int(n_total or max([*numbers.tolist(), *list(failed), 1]))
     points = None
     if losses.size:
@@ -125,6 +126,7 @@ def plot_learning_curves(ax: Any, curves: Sequence[Mapping[str, Any]], *, log: b
     holds ``{"steps", "values", "kind", "best"}`` per trial, ``kind`` one of ``"complete"``,
     ``"pruned"``, ``"running"``, ``"other"`` (failed); the best trial is drawn last, in colour."""
     from matplotlib.lines import Line2D
+    style: dict[str, dict[str, Any]]  # Line2D keyword arguments per kind of curve
     style = {"pruned": dict(color=_PRUNED_COLOR, lw=0.9, alpha=0.55),
              "complete": dict(color=_COMPLETE_COLOR, lw=1.0, alpha=0.8),
              "running": dict(color=_COMPLETE_COLOR, lw=1.0, alpha=0.8, ls="--"),
@@ -188,7 +190,7 @@ def _condition_text(space: hi.SpaceInfo, label: str) -> str | None:
     return f"{choice} = {name}"
 
 
-def plot_parameter(ax: Any, label: str, values: Sequence[Any], losses: Sequence[float],
+def plot_parameter(ax: Any, label: str, values: Sequence[Any], losses: npt.ArrayLike,
                    order: Sequence[int], space: hi.SpaceInfo, *, best_index: int | None = None,
                    log_loss: bool = False, n_total: int | None = None, rng: Any = None) -> None:
     """One parameter: value vs loss. A choice → strip plot labelled with its options' names (its
@@ -257,8 +259,9 @@ def _position(space: hi.SpaceInfo, label: str, values: Sequence[Any]) -> tuple[n
     """Values as positions in the parameter's range (0 = low, 1 = high) and the range as text."""
     p = space.param(label) or {}
     flags = space.flags(label)
-    if space.is_categorical(label) and space.options(label) is not None:
-        names = hi.option_labels(space.options(label))
+    options = space.options(label) if space.is_categorical(label) else None
+    if options is not None:
+        names = hi.option_labels(options)
         n = max(1, len(names) - 1)
         return np.array([int(v) / n for v in values], dtype=float), " | ".join(_short(x, 18) for x in names)
     x = np.asarray(values, dtype=float)
@@ -366,7 +369,7 @@ def experiment_figure(docs: Sequence[Mapping[str, Any]], space: hi.SpaceInfo | N
     docs = sorted(docs, key=lambda d: d.get("tid", 0))
     _, rows = hi.to_rows(docs, space)
     numbers = {id(d): i + 1 for i, d in enumerate(docs)}
-    ok = [(d, numbers[id(d)], float(r["loss"])) for d, r in zip(docs, rows)
+    ok = [(d, numbers[id(d)], float(r["loss"])) for d, r in zip(docs, rows, strict=True)
           if r["status"] == "ok" and _finite(r["loss"]) and r["state"] == "done"]
     failed = [numbers[id(d)] for d in docs if d.get("state") in (JOB_STATE_ERROR, JOB_STATE_CANCEL)
               or (d.get("result") or {}).get("status") == "fail"]

@@ -84,14 +84,19 @@ def main_plot_1D_attachment(trials: Any, attachment_name: str, do_show: bool = T
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(10, 4))
     ax.set_title(attachment_name)
-    with_loss = [t for t in trials.trials if loss_of(t) is not None]
-    losses = [loss_of(t) for t in with_loss]
+    with_loss: list[tuple[float, Any]] = []  # (loss, trial) of the trials that have a loss
+    for t in trials.trials:
+        t_loss = loss_of(t)
+        if t_loss is not None:
+            with_loss.append((t_loss, t))
+    losses = [t_loss for t_loss, _ in with_loss]
     lo, hi = (min(losses), max(losses)) if losses else (0.0, 1.0)
     if num_trails is None:
         plotted = list(trials.trials)
     else:
-        ranked = sorted(with_loss, key=loss_of)
-        plotted = [ranked[i] for i in np.linspace(0, len(ranked), num_trails, endpoint=False, dtype=int)] if ranked else []
+        ranked = [t for _, t in sorted(with_loss, key=lambda lt: lt[0])]
+        plotted = ([ranked[i] for i in np.linspace(0, len(ranked), num_trails, endpoint=False, dtype=int)]
+                   if ranked else [])
     for trial in plotted:
         attachments = trials.trial_attachments(trial)
         if attachment_name not in attachments:

@@ -182,7 +182,7 @@ def check_report(value: Any, step: Any) -> tuple[float, int]:
     """``(float value, int step)`` by the value rules (module docstring), else InvalidParameterError."""
     v.validate({"step": (step, [v.Interval(int, 0, None)])}, "report")
     number, why = as_number(value, "value")
-    if why is not None:
+    if number is None:  # not a number: ``why`` says so
         raise InvalidParameterError(
             f"The 'value' parameter of report must be a real number (NaN and inf are accepted): {why}.")
     return number, int(step)

@@ -43,9 +43,11 @@ def as_number(value: Any, what: str = "loss") -> tuple[float | None, str | None]
 
 def _as_loss(value: Any) -> tuple[float | None, str | None]:
     loss, why = as_number(value)
-    if why is None and math.isnan(loss):
+    if loss is None:  # not a number: ``why`` says so
+        return loss, why
+    if math.isnan(loss):
         return None, "loss is NaN"
-    if why is None and loss == -math.inf:
+    if loss == -math.inf:
         return None, "loss is -inf"
     return loss, why
 

@@ -146,6 +146,8 @@ class SparkTrials(QueueTrials):
     lease_timeout = 60.0
     _NOT_PICKLED = QueueTrials._NOT_PICKLED + ("_spark",)
 
+    _queue: MemoryJobQueue
+
     def __init__(self, parallelism: int | None = None, timeout: float | None = None,
                  loss_threshold: float | None = None, spark_session: Any = None):
         from .driver import validate_loss_threshold, validate_timeout
@@ -156,7 +158,8 @@ class SparkTrials(QueueTrials):
                                         f"Got {parallelism!r} instead.")
         pyspark = _pyspark()
         if spark_session is None:
-            spark_session = pyspark.sql.SparkSession.getActiveSession() or pyspark.sql.SparkSession.builder.getOrCreate()
+            spark_session = (pyspark.sql.SparkSession.getActiveSession()
+                             or pyspark.sql.SparkSession.builder.getOrCreate())
         self._spark = spark_session
         sc = self.spark_context
         self.parallelism = decide_parallelism(parallelism, int(sc.defaultParallelism), _max_concurrent_tasks(sc))
@@ -170,6 +173,11 @@ class SparkTrials(QueueTrials):
             leases.log_events(leases.requeue_lost(self._queue, owner=None, default_max_attempts=self.max_attempts,
                                            why="the process that ran it ended before it finished"), logger)
             self.refresh()
+
+    @property
+    def queue(self) -> MemoryJobQueue:
+        """The in-memory job queue of this driver (the Spark jobs run its claimed trials)."""
+        return self._queue
 
     @property
     def spark_session(self) -> Any:
@@ -316,11 +324,13 @@ class SparkRun(QueueSession):
             (outcome,) = sc.parallelize([0], 1).mapPartitions(task).collect()
         except Exception as e:  # noqa: BLE001 - a cancelled or failed Spark job
             if not job.cancelled:
-                outcome = Outcome.failed({"type": "SparkJobFailed", "message": job_failure(claim["tid"], e),
-                                          "traceback": f"{traceback.format_exc()}\n{e}"})
-                logger.error("trial %s: %s", claim["tid"], outcome.error["message"])
+                error = {"type": "SparkJobFailed", "message": job_failure(claim["tid"], e),
+                         "traceback": f"{traceback.format_exc()}\n{e}"}
+                outcome = Outcome.failed(error)
+                logger.error("trial %s: %s", claim["tid"], error["message"])
         try:
             if outcome is not None and not job.cancelled:
+                assert outcome.state is not None  # the task evaluates without a cancel event: DONE or ERROR
                 self.queue.finish(claim, outcome.state, outcome.result, outcome.error,
                                   attachments=outcome.attachments or None)
         finally:

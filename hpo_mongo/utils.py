@@ -93,7 +93,7 @@ def get_most_recent_inds(obj: Sequence[dict]) -> np.ndarray:
     """Indices of the newest ``version`` of each ``_id`` in ``obj``."""
     ids = [str(x["_id"]) for x in obj]
     versions = np.array([int(x["version"]) for x in obj])
-    order = np.lexsort((versions, ids))
+    order = np.lexsort((versions, np.asarray(ids)))
     sorted_ids = np.asarray(ids, dtype=object)[order]
     last = np.append(np.nonzero(sorted_ids[1:] != sorted_ids[:-1])[0], len(order) - 1)
     return order[last]

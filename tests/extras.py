@@ -39,4 +39,4 @@ def require(module: str, extra: str) -> ModuleType:
         if extras_required(extra):
             pytest.fail(f"{ENV_REQUIRE_EXTRAS}=1 but {message}", pytrace=False)
         pytest.skip(message, allow_module_level=True)
-        raise AssertionError("unreachable")
+        raise AssertionError("unreachable") from None

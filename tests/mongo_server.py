@@ -45,8 +45,8 @@ import pytest
 from tests.server_process import (LIB_DIR, REPO, STARTUP_TIMEOUT, ServerProcess, ServerStartError, end_process,
                                   installed, ping, tail)
 
-__all__ = ["mongo_server_url", "mongo_url", "mongo_db", "server_process", "ServerProcess", "free_port", "pytest_configure",
-           "pytest_collection_modifyitems", "SERVER_FIXTURES", "NO_SERVER_MESSAGE"]
+__all__ = ["mongo_server_url", "mongo_url", "mongo_db", "server_process", "ServerProcess", "free_port",
+           "pytest_configure", "pytest_collection_modifyitems", "SERVER_FIXTURES", "NO_SERVER_MESSAGE"]
 
 
 ENV_URL = "HPO_MONGO_TEST_URL"

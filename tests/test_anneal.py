@@ -23,7 +23,8 @@ def _run(fn, space, algo=anneal.suggest, n=100, seed=0):
 
 def test_quadratic_improves_on_random():
     a = [min(_run(lambda x: (x - 3) ** 2, hp.uniform("x", -5, 5), seed=s).losses()) for s in range(5)]
-    r = [min(_run(lambda x: (x - 3) ** 2, hp.uniform("x", -5, 5), algo=rand.suggest, seed=s).losses()) for s in range(5)]
+    r = [min(_run(lambda x: (x - 3) ** 2, hp.uniform("x", -5, 5), algo=rand.suggest, seed=s).losses())
+         for s in range(5)]
     assert np.median(a) < np.median(r)
     assert np.median(a) < 0.01
 

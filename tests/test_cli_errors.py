@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
 
@@ -71,7 +70,7 @@ def test_delete_warns_while_the_driver_runs(mongo_url, mongo_db, queue, tmp_path
         assert info is not None and info["pid"] == driver.pid
         r = run("delete", "--mongo", mongo_url, "--yes", input="n\n")  # --yes: still asked, declined
         assert r.exit_code == 1
-        assert (f"Warning: the driver of experiment (default) is running (" in r.output
+        assert ("Warning: the driver of experiment (default) is running (" in r.output
                 and f":{driver.pid}, heartbeat " in r.output and "Stop it first, or pass --force." in r.output)
         assert "Delete it while its driver runs? [y/N]" in r.output
         before = {d["_id"] for d in mongo_db.jobs.find({}, {"_id": 1})}

@@ -18,7 +18,6 @@ import runpy
 import shlex
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 

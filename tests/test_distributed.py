@@ -12,7 +12,6 @@ import threading
 from collections import Counter
 
 import numpy as np
-import pytest
 
 from hpo_mongo import Trials, fmin, hp, rand
 from hpo_mongo.exceptions import AllTrialsFailed
@@ -93,7 +92,8 @@ def test_driver_and_three_workers_match_an_in_memory_run(mongo_url, tmp_path):
     best_mem = fmin(quadratic, SPACE, algo=rand.suggest, max_evals=60, trials=mem, max_queue_len=3,
                     rstate=np.random.default_rng(2024), show_progressbar=False)
     assert len(mt) == 60 and all(d["state"] == JOB_STATE_DONE for d in mt)
-    as_set = lambda trials: {(d["misc"]["vals"]["x"][0], d["misc"]["vals"]["y"][0]) for d in trials}
+    def as_set(trials):
+        return {(d["misc"]["vals"]["x"][0], d["misc"]["vals"]["y"][0]) for d in trials}
     assert as_set(mt) == as_set(mem)
     assert best == best_mem
     assert _pids(mt) <= {w.pid for w in workers}

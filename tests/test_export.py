@@ -24,7 +24,7 @@ def test_csv_round_trip(exp, tmp_path):
     path = tmp_path / "trials.csv"
     r = run("export", "--mongo", exp["url"], "-o", str(path))  # format from the extension
     assert r.exit_code == 0, r.output
-    assert r.output.startswith(f"wrote ") and "trials.csv (csv)" in r.output
+    assert r.output.startswith("wrote ") and "trials.csv (csv)" in r.output
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
         rows = list(reader)

@@ -37,7 +37,7 @@ def test_basic_run_records_hyperopt_documents():
     assert t["misc"]["idxs"] == {"x": [0]} and len(t["misc"]["vals"]["x"]) == 1
     assert t["state"] == JOB_STATE_DONE and t["result"]["status"] == STATUS_OK
     assert best == trials.argmin and abs(best["x"] - trials.best_trial["misc"]["vals"]["x"][0]) == 0
-    assert min(l for l in trials.losses()) == trials.best_trial["result"]["loss"]
+    assert min(loss for loss in trials.losses()) == trials.best_trial["result"]["loss"]
     assert trials.statuses() == ["ok"] * 20
     assert len(trials.vals["x"]) == 20 and trials.idxs["x"] == list(range(20))
 

@@ -88,7 +88,8 @@ def test_lists_become_tuples_and_dict_keys_are_sorted():
     out = space_eval({"b": 1, "a": hp.uniform("x", 0, 1), "c": [1, 2]}, {"x": 0.5})
     assert out == {"a": 0.5, "b": 1, "c": (1, 2)} and list(out) == ["a", "b", "c"]
     # hyperopt: stochastic.sample([1, {'b': 2, 'a': (3, [4])}]) == (1, {'a': (3, (4,)), 'b': 2})
-    assert stochastic.sample([1, {"b": 2, "a": (3, [4])}], rng=np.random.default_rng(0)) == (1, {"a": (3, (4,)), "b": 2})
+    assert stochastic.sample([1, {"b": 2, "a": (3, [4])}],
+                             rng=np.random.default_rng(0)) == (1, {"a": (3, (4,)), "b": 2})
     seen = []
     fmin(lambda p: seen.append(p) or 0.0, [hp.uniform("u", 0, 1), [1]], algo=rand.suggest, max_evals=1, **QUIET)
     assert isinstance(seen[0], tuple) and seen[0][1] == (1,)
@@ -142,8 +143,9 @@ def test_refresh_tolerates_mixed_tid_types():
     for tid in ("a", 5):
         trials.insert_trial_doc(doc(tid))
     trials.insert_trial_docs([doc(4), doc(9)])
-    trials.insert_trial_docs(trials.new_trial_docs(["id0", "id1"], [{}, {}], [{"status": "new"}] * 2,
-                                                   [{"tid": t, "idxs": {}, "vals": {}, "cmd": None} for t in ("id0", "id1")]))
+    trials.insert_trial_docs(trials.new_trial_docs(
+        ["id0", "id1"], [{}, {}], [{"status": "new"}] * 2,
+        [{"tid": t, "idxs": {}, "vals": {}, "cmd": None} for t in ("id0", "id1")]))
     assert len(trials) == 0
     trials.refresh()
     assert len(trials) == 6 and trials.tids == [4, 5, 9, "a", "id0", "id1"]
@@ -168,7 +170,7 @@ def test_argument_errors_contain_hyperopts_sentence(kw, sentence):
     with pytest.raises(InvalidParameterError) as ei:  # hyperopt's test_invalid_timeout / _loss_threshold
         fmin(lambda x: x, hp.choice("x", range(20)), max_evals=10, algo=rand.suggest, **kw, **QUIET)
     assert isinstance(ei.value, ValueError) and sentence in str(ei.value)
-    assert f"parameter of fmin must be" in str(ei.value)
+    assert "parameter of fmin must be" in str(ei.value)
 
 
 def test_stochastic_nodes_are_noise_drawn_from_the_trials_rng():
@@ -243,7 +245,8 @@ def test_rdists_match_hyperopt():
     assert ln.pdf(np.array([0.5, 1, 3.0])) == pytest.approx([0.405587545912, 0.304810305345, 0.097852421902])
     assert ln.cdf(2.0) == pytest.approx(0.563935965812)
     qu = r.quniform_gen(0.3, 9.2, 1.5)
-    assert qu.pmf(x) == pytest.approx([0.050561797753, 0, 0, 0.168539325843, 0, 0.168539325843, 0, 0.168539325843, 0, 0])
+    assert qu.pmf(x) == pytest.approx([0.050561797753, 0, 0, 0.168539325843, 0, 0.168539325843, 0,
+                                       0.168539325843, 0, 0])
     assert list(qu.xs) == [0.0, 1.5, 3.0, 4.5, 6.0, 7.5, 9.0] and qu.ps[-1] == pytest.approx(0.106741573034)
     assert r.quniform_gen(0, 10, 2).logpmf(x) == pytest.approx(
         [-2.302585092994, -inf, -inf, -inf, -1.609437912434, -inf, -inf, -inf, -2.302585092994, -inf])

@@ -93,7 +93,7 @@ def queue(url: str, exp_key: str, points: list[tuple[str, float]], *, objective=
     trials.open_session(Run(domain=Domain(objective or make_objective(), SPACE), max_evals=len(points)))
     ids = trials.new_trial_ids(len(points))
     trials.insert_trial_docs([new_trial_doc(tid, {"mode": [MODES.index(m)], "t": [t]}, exp_key=exp_key)
-                              for tid, (m, t) in zip(ids, points)])
+                              for tid, (m, t) in zip(ids, points, strict=True)])
     return ids
 
 
@@ -241,9 +241,9 @@ def test_sigterm_grace_period(url, procs):
     w_twice = procs.worker(url, "--grace-period", "30", exp_key="long2")
     w_short = procs.worker(url, "--grace-period", "10", exp_key="short")
     for key, w in (("long", w_long), ("long2", w_twice), ("short", w_short)):
-        wait_for(lambda: db.jobs.find_one({"exp_key": key, "state": JOB_STATE_RUNNING}), 20, f"{key} RUNNING")
+        wait_for(lambda key=key: db.jobs.find_one({"exp_key": key, "state": JOB_STATE_RUNNING}), 20, f"{key} RUNNING")
         # the worker has taken the trial on (a signal during the claim itself gives it back at once)
-        wait_for(lambda: "attempt 1) claimed" in procs.log(w), 20, f"{key} claimed in the worker's log")
+        wait_for(lambda w=w: "attempt 1) claimed" in procs.log(w), 20, f"{key} claimed in the worker's log")
     t0 = time.monotonic()
     for w in (w_long, w_twice, w_short):
         w.send_signal(signal.SIGTERM)

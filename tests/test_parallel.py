@@ -208,7 +208,8 @@ def test_early_stop_stops_running_trials_as_cancelled(tmp_path):
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("kwargs, name", [
     ({"n_jobs": 0}, "n_jobs"), ({"n_jobs": "2"}, "n_jobs"), ({"n_jobs": True}, "n_jobs"), ({"n_jobs": 1.5}, "n_jobs"),
-    ({"n_jobs": -2}, "n_jobs"), ({"start_method": "forkserve"}, "start_method"), ({"trial_timeout": -1}, "trial_timeout"),
+    ({"n_jobs": -2}, "n_jobs"), ({"start_method": "forkserve"}, "start_method"),
+    ({"trial_timeout": -1}, "trial_timeout"),
     ({"threads_per_worker": 0}, "threads_per_worker"), ({"subprocess": "yes"}, "subprocess"),
 ])
 def test_bad_arguments_are_one_clear_error(kwargs, name):

@@ -28,7 +28,8 @@ def test_size_warning_threshold():
     assert PAYLOAD_WARN_BYTES == 16 * 2**20
     assert size_warning(PAYLOAD_WARN_BYTES) is None
     text = size_warning(80 * 2**20)
-    assert text.startswith("the pickled objective is 80.0 MB (over 16 MB)") and "Load large data inside the objective" in text
+    assert text.startswith("the pickled objective is 80.0 MB (over 16 MB)")
+    assert "Load large data inside the objective" in text
 
 
 def test_files_are_read_in_bounded_batches(mongo_db, monkeypatch):

@@ -51,12 +51,12 @@ def test_memory_reports_answer_the_protocol_and_keep_the_first_value_of_a_step()
     rep = t.reports
     assert isinstance(rep, ReportHistory)
     r = rep.at_step(0)
-    assert dict(zip(r.tid.tolist(), r.value.tolist())) == {0: 1.0, 2: 2.0}
-    assert dict(zip(r.tid.tolist(), r.kind.tolist())) == {0: KIND_COMPLETE, 2: KIND_PRUNED}
+    assert dict(zip(r.tid.tolist(), r.value.tolist(), strict=True)) == {0: 1.0, 2: 2.0}
+    assert dict(zip(r.tid.tolist(), r.kind.tolist(), strict=True)) == {0: KIND_COMPLETE, 2: KIND_PRUNED}
     assert rep.at_step(7).tid.size == 0
     # reached(1): first report at or past step 1, in report order
     r = rep.reached(1)
-    assert dict(zip(r.tid.tolist(), r.value.tolist())) == {0: 0.5, 1: 3.0}
+    assert dict(zip(r.tid.tolist(), r.value.tolist(), strict=True)) == {0: 0.5, 1: 3.0}
     assert rep.record(docs[1], 1, 9.0) is False  # repeated step: ignored, the first value stays
     assert rep.at_step(1).value.tolist() == [3.0]
     assert rep.record(docs[1], 4, 0.25) is True  # the cached reached(1) column sees new reports

@@ -7,8 +7,8 @@ import pickle
 import numpy as np
 import pytest
 
-from hpo_mongo import (STATUS_OK, AllTrialsFailed, STATUS_PRUNED, NoCurrentTrial, Trials, TrialPruned, anneal, fmin, hp, pruners,
-                       rand, report, should_prune, tpe)
+from hpo_mongo import (STATUS_OK, AllTrialsFailed, STATUS_PRUNED, NoCurrentTrial, Trials, TrialPruned, anneal, fmin,
+                       hp, pruners, rand, report, should_prune, tpe)
 from hpo_mongo.algos.base import history, rank_pruned
 from hpo_mongo.exceptions import InvalidParameterError
 from hpo_mongo.trials.documents import JOB_STATE_DONE, JOB_STATE_ERROR

@@ -44,7 +44,8 @@ def publish(queue, fn, xs, *, pruner=None, exp_key="e", ctrl=False):
     trials = QueueTrials(queue, exp_key, refresh=False)
     trials.open_session(Run(domain=Domain(fn, SPACE, pass_expr_memo_ctrl=ctrl), max_evals=len(xs), pruner=pruner))
     tids = trials.new_trial_ids(len(xs))
-    trials.insert_trial_docs([new_trial_doc(t, {"x": [float(x)]}, exp_key=exp_key) for t, x in zip(tids, xs)])
+    trials.insert_trial_docs([new_trial_doc(t, {"x": [float(x)]}, exp_key=exp_key)
+                              for t, x in zip(tids, xs, strict=True)])
     return trials
 
 
@@ -213,12 +214,12 @@ def test_the_history_caches_the_rows_of_finished_trials_only():
     rec = Recording(q)
     h = QueueReportHistory(rec, "e")
     rows = h.at_step(1)
-    assert sorted(zip(rows.tid.tolist(), rows.kind.tolist())) == [(0, KIND_COMPLETE), (1, KIND_RUNNING),
-                                                                 (2, KIND_RUNNING)]
+    assert sorted(zip(rows.tid.tolist(), rows.kind.tolist(), strict=True)) == [(0, KIND_COMPLETE), (1, KIND_RUNNING),
+                                                                              (2, KIND_RUNNING)]
     q.finish(claims[1], JOB_STATE_DONE, {"status": "ok", "loss": 1.0})
     rows = h.at_step(1)
-    assert sorted(zip(rows.tid.tolist(), rows.kind.tolist())) == [(0, KIND_COMPLETE), (1, KIND_COMPLETE),
-                                                                 (2, KIND_RUNNING)]
+    assert sorted(zip(rows.tid.tolist(), rows.kind.tolist(), strict=True)) == [(0, KIND_COMPLETE), (1, KIND_COMPLETE),
+                                                                              (2, KIND_RUNNING)]
     h.at_step(1)
     assert rec.calls == [("experiment",), ("reports_at", 1, False, []), ("reports_at", 1, False, [0]),
                          ("reports_at", 1, False, [0, 1])]
@@ -431,7 +432,7 @@ def test_the_schema_examples_on_reports(mongo_url):
     at3 = _run("reports_at_step", q.db)
     assert at3 == {t: d["reports"][2]["value"] for t, d in docs.items() if len(d["reports"]) >= 3}
     assert sorted(at3) == [0, 1, 3]  # trial 2 was pruned at step 1
-    assert at3 == dict(zip(*(lambda r: (r["tid"], r["value"]))(q.reports_at(EXP_KEY, 3))))
+    assert at3 == dict(zip(*(lambda r: (r["tid"], r["value"]))(q.reports_at(EXP_KEY, 3)), strict=True))
     curves = _run("curves", q.db)
     assert curves[2] == ("pruned", [(1, 3.0)])
     assert curves[0] == ("ok", [(s, 1.0 / s) for s in range(1, 6)])

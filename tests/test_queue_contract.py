@@ -483,7 +483,8 @@ def test_counts_throughput_and_first_claim(h):
     c = claim(q)
     q.finish(c, JOB_STATE_DONE, {"status": "ok", "loss": 1.0})
     claim(q)
-    assert q.count_by_state("e") == {"new": 2, "running": 1, "done": 1, "error": 0, "cancel": 0, "total": 4, "pruned": 0}
+    assert q.count_by_state("e") == {"new": 2, "running": 1, "done": 1, "error": 0, "cancel": 0, "total": 4,
+                                     "pruned": 0}
     assert q.count_by_state()["total"] == 4
     assert q.finished_since("e", before) == 1
     assert q.finished_since("e", q.now() + _dt.timedelta(seconds=5)) == 0
@@ -550,7 +551,8 @@ def _steps(reports):
 
 
 def _rows(answer):
-    return sorted(zip(answer["tid"], ["nan" if math.isnan(v) else v for v in answer["value"]], answer["kind"]))
+    values = ["nan" if math.isnan(v) else v for v in answer["value"]]
+    return sorted(zip(answer["tid"], values, answer["kind"], strict=True))
 
 
 def test_reports_are_one_owner_conditioned_write_each_first_value_wins_in_report_order(h):

@@ -96,7 +96,7 @@ def test_schema_examples(experiment):
 
     errs = _run("errors", db)
     assert [e[0] for e in errs] == [d["tid"] for d in errors]
-    for tid, typ, msg, tb in errs:
+    for _tid, typ, msg, tb in errs:
         assert typ == "ValueError" and "too small" in msg and tb.startswith("Traceback") and "objective" in tb
 
     assert _run("counts", db) == dict(Counter(d["state"] for d in docs))

@@ -149,7 +149,8 @@ def test_push_conditioned_on_an_absent_array_element(mongo_db):
 
     assert [push(1, 0.5), push(1, 0.7), push(3, float("nan")), push(2, float("inf"))] == [1, 0, 1, 1]
     reports = jobs.find_one({"tid": 0})["reports"]
-    assert [r["step"] for r in reports] == [1, 3, 2] and reports[0]["value"] == 0.5 and reports[2]["value"] == float("inf")
+    assert [r["step"] for r in reports] == [1, 3, 2]
+    assert reports[0]["value"] == 0.5 and reports[2]["value"] == float("inf")
     assert reports[1]["value"] != reports[1]["value"]  # NaN stored as NaN
 
 
@@ -174,7 +175,8 @@ def test_elem_match_projection_returns_the_first_matching_element(mongo_db):
 def test_positional_projection(mongo_db):
     """``reports.$`` should return the element the query matched; hpo_mongo uses $elemMatch instead."""
     jobs = _reporting_jobs(mongo_db)
-    jobs.update_one({"tid": 0}, {"$push": {"reports": {"$each": [{"step": 1, "value": 0.5}, {"step": 2, "value": 0.3}]}}})
+    jobs.update_one({"tid": 0},
+                    {"$push": {"reports": {"$each": [{"step": 1, "value": 0.5}, {"step": 2, "value": 0.3}]}}})
     (doc,) = jobs.find({"tid": 0, "reports.step": 2}, {"reports.$": 1})
     if doc["reports"] != [{"step": 2, "value": 0.3}] and _is_mongo_java_server(mongo_db):
         pytest.xfail(f"mongo-java-server answers a positional projection with the array's first element "

@@ -52,7 +52,7 @@ def spaces(draw, depth=0, prefix="p"):
                 out[label] = hp.choice(label, opts)
             else:
                 w = np.array(draw(st.lists(st.floats(0.1, 1), min_size=k, max_size=k)))
-                out[label] = hp.pchoice(label, list(zip((w / w.sum()).tolist(), opts)))
+                out[label] = hp.pchoice(label, list(zip((w / w.sum()).tolist(), opts, strict=True)))
         else:
             out[label] = draw(leaf(label))
     return out

@@ -48,7 +48,8 @@ def test_bad_arguments_fail_before_spark_starts(monkeypatch, kwargs, name):
 def test_parallelism_follows_hyperopts_rule(caplog):
     caplog.set_level(logging.WARNING, "hpo_mongo.spark")
     assert decide_parallelism(3, 8, 8) == 3
-    assert decide_parallelism(None, 4, 6) == 6 and decide_parallelism(0, 4, 2) == 4 and decide_parallelism(-1, 0, 0) == 1
+    assert decide_parallelism(None, 4, 6) == 6 and decide_parallelism(0, 4, 2) == 4
+    assert decide_parallelism(-1, 0, 0) == 1
     assert decide_parallelism(500, 8, 1000) == MAX_CONCURRENT_JOBS_ALLOWED == SparkTrials.MAX_CONCURRENT_JOBS_ALLOWED
     assert "capped" in caplog.text
     caplog.clear()

@@ -129,7 +129,8 @@ def test_conditional_space_stays_valid(multivariate):
         space.check_point({k: v[0] for k, v in vals.items() if v})  # raises when invalid
         active = {k for k, v in vals.items() if v}
         branches.add(vals["model"][0])
-        expected = {"model", "svm_C", "kernel", "degree"} if vals["model"][0] == 0 else {"model", "trees", "depth", "crit"}
+        expected = ({"model", "svm_C", "kernel", "degree"} if vals["model"][0] == 0
+                    else {"model", "trees", "depth", "crit"})
         assert active == expected
     assert min(t.losses()) < 0.3
 
@@ -321,7 +322,8 @@ def test_conditional_choice_never_active_in_the_good_group():
 def test_every_option_is_checked_and_named(name, bad):
     from hpo_mongo.exceptions import InvalidParameterError
     domain, trials = _history(_mixed, _mixed_loss, 20)
-    with pytest.raises(InvalidParameterError, match=f"The '{name}' parameter of tpe.suggest must be .* Got {bad!r} instead"):
+    with pytest.raises(InvalidParameterError,
+                       match=f"The '{name}' parameter of tpe.suggest must be .* Got {bad!r} instead"):
         tpe.suggest([20], domain, trials, 0, **{name: bad})
 
 

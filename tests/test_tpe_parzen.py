@@ -25,7 +25,7 @@ def test_log_gauss_mass_matches_scipy_including_tails():
     want = np.array([np.log(stats.norm.cdf(y) - stats.norm.cdf(x)) if x < 5 and y > -5 else
                      (stats.norm.logsf(x) + np.log1p(-np.exp(stats.norm.logsf(y) - stats.norm.logsf(x))) if x > 0
                       else stats.norm.logcdf(y) + np.log1p(-np.exp(stats.norm.logcdf(x) - stats.norm.logcdf(y))))
-                     for x, y in zip(a, b)])
+                     for x, y in zip(a, b, strict=True)])
     np.testing.assert_allclose(log_gauss_mass(a, b), want, rtol=1e-9)
 
 
@@ -48,7 +48,8 @@ def test_cell_mass_matches_scipy_truncnorm_cdf():
     a, b = np.maximum(v - 0.5, lo), np.minimum(v + 0.5, hi)
     got = mx.log_kernel_mass(a, b, mu, sg, mx.log_truncation(mu, sg, lo, hi))[0]
     for k in range(2):
-        d = stats.truncnorm((lo[0, 0] - mu[0, k]) / sg[0, k], (hi[0, 0] - mu[0, k]) / sg[0, k], loc=mu[0, k], scale=sg[0, k])
+        d = stats.truncnorm((lo[0, 0] - mu[0, k]) / sg[0, k], (hi[0, 0] - mu[0, k]) / sg[0, k],
+                            loc=mu[0, k], scale=sg[0, k])
         np.testing.assert_allclose(got[:, k], np.log(d.cdf(b[0]) - d.cdf(a[0])), rtol=1e-8)
 
 
@@ -73,7 +74,7 @@ def test_logsumexp_and_component_choice():
 def test_unique_inverse_and_in_place_logsumexp_match_numpy():
     rng = np.random.default_rng(3)
     for v in (np.round(rng.normal(size=200) * 3), np.array([-np.inf, 2.0, -np.inf, 1.0]), np.array([5.0])):
-        for got, want in zip(mx.unique_inverse(v), np.unique(v, return_inverse=True)):
+        for got, want in zip(mx.unique_inverse(v), np.unique(v, return_inverse=True), strict=True):
             np.testing.assert_array_equal(got, want)
     a = np.log(rng.random((3, 5, 7)))
     a[0, 0] = -np.inf

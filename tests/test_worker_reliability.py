@@ -10,10 +10,8 @@ from __future__ import annotations
 import datetime
 import os
 import signal
-import subprocess
 import sys
 import time
-from types import SimpleNamespace
 
 import pytest
 
@@ -45,7 +43,7 @@ def queue(url: str, exp_key: str | None, objective, space, vals: list[dict], *, 
     ids = trials.new_trial_ids(len(vals))
     workdirs = workdirs or [None] * len(vals)
     trials.insert_trial_docs([new_trial_doc(tid, v, exp_key=exp_key, workdir=w)
-                              for tid, v, w in zip(ids, vals, workdirs)])
+                              for tid, v, w in zip(ids, vals, workdirs, strict=True)])
     return ids
 
 
@@ -147,7 +145,7 @@ def test_a_result_mongodb_cannot_store_fails_the_trial_not_the_worker(mongo_url,
                 "strattach": ("attachment 'log'", "str")}
     for mode in modes:
         docs = docs_by_tid(mongo_db, mode)
-        by_case = {case: docs[tid] for case, tid in zip(UNSTORABLE, ids[mode])}
+        by_case = {case: docs[tid] for case, tid in zip(UNSTORABLE, ids[mode], strict=True)}
         for case, words in expected.items():
             d = by_case[case]
             assert d["state"] == JOB_STATE_ERROR, (mode, case, d)
@@ -301,13 +299,14 @@ def test_forged_vals_fail_as_errors_naming_the_label(mongo_url, mongo_db, tmp_pa
               "unknown label": ({"x": [0.5], "c": [0], "y": [], "zzz": [1]}, ["'zzz'"]),
               "missing active": ({"x": [0.5], "c": [1], "y": []}, ["'y'"])}
     ids = queue(mongo_url, "forged", objective, space, [{"x": [0.5], "c": [1], "y": [0.25]}] * (len(forged) + 1))
-    for tid, (vals, _) in zip(ids, forged.values()):  # what a database writer without the secret can do
+    # what a database writer without the secret can do (the last trial stays as queued)
+    for tid, (vals, _) in zip(ids, forged.values(), strict=False):
         mongo_db.jobs.update_one({"tid": tid}, {"$set": {"misc.vals": vals}, "$inc": {"version": 1}})
     with Procs(tmp_path) as procs:
         w = procs.worker(mongo_url, "--max-jobs", str(len(ids)), env=NO_SECRET)
         assert procs.wait([w], timeout=40) == [0], procs.report()
     docs = docs_by_tid(mongo_db, "forged")
-    for tid, (what, (_, words)) in zip(ids, forged.items()):
+    for tid, (what, (_, words)) in zip(ids, forged.items(), strict=False):  # the forged ones
         d = docs[tid]
         assert d["state"] == JOB_STATE_ERROR and d["error"]["type"] == INVALID_TRIAL, (what, d)
         for word in words:

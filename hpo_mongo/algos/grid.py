@@ -32,14 +32,17 @@ def grid_values(dist: Distribution, n_points: int = DEFAULT_N_POINTS) -> np.ndar
     if dist.is_int:
         return np.arange(lo, hi + 1, dtype=float)
     if dist.is_quantized and dist.is_bounded:
-        vals = np.unique(dist.quantize(np.arange(math.ceil(lo / dist.q), math.floor(hi / dist.q) + 1) * dist.q))
+        q = dist._step()
+        vals = np.unique(dist.quantize(np.arange(math.ceil(lo / q), math.floor(hi / q) + 1) * q))
         if 0 < len(vals) <= MAX_QUANTIZED_VALUES:
             return vals
     if dist.is_bounded:
-        vals = np.linspace(dist.low, dist.high, n_points)
+        low, high = dist._bounds()
+        vals = np.linspace(low, high, n_points)
         vals = np.exp(vals) if dist.is_log else vals
     else:  # normal family: quantiles
-        z = np.array([NormalDist(dist.mu, dist.sigma).inv_cdf((i + 0.5) / n_points) for i in range(n_points)])
+        mu, sigma = dist._normal()
+        z = np.array([NormalDist(mu, sigma).inv_cdf((i + 0.5) / n_points) for i in range(n_points)])
         vals = np.exp(z) if dist.is_log else z
     if dist.is_quantized:
         vals = dist.quantize(vals)
@@ -75,7 +78,8 @@ def suggest(new_ids: Sequence[int], domain: Any, trials: Any, seed: int,
             n_points: int = DEFAULT_N_POINTS) -> list[dict]:
     """The next grid points after the largest ``misc.grid_index`` already in ``trials``."""
     if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 1:
-        raise InvalidParameterError(f"The 'n_points' parameter of grid.suggest must be an int >= 1. Got {n_points!r} instead.")
+        raise InvalidParameterError(
+            f"The 'n_points' parameter of grid.suggest must be an int >= 1. Got {n_points!r} instead.")
     start = 1 + max((t["misc"].get("grid_index", -1) for t in trials.trials), default=-1)
     cache = domain.__dict__.setdefault("_grid_cache", {})
     entry = cache.get(n_points)

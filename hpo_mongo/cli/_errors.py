@@ -39,7 +39,9 @@ class CliError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int = EXIT_FAILURE):
         super().__init__(message)
-        self.exit_code = exit_code
+        # click (8.2+) types exit_code as a ClassVar, yet reads it from the instance (e.exit_code);
+        # older clicks declare a plain attribute, hence unused-ignore
+        self.exit_code = exit_code  # type: ignore[misc, unused-ignore]
 
 
 def _one_line(text: str, limit: int = 300) -> str:

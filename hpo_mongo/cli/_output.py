@@ -108,7 +108,7 @@ def _fit(natural: list[int], fixed: list[bool], width: int) -> tuple[list[int], 
     for keep in range(len(natural), 0, -1):
         nat, fix = natural[:keep], fixed[:keep]
         room = width - _GAP * (keep - 1)
-        floor = [w if f else min(w, MIN_CELL) for w, f in zip(nat, fix)]
+        floor = [w if f else min(w, MIN_CELL) for w, f in zip(nat, fix, strict=True)]
         if sum(floor) > room:
             continue
         if sum(nat) <= room:
@@ -117,9 +117,9 @@ def _fit(natural: list[int], fixed: list[bool], width: int) -> tuple[list[int], 
         lo, hi = 0, cap
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            used = sum(w if f else max(fl, min(w, mid)) for w, f, fl in zip(nat, fix, floor))
+            used = sum(w if f else max(fl, min(w, mid)) for w, f, fl in zip(nat, fix, floor, strict=True))
             lo, hi = (mid, hi) if used <= room else (lo, mid - 1)
-        return [w if f else max(fl, min(w, lo)) for w, f, fl in zip(nat, fix, floor)], keep
+        return [w if f else max(fl, min(w, lo)) for w, f, fl in zip(nat, fix, floor, strict=True)], keep
     return natural[:1], 1
 
 
@@ -143,7 +143,7 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
 
     def fmt(values: Sequence[str]) -> str:
         parts = [ellipsize(v, w).rjust(w) if num else ellipsize(v, w).ljust(w)
-                 for v, w, num in zip(values[:keep], widths, numeric)]
+                 for v, w, num in zip(values[:keep], widths, numeric, strict=False)]  # numeric: every column
         return ellipsize("  ".join(parts).rstrip(), width if not wide else None)
 
     out = [fmt(head), ellipsize("  ".join("-" * w for w in widths), width if not wide else None)]

@@ -161,7 +161,8 @@ def list_cmd(target: Any, as_json: bool, wide: bool, states: tuple, limit: int |
              reverse: bool) -> None:
     """A table of trials with one column per parameter (values, not indices; blank when the
     parameter was inactive in that trial); when trials reported intermediate values (pruning),
-    their status (ok, pruned, fail) and the step of their latest report. --json gives one trial record per trial (the shape of show, best and export --format json).
+    their status (ok, pruned, fail) and the step of their latest report. --json gives one trial
+    record per trial (the shape of show, best and export --format json).
 
     \b
     Example:

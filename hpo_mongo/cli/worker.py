@@ -45,13 +45,15 @@ def _serves(exp_key: str | None, default_experiment: bool) -> Any:
 @click.option("--default-experiment", is_flag=True, default=False,
               help="Only evaluate trials of the default experiment (exp_key None: MongoTrials(url) without "
                    "exp_key); excludes --exp-key.")
-@click.option("--poll-interval", type=click.FloatRange(min=0, min_open=True), default=DEFAULT["poll_interval"], show_default=True,
-              metavar="SECONDS", help="The longest wait between two claims while no trial is queued: an idle worker "
-                                      "polls at once after work, then waits twice as long each time, up to this.")
+@click.option("--poll-interval", type=click.FloatRange(min=0, min_open=True), default=DEFAULT["poll_interval"],
+              show_default=True, metavar="SECONDS",
+              help="The longest wait between two claims while no trial is queued: an idle worker "
+                   "polls at once after work, then waits twice as long each time, up to this.")
 @click.option("--max-jobs", type=click.IntRange(min=1), default=None, metavar="N",
               help="Stop after evaluating N trials (default: unlimited).")
-@click.option("--max-consecutive-failures", type=click.IntRange(min=0), default=DEFAULT["max_consecutive_failures"], show_default=True,
-              metavar="N", help="Stop (exit 1) after N trials in a row end in ERROR; 0 = never.")
+@click.option("--max-consecutive-failures", type=click.IntRange(min=0), default=DEFAULT["max_consecutive_failures"],
+              show_default=True, metavar="N",
+              help="Stop (exit 1) after N trials in a row end in ERROR; 0 = never.")
 @click.option("--reserve-timeout", type=click.FloatRange(min=0), default=DEFAULT["reserve_timeout"], show_default=True,
               metavar="SECONDS", help="Stop (exit 0) after SECONDS without a trial to claim; 0 = wait forever.")
 @click.option("--last-job-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
@@ -59,26 +61,29 @@ def _serves(exp_key: str | None, default_experiment: bool) -> Any:
 @click.option("--workdir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Run every trial with this working directory (created if missing; default: the trial's "
                    "misc.workdir, else the current directory).")
-@click.option("--heartbeat-interval", type=click.FloatRange(min=0, min_open=True), default=DEFAULT["heartbeat_interval"], show_default=True,
-              metavar="SECONDS", help="Seconds between heartbeats (the workers document and the running trial's "
-                                      "lease), idle or busy.")
+@click.option("--heartbeat-interval", type=click.FloatRange(min=0, min_open=True),
+              default=DEFAULT["heartbeat_interval"], show_default=True, metavar="SECONDS",
+              help="Seconds between heartbeats (the workers document and the running trial's "
+                   "lease), idle or busy.")
 @click.option("--lease-timeout", "--stale-timeout", "lease_timeout", type=click.FloatRange(min=0, min_open=True),
               default=None, metavar="SECONDS",
               help="A RUNNING trial whose lease is older than this goes back to NEW (default: 6x "
                    "--heartbeat-interval). Recorded on the trials this worker claims. --stale-timeout is its "
                    "older name.")
-@click.option("--max-attempts", type=click.IntRange(min=1), default=DEFAULT["max_attempts"], show_default=True, metavar="N",
-              help="A trial lost (lease expired) N times becomes ERROR 'lost N times'.")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=DEFAULT["max_attempts"], show_default=True,
+              metavar="N", help="A trial lost (lease expired) N times becomes ERROR 'lost N times'.")
 @click.option("--no-subprocess", "subprocess", flag_value=False, default=True,
               help="Evaluate in the worker process instead of a forked child per trial (a crash in the "
                    "objective then kills the worker; --trial-timeout then interrupts Python code only).")
 @click.option("--trial-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
               help="Kill a trial's process after SECONDS and record ERROR 'timeout' (default: no limit).")
-@click.option("--grace-period", type=click.FloatRange(min=0), default=DEFAULT["grace_period"], show_default=True, metavar="SECONDS",
+@click.option("--grace-period", type=click.FloatRange(min=0), default=DEFAULT["grace_period"], show_default=True,
+              metavar="SECONDS",
               help="On SIGTERM/SIGINT the running trial gets SECONDS to finish, then it is released back to "
                    "NEW; a second signal releases it at once.")
-@click.option("--max-disconnect", type=click.FloatRange(min=0, min_open=True), default=DEFAULT["max_disconnect"], show_default=True,
-              metavar="SECONDS", help="Exit with code 3 when the server is unreachable for longer than SECONDS.")
+@click.option("--max-disconnect", type=click.FloatRange(min=0, min_open=True), default=DEFAULT["max_disconnect"],
+              show_default=True, metavar="SECONDS",
+              help="Exit with code 3 when the server is unreachable for longer than SECONDS.")
 @click.option("--secret-file", type=click.Path(dir_okay=False), default=None, metavar="PATH",
               help="File holding the shared secret: refuse unsigned or tampered payloads "
                    "(default: $HPO_MONGO_SECRET; see docs/security.md).")

@@ -1,4 +1,5 @@
-"""Trial documents flattened (table/CSV rows with decoded parameters) and as JSON records (one shape for every command)."""
+"""Trial documents flattened (table/CSV rows with decoded parameters) and as JSON records (one shape for every
+command)."""
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
@@ -31,7 +32,8 @@ def _row_head(doc: Mapping[str, Any]) -> dict[str, Any]:
     if res.get("status") == STATUS_OK:
         loss = loss_of(doc)
     else:
-        loss = res.get("loss") if isinstance(res.get("loss"), (int, float)) and not isinstance(res.get("loss"), bool) else None
+        raw = res.get("loss")
+        loss = raw if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
     return {"tid": doc.get("tid"), "state": STATE_NAMES.get(doc.get("state"), str(doc.get("state"))),
             "status": res.get("status"), "loss": loss}
 

@@ -241,7 +241,7 @@ def option_labels(options: Sequence[Any]) -> list[str]:
             if all(isinstance(x, (str, int, float)) and not isinstance(x, bool) for x in vals) \
                     and len({str(x) for x in vals}) == len(vals):
                 labels = [(o[k] if isinstance(o[k], str) else f"{k}={_scalar_text(o[k])}")
-                          if any(o is d for d in dicts) else lab for o, lab in zip(options, labels)]
+                          if any(o is d for d in dicts) else lab for o, lab in zip(options, labels, strict=True)]
                 break
     seen: dict[str, int] = {}
     for lab in labels:

@@ -114,6 +114,7 @@ class HyperbandPruner(BasePruner):
             "max_resource": (max_resource, [POSITIVE]),
             "reduction_factor": (reduction_factor, [REDUCTION]),
         }, type(self).__name__)
+        assert max_resource is not None  # validated: POSITIVE does not accept None
         if max_resource < min_resource:
             raise InvalidParameterError(
                 f"The 'max_resource' parameter of HyperbandPruner must be >= min_resource ({min_resource}). "

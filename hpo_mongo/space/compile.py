@@ -41,7 +41,7 @@ class CompiledSpace:
     def __init__(self, space: Any):
         self.space = space
         nodes: dict[str, Param] = {}
-        paths: dict[str, set[Path]] = {}
+        paths: dict[str, set[tuple[tuple[str, int], ...]]] = {}  # by label: (choice label, branch) paths
         order: list[str] = []
         self._walk(space, (), nodes, paths, order, {}, set())
         order = _topological(order, paths)
@@ -131,7 +131,7 @@ class CompiledSpace:
         X[~self.active_mask(X)] = np.nan
         return X
 
-    def row_to_vals(self, row: Sequence[float]) -> dict[str, list]:
+    def row_to_vals(self, row: Sequence[float] | np.ndarray) -> dict[str, list]:
         """One matrix row → hyperopt's ``misc.vals`` (``[value]`` or ``[]`` when inactive)."""
         return {p.label: ([] if np.isnan(row[p.index]) else [p.dist.external(row[p.index])])
                 for p in self.params}
@@ -159,7 +159,8 @@ class CompiledSpace:
             if active[p.index] and np.isnan(v):
                 raise InvalidSpaceError(f"{what}: no value for active hyperparameter {p.label!r}")
             if active[p.index] and not p.dist.contains(np.array([v]))[0]:
-                raise InvalidSpaceError(f"{what}: value {point[p.label]!r} is outside hyperparameter {p.label!r}'s {p.dist.kind} range")
+                raise InvalidSpaceError(f"{what}: value {point[p.label]!r} is outside hyperparameter "
+                                        f"{p.label!r}'s {p.dist.kind} range")
         row[~active] = np.nan
         return self.row_to_vals(row)
 

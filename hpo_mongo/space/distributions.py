@@ -100,7 +100,8 @@ class Distribution:
                 raise InvalidSpaceError(f"hyperparameter {lab!r}: {kind} needs at least one option, got none")
             probs = np.asarray(self.probs, dtype=float)
             if probs.shape != (self.n_options,) or np.any(~np.isfinite(probs)) or np.any(probs < 0):
-                raise InvalidSpaceError(f"hyperparameter {lab!r}: probabilities must be {self.n_options} non-negative numbers, got {list(self.probs or ())}")
+                raise InvalidSpaceError(f"hyperparameter {lab!r}: probabilities must be {self.n_options} "
+                                        f"non-negative numbers, got {list(self.probs or ())}")
             if abs(probs.sum() - 1.0) > 1e-6:
                 raise InvalidSpaceError(
                     f"hyperparameter {lab!r}: pchoice probabilities must sum to 1, they sum to {probs.sum():.6g}")
@@ -109,9 +110,11 @@ class Distribution:
             low = _number(lab, "low", self.low)
             high = _number(lab, "high", self.high)
             if not low < high:
-                raise InvalidSpaceError(f"hyperparameter {lab!r}: low must be less than high, got low={low:g}, high={high:g}")
+                raise InvalidSpaceError(
+                    f"hyperparameter {lab!r}: low must be less than high, got low={low:g}, high={high:g}")
             if kind in ("randint", "uniformint") and (low != int(low) or high != int(high)):
-                raise InvalidSpaceError(f"hyperparameter {lab!r}: {kind} bounds must be integers, got low={low:g}, high={high:g}")
+                raise InvalidSpaceError(
+                    f"hyperparameter {lab!r}: {kind} bounds must be integers, got low={low:g}, high={high:g}")
         if kind in NORMAL_KINDS:
             _number(lab, "mu", self.mu)
             sigma = _number(lab, "sigma", self.sigma)
@@ -121,6 +124,28 @@ class Distribution:
             q = _number(lab, "q", self.q)
             if q <= 0:
                 raise InvalidSpaceError(f"hyperparameter {lab!r}: q must be positive, got q={q:g}")
+
+    # ------------------------------------------------ the arguments a kind requires
+    # (present by construction: __post_init__ rejects a kind without them)
+    def _bounds(self) -> tuple[float, float]:
+        """``low, high`` of a bounded kind."""
+        assert self.low is not None and self.high is not None, self.kind
+        return self.low, self.high
+
+    def _normal(self) -> tuple[float, float]:
+        """``mu, sigma`` of a normal kind."""
+        assert self.mu is not None and self.sigma is not None, self.kind
+        return self.mu, self.sigma
+
+    def _step(self) -> float:
+        """``q`` of a quantized kind."""
+        assert self.q is not None, self.kind
+        return self.q
+
+    def _probs(self) -> tuple[float, ...]:
+        """The option probabilities of a categorical kind."""
+        assert self.probs is not None, self.kind
+        return self.probs
 
     # ----------------------------------------------------------------- properties
     @property
@@ -179,9 +204,11 @@ class Distribution:
         if self.is_categorical:
             return self.n_options
         if self.kind == "randint":
-            return int(self.high - self.low)
+            low, high = self._bounds()
+            return int(high - low)
         if self.kind == "uniformint":
-            return int(self.high - self.low) + 1
+            low, high = self._bounds()
+            return int(high - low) + 1
         return 0
 
     # ----------------------------------------------------------------- sampling
@@ -193,13 +220,17 @@ class Distribution:
                 return rng.integers(0, self.n_options, size=n).astype(float)
             return rng.choice(self.n_options, size=n, p=np.asarray(self.probs)).astype(float)
         if k == "randint":
-            return rng.integers(int(self.low), int(self.high), size=n).astype(float)
+            low, high = self._bounds()
+            return rng.integers(int(low), int(high), size=n).astype(float)
         if k == "uniformint":
-            return rng.integers(int(self.low), int(self.high) + 1, size=n).astype(float)
+            low, high = self._bounds()
+            return rng.integers(int(low), int(high) + 1, size=n).astype(float)
         if k in ("uniform", "quniform", "loguniform", "qloguniform"):
-            x = rng.uniform(self.low, self.high, size=n)
+            low, high = self._bounds()
+            x = rng.uniform(low, high, size=n)
         else:
-            x = rng.normal(self.mu, self.sigma, size=n)
+            mu, sigma = self._normal()
+            x = rng.normal(mu, sigma, size=n)
         if self.is_log:
             x = np.exp(x)
         if self.is_quantized:
@@ -208,25 +239,34 @@ class Distribution:
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
         """hyperopt's rounding ``round(x / q) * q``."""
-        return np.round(np.asarray(x, dtype=float) / self.q) * self.q
+        q = self._step()
+        return np.round(np.asarray(x, dtype=float) / q) * q
 
     def contains(self, x: np.ndarray) -> np.ndarray:
         """Boolean mask: which internal values this prior can produce."""
         x = np.asarray(x, dtype=float)
         ok = np.isfinite(x)
         k = self.kind
+        lo: float
+        hi: float
         if self.is_int:
-            lo, hi = (0, self.n_options - 1) if self.is_categorical else (self.low, self.high - (k == "randint"))
+            if self.is_categorical:
+                lo, hi = 0, self.n_options - 1
+            else:
+                low, high = self._bounds()
+                lo, hi = low, high - (k == "randint")
             return ok & (x == np.round(x)) & (x >= lo) & (x <= hi)
         if self.is_quantized:
             with np.errstate(invalid="ignore"):
-                ok &= np.isclose(self.quantize(x), x, rtol=1e-9, atol=1e-12 * max(1.0, self.q))
+                ok &= np.isclose(self.quantize(x), x, rtol=1e-9, atol=1e-12 * max(1.0, self._step()))
         if k in ("uniform", "loguniform"):
-            lo, hi = (math.exp(self.low), math.exp(self.high)) if self.is_log else (self.low, self.high)
+            low, high = self._bounds()
+            lo, hi = (math.exp(low), math.exp(high)) if self.is_log else (low, high)
             ok &= (x >= lo) & (x <= hi)
         elif k in ("quniform", "qloguniform"):
-            lo, hi = (math.exp(self.low), math.exp(self.high)) if self.is_log else (self.low, self.high)
-            q = self.q
+            low, high = self._bounds()
+            lo, hi = (math.exp(low), math.exp(high)) if self.is_log else (low, high)
+            q = self._step()
             ok &= (x >= min(lo, np.round(lo / q) * q) - 1e-9) & (x <= max(hi, np.round(hi / q) * q) + 1e-9)
         elif k in ("lognormal", "qlognormal"):
             ok &= x >= 0
@@ -243,7 +283,7 @@ class Distribution:
         d: dict[str, Any] = {"label": self.label, "kind": self.kind, **self.arguments()}
         if self.is_categorical:
             d["n_options"] = self.n_options
-            d["probs"] = list(self.probs)
+            d["probs"] = list(self._probs())
         d.update(self.flags._asdict())
         if self.is_bounded:
             d["value_low"], d["value_high"] = self.value_bounds

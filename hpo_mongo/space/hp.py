@@ -30,7 +30,8 @@ def choice(label: str, options: Sequence[Any]) -> Choice:
     """One of ``options`` (each may be a nested sub-space); ``misc.vals`` stores the index."""
     label = _label(label)
     if isinstance(options, (str, bytes, dict)) or not hasattr(options, "__len__"):
-        raise InvalidSpaceError(f"hyperparameter {label!r}: choice options must be a list or tuple, got {type(options).__name__}")
+        raise InvalidSpaceError(
+            f"hyperparameter {label!r}: choice options must be a list or tuple, got {type(options).__name__}")
     n = len(options)
     return Choice(Distribution(label, "choice", probs=tuple([1.0 / n] * n) if n else (), n_options=n), list(options))
 
@@ -42,7 +43,8 @@ def pchoice(label: str, p_options: Sequence[tuple[float, Any]]) -> Choice:
         probs = tuple(float(p) for p, _ in p_options)
         options = [o for _, o in p_options]
     except (TypeError, ValueError):
-        raise InvalidSpaceError(f"hyperparameter {label!r}: pchoice needs a list of (probability, option) pairs") from None
+        raise InvalidSpaceError(
+            f"hyperparameter {label!r}: pchoice needs a list of (probability, option) pairs") from None
     return Choice(Distribution(label, "pchoice", probs=probs, n_options=len(options)), options)
 
 

@@ -16,7 +16,7 @@ import functools
 import math
 import operator
 from collections.abc import MutableSequence
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, cast
 
 import numpy as np
 
@@ -148,7 +148,7 @@ class Literal(Apply):
 
     @property
     def obj(self) -> Any:
-        return self.fn.args[0]
+        return cast(functools.partial, self.fn).args[0]  # __init__ binds obj in a partial
 
     def __repr__(self) -> str:
         return f"Literal({self.obj!r})"
@@ -278,6 +278,8 @@ class Scope:
     ``scope.choice(options)`` / ``scope.one_of(*options)``) build :class:`Stochastic` noise
     drawn at evaluation time; names not defined raise a clear error.
     """
+
+    _impls: dict[str, Callable]  # name -> function; set once by __init__ (attribute writes are refused)
 
     def __init__(self) -> None:
         builtin = {

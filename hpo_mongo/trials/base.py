@@ -61,7 +61,7 @@ class BaseTrials(abc.ABC):
         self.insert_trial_docs(docs)
         self.refresh_inserted()
 
-    def flush_staged(self) -> None:
+    def flush_staged(self) -> None:  # noqa: B027 - a hook: stores that stage override it, the default stage() holds nothing
         """Store what :meth:`stage` holds back (in one write, where the store can)."""
 
     def refresh_inserted(self) -> None:
@@ -121,7 +121,8 @@ class BaseTrials(abc.ABC):
     def new_trial_docs(self, tids, specs, results, miscs) -> list[dict]:
         """hyperopt's helper: documents from parallel lists (validated on insert)."""
         out = []
-        for tid, spec, result, misc in zip(tids, specs, results, miscs):
+        # lists of unequal length: zip stops at the shortest (nothing checks that they match)
+        for tid, spec, result, misc in zip(tids, specs, results, miscs, strict=False):
             out.append(dict(tid=tid, spec=spec, result=result, misc=misc, state=0, owner=None,
                             book_time=None, refresh_time=None, exp_key=self._exp_key, version=0))
         return out

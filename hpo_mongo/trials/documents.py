@@ -26,9 +26,10 @@ JOB_VALID_STATES = frozenset({JOB_STATE_NEW, JOB_STATE_RUNNING, JOB_STATE_DONE})
 JOB_FINISHED_STATES = frozenset({JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_CANCEL})
 #: states still waiting for a result
 JOB_PENDING_STATES = frozenset({JOB_STATE_NEW, JOB_STATE_RUNNING})
-STATE_NAMES = {JOB_STATE_NEW: "new", JOB_STATE_RUNNING: "running", JOB_STATE_DONE: "done",
-               JOB_STATE_ERROR: "error", JOB_STATE_CANCEL: "cancel"}
-STATE_BY_NAME = {v: k for k, v in STATE_NAMES.items()}
+#: keyed by the int states; looked up with whatever a document's ``state`` field holds (even None)
+STATE_NAMES: dict[Any, str] = {JOB_STATE_NEW: "new", JOB_STATE_RUNNING: "running", JOB_STATE_DONE: "done",
+                               JOB_STATE_ERROR: "error", JOB_STATE_CANCEL: "cancel"}
+STATE_BY_NAME: dict[str, int] = {v: k for k, v in STATE_NAMES.items()}
 
 # --- result statuses (strings, as stored in ``result.status``) --------------------------------
 STATUS_NEW = "new"
@@ -111,7 +112,8 @@ def validate_trial_doc(doc: Mapping[str, Any], exp_key: Any = ...) -> None:
         raise InvalidTrial(f"trial document is missing {sorted(missing)}")
     misc = doc["misc"]
     if not isinstance(misc, Mapping) or TRIAL_MISC_KEYS - set(misc):
-        raise InvalidTrial(f"trial misc must hold {sorted(TRIAL_MISC_KEYS)}, got {sorted(misc) if isinstance(misc, Mapping) else misc!r}")
+        got = sorted(misc) if isinstance(misc, Mapping) else misc
+        raise InvalidTrial(f"trial misc must hold {sorted(TRIAL_MISC_KEYS)}, got {got!r}")
     if misc["tid"] != doc["tid"]:
         raise InvalidTrial(f"misc.tid {misc['tid']!r} differs from tid {doc['tid']!r}")
     if doc["state"] not in JOB_STATES:

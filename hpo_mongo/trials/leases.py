@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import math
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, TypeGuard, overload
 
 from .documents import JOB_STATE_ERROR, JOB_STATE_RUNNING, STATUS_FAIL
 from .queue import CLAIM_KEYS, JobQueue
@@ -52,6 +52,10 @@ def default_lease_timeout(heartbeat_interval: float) -> float:
     return LEASE_PER_HEARTBEAT * float(heartbeat_interval)
 
 
+@overload
+def as_utc(value: _dt.datetime) -> _dt.datetime: ...
+@overload
+def as_utc(value: Any) -> _dt.datetime | None: ...
 def as_utc(value: Any) -> _dt.datetime | None:
     """A stored date as tz-aware UTC (naive dates are UTC), None for anything else."""
     if not isinstance(value, _dt.datetime):
@@ -67,7 +71,7 @@ def age(now: _dt.datetime, then: Any) -> float | None:
     return None if t is None else max(0.0, (now - t).total_seconds())
 
 
-def _positive(value: Any) -> bool:
+def _positive(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 

@@ -20,9 +20,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..exceptions import DuplicateTrialError, InvalidParameterError, InvalidResultError
 from . import leases
-from .documents import (queued_doc, JOB_FINISHED_STATES, JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW,
-                        JOB_STATE_RUNNING, REPORTS_FIELD, STATE_NAMES, STATUS_FAIL, STATUS_NEW, STATUS_OK,
-                        STATUS_PRUNED, loss_of, sonify, utcnow)
+from .documents import (queued_doc, JOB_FINISHED_STATES, JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR,
+                        JOB_STATE_NEW, JOB_STATE_RUNNING, REPORTS_FIELD, STATE_NAMES, STATUS_FAIL, STATUS_NEW,
+                        STATUS_OK, STATUS_PRUNED, loss_of, sonify, utcnow)
 from .queue import ANY_EXPERIMENT, LAST_REPORT, LIST_FIELDS, SORT_KEYS
 from .reports import trial_kind
 
@@ -117,15 +117,20 @@ class MemoryJobQueue:
         self._written[job_id] = self._seq
         self._written_cond.notify_all()
 
+    def _job_of(self, ref: Mapping[str, Any]) -> dict | None:
+        """The job a claim, a read or a job document names by its ``_id`` (None: no such job)."""
+        job_id = ref.get("_id")
+        return None if job_id is None else self._jobs.get(job_id)
+
     def _owned(self, claim: Mapping[str, Any]) -> dict | None:
-        doc = self._jobs.get(claim.get("_id"))
+        doc = self._job_of(claim)
         if (doc is None or doc["state"] != JOB_STATE_RUNNING or doc.get("owner") != claim.get("owner")
                 or doc.get("attempt") != claim.get("attempt")):
             return None
         return doc
 
     def _unchanged(self, read: Mapping[str, Any]) -> dict | None:
-        doc = self._jobs.get(read.get("_id"))
+        doc = self._job_of(read)
         if doc is None or doc["state"] != read.get("state") or doc.get("version") != read.get("version"):
             return None
         return doc
@@ -224,11 +229,11 @@ class MemoryJobQueue:
             for k in self.experiment_keys():
                 exp = self._experiments.get(k) or {}
                 jobs = [d for _, d in self._select(k)]
-                losses = [loss_of(d) for d in jobs if d["state"] == JOB_STATE_DONE]
-                losses = [x for x in losses if x is not None]
-                stamps = [leases.as_utc(exp.get("updated_at")), leases.as_utc((exp.get("driver") or {}).get("heartbeat"))]
-                stamps += [leases.as_utc(d.get("updated_at")) for d in jobs]
-                stamps = [t for t in stamps if t is not None]
+                losses = [x for x in (loss_of(d) for d in jobs if d["state"] == JOB_STATE_DONE) if x is not None]
+                seen = [leases.as_utc(exp.get("updated_at")),
+                        leases.as_utc((exp.get("driver") or {}).get("heartbeat"))]
+                seen += [leases.as_utc(d.get("updated_at")) for d in jobs]
+                stamps = [t for t in seen if t is not None]
                 created = leases.as_utc(exp.get("created")) or min(
                     (t for t in (leases.as_utc(d.get("created_at")) for d in jobs) if t is not None), default=None)
                 out.append({"exp_key": k, "status": exp.get("status"), "max_evals": exp.get("max_evals"),
@@ -300,7 +305,7 @@ class MemoryJobQueue:
 
     def set_trial_attachment(self, job: Mapping[str, Any], name: str, blob: bytes | None) -> bool:
         with self._lock:
-            doc = self._jobs.get(job.get("_id"))
+            doc = self._job_of(job)
             if doc is None:
                 return False
             old = [ref for ref in doc.get("_attachments") or [] if ref[0] == name]
@@ -462,7 +467,8 @@ class MemoryJobQueue:
             now = self._clock()
             host, _, pid = owner.rpartition(":")
             doc.update(state=JOB_STATE_RUNNING, owner=owner,
-                       worker=dict(worker) if worker is not None else {"host": host, "pid": int(pid) if pid.isdigit() else pid},
+                       worker=(dict(worker) if worker is not None
+                               else {"host": host, "pid": int(pid) if pid.isdigit() else pid}),
                        end_time=None, error=None, heartbeat=now, book_time=now, start_time=now, refresh_time=now,
                        lease_timeout=float(lease_timeout), max_attempts=int(max_attempts),
                        attempt=int(doc.get("attempt") or 0) + 1, **{REPORTS_FIELD: []})
@@ -495,7 +501,7 @@ class MemoryJobQueue:
         with self._lock:
             doc = self._owned(claim)
             if doc is None:
-                current = self._jobs.get(claim.get("_id"))
+                current = self._job_of(claim)
                 # a retried finish whose first call landed
                 return bool(current and current.get("owner") == claim.get("owner")
                             and current.get("attempt") == claim.get("attempt") and current["state"] == state)
@@ -506,7 +512,8 @@ class MemoryJobQueue:
                                              f"attachments must be bytes")
             new = {name: self._put_file(blob, {"tid": doc["tid"], "name": name, "attempt": attempt})
                    for name, blob in (attachments or {}).items()}
-            keep, drop = [], []
+            keep: list[list] = []  # [name, file id] references
+            drop: list[list] = []
             for ref in doc.get("_attachments") or []:
                 by_user = self._files.get(ref[1], (b"", {}))[1].get("attempt") is None
                 (keep if by_user and ref[0] not in new else drop).append(ref)
@@ -592,12 +599,12 @@ class MemoryJobQueue:
     # ------------------------------------------------------------------ workers
     def beat_worker(self, worker_id: str, fields: Mapping[str, Any]) -> None:
         with self._lock:
-            fields = sonify(dict(fields))
-            started = fields.pop("started", None)
+            body = sonify(dict(fields))
+            started = body.pop("started", None)
             doc = self._workers.get(worker_id)
             if doc is None:
                 doc = self._workers[worker_id] = {"_id": worker_id, "started": started}
-            doc.update(fields)
+            doc.update(body)
             doc["heartbeat"] = self._clock()
 
     def workers(self, *, include_exited: bool = False) -> list[dict]:

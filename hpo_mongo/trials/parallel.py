@@ -140,6 +140,7 @@ class ParallelTrials(QueueTrials):
         self.subprocess = subprocess
         self.threads_per_worker = threads_per_worker
         self.save_file = os.fspath(save_file) if save_file else None
+        secret: bytes | str | None
         queue, secret = MemoryJobQueue(), os.urandom(32)  # the key signs the payload for our own workers
         if self.save_file and os.path.exists(self.save_file):
             saved = _load_saved(self.save_file)

@@ -46,12 +46,12 @@ NO_WORKER_WARNING_AFTER = 5.0
 #: stop reasons after which the driver withdraws the trials it queued (CANCEL)
 EARLY_STOPS = ("timeout", "loss_threshold", "early_stop_fn")
 
-_SERVING: contextvars.ContextVar[tuple[JobQueue, bytes | None] | None] = contextvars.ContextVar(
+_SERVING: contextvars.ContextVar[tuple[JobQueue, bytes | str | None] | None] = contextvars.ContextVar(
     "hpo_mongo_serving", default=None)
 
 
 @contextlib.contextmanager
-def serving(queue: JobQueue, secret: bytes | None = None) -> Iterator[None]:
+def serving(queue: JobQueue, secret: bytes | str | None = None) -> Iterator[None]:
     """While active (in this thread), a :class:`QueueTrials` being unpickled uses ``queue`` (its
     server, its credentials) and ``secret``: a worker loads each domain inside this context, and
     the driver checks that its pickled domain loads back the same way."""
@@ -62,7 +62,7 @@ def serving(queue: JobQueue, secret: bytes | None = None) -> Iterator[None]:
         _SERVING.reset(token)
 
 
-def serving_context() -> tuple[JobQueue, bytes | None] | None:
+def serving_context() -> tuple[JobQueue, bytes | str | None] | None:
     """The ``(queue, secret)`` of the :func:`serving` context active in this thread, else None
     (a store deciding what its pickle carries: nothing of its queue inside a domain payload)."""
     return _SERVING.get()
@@ -159,7 +159,7 @@ class QueueTrials(BaseTrials):
     max_attempts = leases.DEFAULT_MAX_ATTEMPTS
     lease_timeout = leases.DEFAULT_LEASE_TIMEOUT
     #: attributes never pickled: the connection, the signing secret, the driver's run state
-    _NOT_PICKLED = ("_queue", "_secret", "_secret_file", "_outage", "_on_counter_behind", "_session")
+    _NOT_PICKLED: tuple[str, ...] = ("_queue", "_secret", "_secret_file", "_outage", "_on_counter_behind", "_session")
 
     def __init__(self, queue: JobQueue, exp_key: str | None = None, *, refresh: bool = True,
                  poll_interval: float = DEFAULT_POLL_INTERVAL,
@@ -278,7 +278,7 @@ class QueueTrials(BaseTrials):
             self._forget(d["_id"] for d in staged)
             raise
         self._queued_ids.extend(ids)
-        for doc, job_id in zip(staged, ids):
+        for doc, job_id in zip(staged, ids, strict=True):
             self._docs.pop(doc["_id"], None)
             doc["_id"] = job_id
             self._docs[job_id] = doc
@@ -322,7 +322,7 @@ class QueueTrials(BaseTrials):
         bodies = [{**d, "domain_hash": d.get("domain_hash") or self._domain_hash} for d in docs]
         ids = self._call(lambda: self._queue.insert(bodies), "queueing trials")
         self._queued_ids.extend(ids)
-        for job_id, body in zip(ids, bodies):
+        for job_id, body in zip(ids, bodies, strict=True):
             self._max_tid = max(self._max_tid, int(body["tid"]))
             self._inserted.append({**queued_doc(body), "_id": job_id, "version": int(body.get("version") or 0)})
         return [d["tid"] for d in docs]
@@ -494,7 +494,8 @@ class QueueSession:
                                               default_max_attempts=t.max_attempts), logger)
             now = q.now()
             self.live_workers = sum(1 for w in q.workers()
-                                    if leases.worker_is_live(w, now, t.lease_timeout) and leases.worker_serves(w, t.exp_key))
+                                    if leases.worker_is_live(w, now, t.lease_timeout)
+                                    and leases.worker_serves(w, t.exp_key))
             return found
         found = t._call(beat, "the driver heartbeat")
         t._call(lambda: self.check_store(experiment_found=found), "checking the store")

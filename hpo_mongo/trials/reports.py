@@ -24,7 +24,7 @@ Invariants every store keeps (the in-memory one here, every job queue alike: inv
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Callable, Mapping, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -39,7 +39,7 @@ KIND_OTHER = 3     #: anything else: NEW, failed (status fail), ERROR, CANCEL
 _FINAL_STATES = (JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_CANCEL)
 
 
-def trial_kind(state: int, status: Any) -> int:
+def trial_kind(state: int | None, status: Any) -> int:
     """The KIND_* code of a trial from its ``state`` and ``result.status`` (the one rule)."""
     if state == JOB_STATE_RUNNING:
         return KIND_RUNNING
@@ -51,7 +51,7 @@ def trial_kind(state: int, status: Any) -> int:
     return KIND_OTHER
 
 
-def doc_kind(doc: dict) -> int:
+def doc_kind(doc: Mapping[str, Any]) -> int:
     return trial_kind(doc["state"], (doc.get("result") or {}).get("status"))
 
 
@@ -164,6 +164,8 @@ class MemoryReports:
     with the trials' tids and kinds in arrays by slot. The index is rebuilt from the documents
     whenever they may have changed behind its back (created, unpickled, an attempt restarted).
     """
+
+    _final_docs: list[dict] | None  # the trials list whose finished prefix _n_final counts
 
     def __init__(self, trials: Any):
         self._trials = trials
@@ -292,8 +294,8 @@ class QueueReportHistory:
     A cache would outlive the experiment it describes if the experiment were deleted and created
     again under the same key: :meth:`start_trial` (called by the worker for each trial) makes the
     next question first read the experiment document and drop the caches when its ``_id`` (a new
-    one for every document created) changed. A finished trial requeued by hand (``hpo-mongo requeue``) keeps its cached row
-    until the worker restarts.
+    one for every document created) changed. A finished trial requeued by hand (``hpo-mongo requeue``) keeps its
+    cached row until the worker restarts.
 
     ``call(fn, what)`` runs each queue call (a worker passes its outage retry).
     """

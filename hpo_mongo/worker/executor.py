@@ -106,10 +106,9 @@ def crash_message(exitcode: int | None) -> str:
     if exitcode < 0:
         try:
             sig = signal.Signals(-exitcode)
-            name = sig.name
+            name, hint = sig.name, _SIGNAL_HINTS.get(sig, "")
         except ValueError:
-            sig, name = None, f"signal {-exitcode}"
-        hint = _SIGNAL_HINTS.get(sig, "")
+            name, hint = f"signal {-exitcode}", ""
         return (f"the objective's process died (exit code {exitcode} / {name}"
                 f"{': ' + hint if hint else ''}) before returning a result")
     return (f"the objective's process exited with code {exitcode} (os._exit or exit() from native code?) "
@@ -443,7 +442,8 @@ class Executor:
             return Outcome.failed({"type": "Timeout", "message": msg,
                                    "traceback": (outcome.error or {}).get("traceback", "")}, outcome.duration)
         if interrupted:
-            raise KeyboardInterrupt  # a real Ctrl-C (SIGINT) is for the worker; one the objective raised fails the trial
+            # a real Ctrl-C (SIGINT) is for the worker; one the objective raised fails the trial
+            raise KeyboardInterrupt
         if self._cancelled(cancel_event):
             return Outcome(None, duration=outcome.duration)
         return outcome

@@ -108,7 +108,9 @@ class WorkerConfig:
     @property
     def lease(self) -> float:
         """The lease in effect, recorded on the trials this worker claims (seconds)."""
-        return float(self.lease_timeout) if self.lease_timeout else leases.default_lease_timeout(self.heartbeat_interval)
+        if self.lease_timeout:
+            return float(self.lease_timeout)
+        return leases.default_lease_timeout(self.heartbeat_interval)
 
 
 class DomainCache:
@@ -379,7 +381,9 @@ class Worker:
         return written
 
     def _finish(self, doc: dict, outcome: Outcome) -> bool:
-        return self._store(lambda: self.queue.finish(doc, outcome.state, outcome.result, outcome.error,
+        state = outcome.state
+        assert state is not None  # a cancelled evaluation is released (run_trial: None), never finished
+        return self._store(lambda: self.queue.finish(doc, state, outcome.result, outcome.error,
                                                      attachments=outcome.attachments or None),
                            f"write the result of trial {doc.get('tid')}")
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from typing import Callable
+from types import FrameType
+from typing import Any, Callable
 
 logger = logging.getLogger("hpo_mongo.worker")
 
@@ -23,7 +24,8 @@ class StopSignals:
         self.signals = tuple(signals)
         self.on_signal = on_signal
         self.count = 0
-        self._previous: dict[int, object] = {}
+        # what signal.signal returned: a handler, SIG_DFL / SIG_IGN, or None (not installed from Python)
+        self._previous: dict[int, Callable[[int, FrameType | None], Any] | int | signal.Handlers | None] = {}
 
     def install(self) -> "StopSignals":
         if threading.current_thread() is not threading.main_thread():

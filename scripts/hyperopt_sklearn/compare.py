@@ -3,9 +3,9 @@
 A regression is a test that real hyperopt passes and hpo_mongo fails, or one where real hyperopt
 had at least one successful trial and hpo_mongo none, unless every unsuccessful trial of it hit
 hyperopt-sklearn's own ``trial_timeout`` (``"TimeOut"``: the machine was too slow, which says nothing
-about compatibility; reported, not counted). A test that regresses with the first seeds but not in a rerun with other seeds (RETRY.json, as
-many as given) is reported as seed-dependent, not counted, unless its error was raised inside
-hpo_mongo (that always counts): hyperopt-sklearn's spaces contain
+about compatibility; reported, not counted). A test that regresses with the first seeds but not in
+a rerun with other seeds (RETRY.json, as many as given) is reported as seed-dependent, not counted,
+unless its error was raised inside hpo_mongo (that always counts): hyperopt-sklearn's spaces contain
 configurations scikit-learn refuses (a 1-in-1000 learning rate of 11 with a Poisson loss), and
 which test draws one depends on the random stream, which differs from hyperopt's.
 Prints the table; exits 1 on a regression.

@@ -3,8 +3,9 @@
 Used by scripts/test-hyperopt-sklearn with real hyperopt and with hpo_mongo alike: it wraps
 ``hyperopt.fmin`` to remember the Trials objects each test used, gives every fmin call that
 passes no ``rstate`` a seed derived from the test and the call number (so both runs are
-reproducible; ``$COUNT_TRIALS_SALT`` changes the seeds), and writes ``{nodeid: {outcome, trials, ok, failures}}`` as JSON to $COUNT_TRIALS_OUT
-(``failures``: why the first unsuccessful trials failed, e.g. hyperopt-sklearn's ``"TimeOut"``).
+reproducible; ``$COUNT_TRIALS_SALT`` changes the seeds), and writes
+``{nodeid: {outcome, trials, ok, failures}}`` as JSON to $COUNT_TRIALS_OUT (``failures``: why the
+first unsuccessful trials failed, e.g. hyperopt-sklearn's ``"TimeOut"``).
 """
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def pytest_configure(config):
             _current["trials"].append(trials)
         if kwargs.get("rstate") is None and len(args) < 6:
             _current["calls"] += 1
-            seed = zlib.crc32(f"{os.environ.get('COUNT_TRIALS_SALT', '')}{_current['nodeid']}#{_current['calls']}".encode())
+            salt = os.environ.get("COUNT_TRIALS_SALT", "")
+            seed = zlib.crc32(f"{salt}{_current['nodeid']}#{_current['calls']}".encode())
             kwargs["rstate"] = np.random.default_rng(seed)
         return real_fmin(fn, space, *args, **kwargs)
 

@@ -168,7 +168,7 @@ class _CellKernels(NamedTuple):
     logz: np.ndarray
 
     def join(self, other: "_CellKernels") -> "_CellKernels":
-        return _CellKernels(*(np.concatenate([a, b], axis=-1) for a, b in zip(self, other)))
+        return _CellKernels(*(np.concatenate([a, b], axis=-1) for a, b in zip(self, other, strict=True)))
 
 
 class QuantizedKernel(_TruncatedNormalKind):

@@ -93,7 +93,7 @@ def sum_log_cell_mass(cells, mu: np.ndarray, sigma: np.ndarray, log_z: np.ndarra
     distinct cell edge (neighbouring cells share one) and the log once per distinct cell, so
     the cost follows the number of distinct values, not of points. Masses below ~1e-16 of a
     kernel are floored at 1e-300 (every mixture also holds the prior component)."""
-    out = None
+    out: np.ndarray | None = None
     for j, (a, b, inv) in enumerate(cells):
         U = a.size
         edges, ei = unique_inverse(np.concatenate([a, b]))
@@ -108,6 +108,7 @@ def sum_log_cell_mass(cells, mu: np.ndarray, sigma: np.ndarray, log_z: np.ndarra
             out = m
         else:
             out += m
+    assert out is not None, "no quantized dimension"  # a kind group has at least one column
     return out
 
 

@@ -73,8 +73,9 @@ def bandwidths(S: np.ndarray, prior_sigma: np.ndarray, n: np.ndarray | int, lone
     """
     B, k = S.shape
     if k < 2:
-        assert lone is not None or k == 0
-        gap = np.array(np.broadcast_to(lone if k else 0.0, (B, k)), dtype=float)
+        fill = lone if k else 0.0
+        assert fill is not None  # a row's only centre: its bandwidth comes from lone
+        gap = np.array(np.broadcast_to(fill, (B, k)), dtype=float)
     else:
         d = S[:, 1:] - S[:, :-1]
         gap = np.empty((B, k))
@@ -294,7 +295,7 @@ class _JointScoring(NamedTuple):
     def join(self, other: "_JointScoring") -> "_JointScoring":
         """Both estimators' components side by side (self's first)."""
         return _JointScoring(np.concatenate([self.base, other.base]),
-                             tuple(a.join(b) for a, b in zip(self.arrays, other.arrays)))
+                             tuple(a.join(b) for a, b in zip(self.arrays, other.arrays, strict=True)))
 
 
 class JointParzen(_Estimator):
@@ -432,7 +433,7 @@ class JointParzen(_Estimator):
         """``(C, K)`` log weight + log kernel product of every component of ``scoring`` (possibly
         of several estimators side by side) at the points ``f``."""
         tot = scoring.base
-        for kg, fk, arrays in zip(self._g.kinds, f, scoring.arrays):
+        for kg, fk, arrays in zip(self._g.kinds, f, scoring.arrays, strict=True):
             tot = kg.kind.add_joint_terms(tot, fk, arrays)
         return np.broadcast_to(tot, (n_points, scoring.base.size))
 

@@ -27,7 +27,7 @@ import os
 import re
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import quote, unquote
 
 from hpo_mongo.exceptions import (DuplicateTrialError, InvalidParameterError, InvalidURLError,
@@ -350,7 +350,7 @@ def _is_duplicate_key(err: BaseException) -> bool:
     return isinstance(err, OperationFailure) and err.code in _DUPLICATE_KEY_CODES
 
 
-def _one_line(err: BaseException, limit: int = 400) -> str:
+def _one_line(err: BaseException | str, limit: int = 400) -> str:
     text = " ".join(str(err).split()) or type(err).__name__
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
@@ -392,7 +392,7 @@ class _ErrorTranslator(contextlib.ContextDecorator):
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> bool:
+                 tb: TracebackType | None) -> Literal[False]:  # never swallows: translates or propagates
         if exc is None:
             return False
         from pymongo.errors import ConnectionFailure, PyMongoError

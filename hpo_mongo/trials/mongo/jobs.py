@@ -266,8 +266,9 @@ def withdraw_new(jobs: Collection, exp_key: Any, ids: Iterable[Any]) -> list[Any
 
 # ----------------------------------------------------------------------------- repairs by hand
 #: what ``hpo-mongo requeue`` resets: the claim (:data:`CLAIM_FIELDS`) and the outcome and reports of the last run
-REQUEUE_RESET = {"state": JOB_STATE_NEW, **{f: None for f in CLAIM_FIELDS}, "refresh_time": None,
-                 "end_time": None, "error": None, "result": {"status": STATUS_NEW}, REPORTS_FIELD: []}
+REQUEUE_RESET: dict[str, Any] = {"state": JOB_STATE_NEW, **{f: None for f in CLAIM_FIELDS}, "refresh_time": None,
+                                 "end_time": None, "error": None, "result": {"status": STATUS_NEW},
+                                 REPORTS_FIELD: []}
 
 
 def update_unchanged(jobs: Collection, doc: Mapping[str, Any], fields: dict, *,

@@ -23,8 +23,8 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from ...exceptions import DuplicateTrialError, InvalidParameterError, InvalidResultError
 from .. import leases
-from ..documents import (queued_doc, JOB_FINISHED_STATES, JOB_STATE_DONE, JOB_STATE_NEW, JOB_STATE_RUNNING, REPORTS_FIELD,
-                         STATE_NAMES, STATUS_OK, STATUS_PRUNED, loss_of, sonify, utcnow)
+from ..documents import (queued_doc, JOB_FINISHED_STATES, JOB_STATE_DONE, JOB_STATE_NEW, JOB_STATE_RUNNING,
+                         REPORTS_FIELD, STATE_NAMES, STATUS_OK, STATUS_PRUNED, loss_of, sonify, utcnow)
 from ..queue import ANY_EXPERIMENT, LAST_REPORT, LIST_FIELDS, SORT_KEYS
 from . import attachments as _att
 from . import jobs as _jobs
@@ -208,7 +208,8 @@ class MongoJobQueue:
                 _count_row(e["counts"], row["_id"], int(row["n"]))
                 newer(e, row.get("last"))
                 first = leases.as_utc(row.get("first"))
-                if first is not None and e["exp_key"] not in with_doc and (e["created"] is None or first < e["created"]):
+                if (first is not None and e["exp_key"] not in with_doc
+                        and (e["created"] is None or first < e["created"])):
                     e["created"] = first
             for row in self.jobs.aggregate([{"$match": {"state": JOB_STATE_DONE, "result.status": STATUS_OK}},
                                             {"$group": {"_id": "$exp_key", "best": {"$min": "$result.loss"}}}]):
@@ -305,6 +306,7 @@ class MongoJobQueue:
             doc = self.counters.find_one_and_update({"_id": TID_COUNTER}, {"$inc": {"seq": int(n)}},
                                                     upsert=True, projection={"seq": 1},  # a copy: see jobs.COPY
                                                     return_document=ReturnDocument.AFTER)
+        assert doc is not None  # upsert=True and ReturnDocument.AFTER: always the counter
         last = int(doc["seq"])
         return list(range(last - n + 1, last + 1))
 
