@@ -587,7 +587,8 @@ class QueueSession:
             self._finished_per_loop = (self._finished_per_loop + max(0, finished - self._finished_seen)) / 2
         self._finished_seen = finished
         if self.live_workers:
-            return max(int(max_queue_len), self.live_workers + refill_margin(self._finished_per_loop, self.live_workers))
+            workers = self.live_workers
+            return max(int(max_queue_len), workers + refill_margin(self._finished_per_loop, workers))
         running = sum(1 for d in self.trials.trials if d["state"] == JOB_STATE_RUNNING)
         return running + max(2, int(max_queue_len))
 
