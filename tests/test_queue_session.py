@@ -91,3 +91,59 @@ def test_the_queue_deepens_while_workers_finish_trials_faster_than_the_driver_lo
         t.refresh()
         targets.append(s.queue_target(1))
     assert targets[-1] == 4 and targets[4:] == sorted(targets[4:], reverse=True)
+
+
+class _Stream:
+    """A change stream that yields one change after ``quiet`` empty polls, or breaks."""
+
+    def __init__(self, quiet: int, breaks: bool = False):
+        self.quiet, self.breaks, self.polls, self.closed = quiet, breaks, 0, False
+
+    def try_next(self):
+        from pymongo.errors import AutoReconnect
+        self.polls += 1
+        if self.breaks:
+            raise AutoReconnect("failover")
+        return {"operationType": "update"} if self.polls > self.quiet else None
+
+    def close(self):
+        self.closed = True
+
+
+class _Jobs:
+    def __init__(self, streams):
+        self.streams, self.opened = list(streams), 0
+
+    def watch(self, **kwargs):
+        from pymongo.errors import OperationFailure
+        self.opened += 1
+        if not self.streams:
+            raise OperationFailure("The $changeStream stage is only supported on replica sets", code=40573)
+        return self.streams.pop(0)
+
+
+def test_the_driver_wait_returns_at_a_change_with_change_streams_and_sleeps_without():
+    """MongoJobQueue.wait_for_changes: woken by the stream's next change; a broken stream is closed
+    and reopened at the next wait; a server refusing change streams is asked once, then it sleeps."""
+    import time
+
+    import mongomock
+
+    from hpo_mongo.trials.mongo.queue import MongoJobQueue
+    q = MongoJobQueue(mongomock.MongoClient()["db"])
+    first, broken, third = _Stream(quiet=2), _Stream(quiet=0, breaks=True), _Stream(quiet=0)
+    q.jobs = _Jobs([first, broken, third])
+    t0 = time.monotonic()
+    q.wait_for_changes("e", 30.0)
+    assert time.monotonic() - t0 < 5.0 and first.polls == 3  # returned at the change, long before 30 s
+    q._stream = None  # the next wait opens the next stream, which breaks: it sleeps out the wait
+    t0 = time.monotonic()
+    q.wait_for_changes("e", 0.3)
+    assert broken.closed and 0.25 <= time.monotonic() - t0 < 5.0
+    q.wait_for_changes("e", 0.3)  # reopened: the third stream has a change at once
+    assert third.polls == 1 and q.jobs.opened == 3
+    q._stream = None
+    t0 = time.monotonic()
+    q.wait_for_changes("e", 0.3)  # change streams refused: a plain sleep, and never asked again
+    q.wait_for_changes("e", 0.3)
+    assert q.jobs.opened == 4 and time.monotonic() - t0 >= 0.5
