@@ -335,15 +335,16 @@ class MongoWorkers:
         from hpo_mongo import fmin, tpe
         from hpo_mongo.trials.mongo.store import MongoTrials
         if self.server is None:
-            self.server = self._stack.enter_context(test_server(self._url))
+            self.server, _ = self._stack.enter_context(test_server(self._url))
         url = f"{self.server}/bench_prune_{uuid.uuid4().hex[:8]}"
         client, db = mongo(url)
         self.logdir.mkdir(parents=True, exist_ok=True)
-        workers = [start_worker(url, "--poll-interval", "0.02", log=self.logdir / f"pruning-worker-{i}.log")
+        # hpo-mongo-worker with its defaults; bench/ is importable there (the objective lives in it)
+        workers = [start_worker(url, "--exp-key", "pruning", log=self.logdir / f"pruning-worker-{i}.log")
                    for i in range(N_WORKERS)]
         try:
             wait_workers(db, N_WORKERS)
-            trials = MongoTrials(url, exp_key="pruning", poll_interval=0.02)
+            trials = MongoTrials(url, exp_key="pruning")
             from bench import pruning as by_name  # under its import name (not __main__): pickled by reference
             fmin(functools.partial(by_name.worker_trial, task.name, seed), _hpo_space(task), algo=tpe.suggest,
                  max_evals=100_000, trials=trials, pruner=_hpo_pruner(method), rstate=np.random.default_rng(seed),

@@ -151,6 +151,13 @@ def worker_exe() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "hpo_mongo.cli.worker"]
 
 
+def start_worker(url: str, *args: str, log: Path | None = None) -> subprocess.Popen:
+    """An ``hpo-mongo-worker --mongo URL *args`` process (its output appended to ``log``)."""
+    out = open(log, "ab") if log else subprocess.DEVNULL
+    return subprocess.Popen([*worker_exe(), "--mongo", url, *args], stdout=out, stderr=subprocess.STDOUT,
+                            env=child_env(), cwd=str(REPO))
+
+
 def bench_cmd(sub: str, cfg: dict) -> list[str]:
     return [sys.executable, "-m", "bench.throughput", sub, json.dumps(cfg)]
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from hpo_mongo import (JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, ParallelTrials, Trials,
-                       fmin, fmin_pass_expr_memo_ctrl, hp, rand)
+from hpo_mongo import (JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, STATUS_PRUNED,
+                       ParallelTrials, Trials, fmin, fmin_pass_expr_memo_ctrl, hp, pruners, rand, report)
 from hpo_mongo.exceptions import AllTrialsFailed, InvalidParameterError, PicklingError, WorkerStartError
 from tests.helpers_distributed import Procs, process_gone, wait_until
 
@@ -56,6 +56,34 @@ def _all_gone(pids, timeout: float = 10.0) -> None:
 
 
 # ----------------------------------------------------------------------------- where and how trials run
+def _curve(params):
+    """Reports |x| + 1/step at steps 1..5 (from the forked child, over its pipe) and returns |x|."""
+    x = abs(params["x"])
+    for step in range(1, 6):
+        report(x + 1.0 / step, step)
+    return {"loss": x, "status": "ok", "pid": os.getpid()}
+
+
+@pytest.mark.parametrize("subprocess", [True, False], ids=["forked", "in-process"])
+def test_pruning_decided_in_the_workers(subprocess):
+    """The pruner travels with the domain; each worker decides on its trials' reports: with
+    ThresholdPruner(upper=2) exactly the trials whose first report |x| + 1 exceeds 2 stop at step 1."""
+    trials = ParallelTrials(2, subprocess=subprocess)
+    _run(_curve, trials, 12, pruner=pruners.ThresholdPruner(upper=2.0))
+    docs = trials.trials
+    assert len(docs) == 12 and {d["state"] for d in docs} == {JOB_STATE_DONE}
+    for d in docs:
+        x = abs(d["misc"]["vals"]["x"][0])
+        pruned = d["result"]["status"] == STATUS_PRUNED
+        assert pruned == (x + 1.0 > 2.0), (x, d["result"])
+        if pruned:
+            assert d["result"]["pruned_step"] == 1
+        else:
+            assert d["result"]["loss"] == x and d["result"]["pid"] != os.getpid()
+    assert 0 < sum(d["result"]["status"] == STATUS_PRUNED for d in docs) < 12
+
+
+
 @fmin_pass_expr_memo_ctrl
 def _ctrl_objective(expr, memo, ctrl):
     time.sleep(0.2)

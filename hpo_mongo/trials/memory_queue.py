@@ -23,7 +23,7 @@ from . import leases
 from .documents import (queued_doc, JOB_FINISHED_STATES, JOB_STATE_CANCEL, JOB_STATE_DONE, JOB_STATE_ERROR,
                         JOB_STATE_NEW, JOB_STATE_RUNNING, REPORTS_FIELD, STATE_NAMES, STATUS_FAIL, STATUS_NEW,
                         STATUS_OK, STATUS_PRUNED, loss_of, sonify, utcnow)
-from .queue import ANY_EXPERIMENT, LAST_REPORT, LIST_FIELDS, SORT_KEYS
+from .queue import ANY_EXPERIMENT, LAST_REPORT, LIST_FIELDS, check_find_args
 from .reports import trial_kind
 
 #: fields a claim writes; cleared again when a job returns to NEW
@@ -616,10 +616,7 @@ class MemoryJobQueue:
     # ------------------------------------------------------------------ inspection and repairs
     def find(self, exp_key: str | None, *, states: Iterable[int] | None = None, sort: str = "tid",
              limit: int | None = None, reverse: bool = False, full: bool = False) -> list[dict]:
-        if sort not in SORT_KEYS:
-            raise InvalidParameterError(f"sort must be one of {', '.join(SORT_KEYS)}; got {sort!r}")
-        if limit is not None and limit < 0:
-            raise InvalidParameterError(f"limit must be >= 0, got {limit}")
+        check_find_args(sort, limit)
         with self._lock:
             docs = [d for _, d in self._select(exp_key, states)]
             if sort == "tid":

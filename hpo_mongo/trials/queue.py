@@ -56,6 +56,7 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
+from ..exceptions import InvalidParameterError
 from .documents import REPORTS_FIELD  # noqa: F401 - part of the protocol's vocabulary (invariant 6)
 
 
@@ -94,6 +95,14 @@ CLAIM_KEYS = ("_id", "owner", "attempt", "tid", "exp_key", "_attachments")
 
 #: how :meth:`JobQueue.find` may sort
 SORT_KEYS = ("tid", "loss", "time")
+
+
+def check_find_args(sort: str, limit: int | None) -> None:
+    """Validate :meth:`JobQueue.find`'s ``sort`` and ``limit`` (every implementation calls this first)."""
+    if sort not in SORT_KEYS:
+        raise InvalidParameterError(f"sort must be one of {', '.join(SORT_KEYS)}; got {sort!r}")
+    if limit is not None and limit < 0:
+        raise InvalidParameterError(f"limit must be >= 0, got {limit}")
 
 
 @runtime_checkable

@@ -101,7 +101,38 @@ def default_reporter(queue: JobQueue, claim: Mapping[str, Any]) -> StoreReporter
                          QueueReportHistory(queue, claim.get("exp_key")))
 
 
-class WorkerCtrl(ReportingCtrl, TrialCtrl):
+class _AttemptCtrl(ReportingCtrl):
+    """What the worker's and the child's ctrl share: the claimed trial, this attempt's attachments
+    (collected here, written with the result), a view of the experiment and the reporter."""
+
+    def __init__(self, claim: Mapping[str, Any], stored: Callable[[], Mapping[str, bytes]], reporter: Any,
+                 view_queue: Callable[[], JobQueue]):
+        self.current_trial = claim
+        self._attachments = AttemptAttachments(stored)
+        self._trials: QueueTrials | None = None
+        self._reporter = reporter
+        self._view_queue = view_queue
+
+    @property
+    def reporter(self) -> Any:
+        return self._reporter
+
+    @property
+    def trials(self) -> QueueTrials:
+        """A view of the experiment the trial belongs to (its writes are immediate, not tied to this evaluation)."""
+        if self._trials is None:
+            self._trials = QueueTrials(self._view_queue(), self.current_trial.get("exp_key"))
+        return self._trials
+
+    @property
+    def attachments(self) -> AttemptAttachments:
+        return self._attachments
+
+    def collected_attachments(self) -> dict[str, bytes]:
+        return dict(self._attachments.pending)
+
+
+class WorkerCtrl(_AttemptCtrl, TrialCtrl):
     """The ctrl of one claimed trial in the worker process (see the module docstring).
 
     ``reporter`` records the objective's reports and decides on them (the worker builds it with
@@ -111,30 +142,11 @@ class WorkerCtrl(ReportingCtrl, TrialCtrl):
     REQUESTS = frozenset({"checkpoint", "stored_attachment", "stored_attachment_names", "queue", "report"})
 
     def __init__(self, queue: JobQueue, claim: Mapping[str, Any], reporter: Reporter | None = None):
-        self.queue, self.current_trial = queue, claim
+        self.queue = queue
         self.checkpoint_lost = False
         self._stored = QueueTrialAttachments(queue, claim)
-        self._attachments = AttemptAttachments(lambda: self._stored)
-        self._trials: QueueTrials | None = None
-        self._reporter = reporter if reporter is not None else default_reporter(queue, claim)
-
-    @property
-    def reporter(self) -> Reporter:
-        return self._reporter
-
-    @property
-    def trials(self) -> QueueTrials:
-        """A view of the experiment the trial belongs to (its writes are immediate, not tied to this evaluation)."""
-        if self._trials is None:
-            self._trials = QueueTrials(self.queue, self.current_trial.get("exp_key"))
-        return self._trials
-
-    @property
-    def attachments(self) -> AttemptAttachments:
-        return self._attachments
-
-    def collected_attachments(self) -> dict[str, bytes]:
-        return dict(self._attachments.pending)
+        super().__init__(claim, lambda: self._stored,
+                         reporter if reporter is not None else default_reporter(queue, claim), lambda: queue)
 
     def checkpoint(self, result: Mapping[str, Any] | None = None) -> None:
         if not self.queue.checkpoint(self.current_trial, None if result is None else dict(result)):
@@ -166,33 +178,17 @@ class WorkerCtrl(ReportingCtrl, TrialCtrl):
         return getattr(self.queue, method)(*call_args, **call_kwargs)
 
 
-class ChildCtrl(ReportingCtrl, CollectingCtrl):
+class ChildCtrl(_AttemptCtrl, CollectingCtrl):
     """The ctrl in the forked child: every request goes to the worker over the trial's pipe."""
 
     def __init__(self, channel: TrialChannel, claim: Mapping[str, Any]):
-        self.channel, self.current_trial = channel, claim
-        self._attachments = AttemptAttachments(lambda: _StoredAttachments(
-            lambda name: channel.call("stored_attachment", name), lambda: channel.call("stored_attachment_names")))
-        self._trials: QueueTrials | None = None
-        self._reporter = ChannelReporter(claim["tid"], lambda step, value: channel.call("report", step, value))
-
-    @property
-    def reporter(self) -> ChannelReporter:
-        return self._reporter
-
-    @property
-    def trials(self) -> QueueTrials:
-        if self._trials is None:
-            queue = RemoteJobQueue(call=lambda name, args, kwargs: self.channel.call("queue", name, args, kwargs))
-            self._trials = QueueTrials(queue, self.current_trial.get("exp_key"))
-        return self._trials
-
-    @property
-    def attachments(self) -> AttemptAttachments:
-        return self._attachments
-
-    def collected_attachments(self) -> dict[str, bytes]:
-        return dict(self._attachments.pending)
+        self.channel = channel
+        super().__init__(
+            claim,
+            lambda: _StoredAttachments(lambda name: channel.call("stored_attachment", name),
+                                       lambda: channel.call("stored_attachment_names")),
+            ChannelReporter(claim["tid"], lambda step, value: channel.call("report", step, value)),
+            lambda: RemoteJobQueue(call=lambda name, args, kwargs: channel.call("queue", name, args, kwargs)))
 
     def checkpoint(self, result: Mapping[str, Any] | None = None) -> None:
         self.channel.call("checkpoint", None if result is None else dict(result))

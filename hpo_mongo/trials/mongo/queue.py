@@ -25,7 +25,7 @@ from ...exceptions import DuplicateTrialError, InvalidParameterError, InvalidRes
 from .. import leases
 from ..documents import (queued_doc, JOB_FINISHED_STATES, JOB_STATE_DONE, JOB_STATE_NEW, JOB_STATE_RUNNING,
                          REPORTS_FIELD, STATE_NAMES, STATUS_OK, STATUS_PRUNED, loss_of, sonify, utcnow)
-from ..queue import ANY_EXPERIMENT, LAST_REPORT, LIST_FIELDS, SORT_KEYS
+from ..queue import ANY_EXPERIMENT, LAST_REPORT, LIST_FIELDS, check_find_args
 from . import attachments as _att
 from . import jobs as _jobs
 from . import reports as _reports
@@ -563,10 +563,7 @@ class MongoJobQueue:
     # ------------------------------------------------------------------ inspection and repairs
     def find(self, exp_key: str | None, *, states: Iterable[int] | None = None, sort: str = "tid",
              limit: int | None = None, reverse: bool = False, full: bool = False) -> list[dict]:
-        if sort not in SORT_KEYS:
-            raise InvalidParameterError(f"sort must be one of {', '.join(SORT_KEYS)}; got {sort!r}")
-        if limit is not None and limit < 0:
-            raise InvalidParameterError(f"limit must be >= 0, got {limit}")
+        check_find_args(sort, limit)
         if limit == 0:
             return []
         flt: dict[str, Any] = {"exp_key": exp_key}
