@@ -19,8 +19,9 @@ that loss, without the synthetic task's measurement noise) as a function of the 
 target: the median over the no-pruning runs (both libraries) of that quality at the budget.
 
 ``--libs`` chooses the runs: ``hpo_mongo`` (in-memory Trials, evaluated in fmin's process),
-``optuna``, and ``mongo-4w``: MongoTrials with 4 ``hpo-mongo-worker`` processes (forked child per
-trial, the pruner deciding in the workers) on the java test server (``--mongo URL`` for another
+``optuna``, ``parallel-4w``: ``ParallelTrials(4)`` (4 local worker processes on the driver's
+in-memory queue), and ``mongo-4w``: MongoTrials with 4 ``hpo-mongo-worker`` processes (forked child
+per trial, the pruner deciding in the workers) on the java test server (``--mongo URL`` for another
 server). Runs with workers stop when the epochs of the finished trials reach the budget; their
 epochs at each trial's end count every trial's epochs done by then (each trial's epochs spread
 evenly over its run time, from the server's start and end times).
@@ -360,9 +361,21 @@ class MongoWorkers:
             client.close()
 
 
-LIBS = {"hpo_mongo": run_hpo, "optuna": run_optuna}
+def run_parallel(task: Task, method: str, seed: int, budget: int) -> Ledger:
+    """``ParallelTrials(4)``: the worker loop on the driver's in-memory queue, a forked child per
+    trial, the pruner deciding in the workers; stops when the finished trials' epochs reach the budget."""
+    from hpo_mongo import ParallelTrials, fmin, tpe
+    from bench import pruning as by_name  # under its import name (not __main__): pickled by reference
+    trials = ParallelTrials(N_WORKERS)
+    fmin(functools.partial(by_name.worker_trial, task.name, seed), _hpo_space(task), algo=tpe.suggest,
+         max_evals=100_000, trials=trials, pruner=_hpo_pruner(method), rstate=np.random.default_rng(seed),
+         show_progressbar=False, early_stop_fn=lambda t, *a: (_epochs_finished(t) >= budget, a))
+    return ledger_from_docs(trials.queue.find(trials.exp_key, full=True), budget)
+
+
+LIBS = {"hpo_mongo": run_hpo, "optuna": run_optuna, "parallel-4w": run_parallel}
 #: the line style of each library in the plots
-LIB_STYLE = {"hpo_mongo": "-", "optuna": "--", "mongo-4w": ":"}
+LIB_STYLE = {"hpo_mongo": "-", "optuna": "--", "mongo-4w": ":", "parallel-4w": (0, (3, 1, 1, 1))}
 
 
 # =========================================================================== measures
@@ -482,7 +495,7 @@ def plot_task(task: Task, res: dict, stamp: str) -> str | None:
         lo, med, hi = (np.nanpercentile(c, p, axis=0) for p in (25, 50, 75))
         lib, method = key.split()
         style = LIB_STYLE.get(lib, "-.")
-        ax.plot(res["grid"], med, style, color=colors.get(method), label=key)
+        ax.plot(res["grid"], med, linestyle=style, color=colors.get(method), label=key)
         ax.fill_between(res["grid"], lo, hi, color=colors.get(method), alpha=0.08)
     ax.set_xlabel("epochs spent (all trials)")
     ax.set_ylabel("regret of the best trial (loss - optimum)" if floor else "validation loss of the best trial")
@@ -530,7 +543,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tasks", default="synthetic,sgd,mlp")
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--budget-trials", type=int, default=100, help="epoch budget in full trials (x EPOCHS)")
-    ap.add_argument("--libs", default="hpo_mongo,optuna", help="hpo_mongo, optuna, mongo-4w (comma-separated)")
+    ap.add_argument("--libs", default="hpo_mongo,optuna",
+                    help="hpo_mongo, optuna, parallel-4w, mongo-4w (comma-separated)")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--none-factor", type=int, default=NONE_FACTOR, help="budget multiplier of no-pruning runs")
     ap.add_argument("--rules", action="store_true", help="compare TPE's pruned-trial rules instead")
