@@ -34,6 +34,9 @@ class _Fmin:
 
     def __init__(self, fn, url, exp_key="e", space=SPACE, **kw):
         self.trials = MongoTrials(url, exp_key=exp_key, poll_interval=0.02)
+        # the collections and indexes exist before the test polls them: the java test server can fail
+        # ("Unknown error: null") an operation that races with the implicit creation of a collection
+        self.trials.queue.prepare()
         self.error = None
         kw.setdefault("rstate", np.random.default_rng(0))
         kw.setdefault("show_progressbar", False)

@@ -98,7 +98,10 @@ def _follow_driver(control: Connection, worker: Any) -> None:
             worker.on_signal(signal.SIGTERM, 2)
             return
         if kind == "stop":
-            worker.on_signal(signal.SIGTERM, 2 if args.get("release") else 1)
+            if args.get("release"):
+                worker.release_now("fmin ended")
+            else:
+                worker.on_signal(signal.SIGTERM, 1)
 
 
 def _configure_logging(name: str, level: int) -> None:

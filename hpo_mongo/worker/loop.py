@@ -238,6 +238,7 @@ class Worker:
         self._finishing = False
         self._grace_timer: threading.Timer | None = None
         self._release_reason = "stop requested"
+        self._release_level = logging.WARNING  # INFO when the starting process ordered it (release_now)
         self._started = time.monotonic()
         self._started_at = utcnow()
         self._last_activity = self._started
@@ -414,6 +415,14 @@ class Worker:
             self._grace_timer.daemon = True
             self._grace_timer.start()
 
+    def release_now(self, why: str) -> None:
+        """Stop claiming and release the running trial at once, as ordered by the process that
+        started this worker (a ``ParallelTrials`` driver ending fmin early): expected, so logged at
+        INFO rather than as a signal's WARNING."""
+        self._release_level = logging.INFO
+        self.stop()
+        self._expire_grace(why)
+
     def _expire_grace(self, why: str) -> None:
         if self.current is None:
             return
@@ -431,8 +440,8 @@ class Worker:
                 with self._lease_lock:
                     self._leased = None
                 ok = self.queue.release(doc)
-                logger.warning("trial %s released back to NEW (%s)%s", doc.get("tid"), why,
-                               "" if ok else " — it was no longer owned by this worker")
+                logger.log(self._release_level, "trial %s released back to NEW (%s)%s", doc.get("tid"), why,
+                           "" if ok else " — it was no longer owned by this worker")
             self.status = "exited"
             self.current = None
             self.beat()
@@ -545,8 +554,8 @@ class Worker:
                 if self._lease_lost.is_set():
                     return None  # logged by the heartbeat; the trial belongs to someone else now
                 ok = self._store(lambda: self.queue.release(doc), f"release trial {doc['tid']}")
-                logger.warning("trial %s released back to NEW (%s)%s", doc["tid"], self._release_reason,
-                               "" if ok else " — it was no longer owned by this worker")
+                logger.log(self._release_level, "trial %s released back to NEW (%s)%s", doc["tid"],
+                           self._release_reason, "" if ok else " — it was no longer owned by this worker")
                 return EXIT_OK if self._stop.is_set() else None
             written = self.report(doc, outcome)
         finally:
