@@ -151,11 +151,12 @@ def worker_exe() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "hpo_mongo.cli.worker"]
 
 
-def start_worker(url: str, *args: str, log: Path | None = None) -> subprocess.Popen:
-    """An ``hpo-mongo-worker --mongo URL *args`` process (its output appended to ``log``)."""
-    out = open(log, "ab") if log else subprocess.DEVNULL
-    return subprocess.Popen([*worker_exe(), "--mongo", url, *args], stdout=out, stderr=subprocess.STDOUT,
-                            env=child_env(), cwd=str(REPO))
+def start_worker(url: str, *args: str, log: Path | None = None, env: dict | None = None) -> subprocess.Popen:
+    """An ``hpo-mongo-worker --mongo URL *args`` process (its output appended to ``log``; ``env``
+    default :func:`child_env`)."""
+    with open(log, "ab") if log else contextlib.nullcontext(subprocess.DEVNULL) as out:
+        return subprocess.Popen([*worker_exe(), "--mongo", url, *args], stdout=out, stderr=subprocess.STDOUT,
+                                env=child_env() if env is None else env, cwd=str(REPO))
 
 
 def bench_cmd(sub: str, cfg: dict) -> list[str]:
@@ -514,10 +515,9 @@ class Bench:
         client, db = mongo(url)
         tid_floor = (db.counters.find_one({"_id": "tid"}) or {}).get("seq", -1) + 1
         prefix = str(self.tmp / f"probe-{rid}")
-        logs = [open(self.logdir / f"{rid}-worker-{i}.log", "ab") for i in range(n_workers)]
-        workers = [subprocess.Popen([*worker_exe(), "--mongo", url, "--exp-key", exp_key, *spec["worker_args"]],
-                                    stdout=logs[i], stderr=subprocess.STDOUT, cwd=str(REPO),
-                                    env=child_env(prefix, f"worker-{i}", timing)) for i in range(n_workers)]
+        workers = [start_worker(url, "--exp-key", exp_key, *spec["worker_args"],
+                                log=self.logdir / f"{rid}-worker-{i}.log", env=child_env(prefix, f"worker-{i}", timing))
+                   for i in range(n_workers)]
         driver = None
         try:
             wait_workers(db, n_workers)
@@ -551,8 +551,6 @@ class Bench:
             if driver is not None and driver.poll() is None:
                 stop([driver])
             stop(workers)
-            for f in logs:
-                f.close()
             if own_db:
                 client.drop_database(url.rsplit("/", 1)[1])
             else:  # growth: keep the history, drop what this run added
@@ -805,8 +803,8 @@ def section_idle(b: Bench, a: argparse.Namespace, log: Callable[[str], None]) ->
             exp_key = f"idle-{rid}"
             with open(b.logdir / f"{rid}.log", "ab") as lg:
                 if role == "worker":
-                    p = subprocess.Popen([*worker_exe(), "--mongo", url, "--exp-key", exp_key, *arg], stdout=lg,
-                                         stderr=subprocess.STDOUT, cwd=str(REPO), env=child_env(prefix, "worker"))
+                    p = start_worker(url, "--exp-key", exp_key, *arg, log=b.logdir / f"{rid}.log",
+                                     env=child_env(prefix, "worker"))
                     wait_workers(db, 1)
                 else:  # fmin with no worker: it queues its first trials, then waits
                     cfg = {"url": url, "exp_key": exp_key, "poll": arg, "objective": "trivial", "trials": 10,

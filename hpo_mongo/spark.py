@@ -171,7 +171,7 @@ class SparkTrials(QueueTrials):
         self._spark = None  # the active session is looked up again when needed
         if serving_context() is None:  # a saved run: its Spark jobs ended with the process that saved it
             leases.log_events(leases.requeue_lost(self._queue, owner=None, default_max_attempts=self.max_attempts,
-                                           why="the process that ran it ended before it finished"), logger)
+                                                  why="the process that ran it ended before it finished"), logger)
             self.refresh()
 
     @property

@@ -553,10 +553,10 @@ class QueueSession:
             elif stored > self.run.max_evals:
                 self._withdraw_past_max_evals()
         mine = set(t._queued_ids)
-        theirs = [d for d in vanished if d["state"] == JOB_STATE_NEW and d["_id"] not in mine]
+        theirs = {d["_id"] for d in vanished if d["state"] == JOB_STATE_NEW and d["_id"] not in mine}
         if theirs:  # another driver's queued trials: that driver withdrew, cancelled or repairs them
-            t._forget(d["_id"] for d in theirs)
-            vanished = [d for d in vanished if not (d["state"] == JOB_STATE_NEW and d["_id"] not in mine)]
+            t._forget(theirs)
+            vanished = [d for d in vanished if d["_id"] not in theirs]
         if not lost and not vanished:
             return
         finished = [d for d in vanished if d["state"] in JOB_FINISHED_STATES] + older

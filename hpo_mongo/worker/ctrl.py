@@ -105,7 +105,7 @@ class _AttemptCtrl(ReportingCtrl):
     """What the worker's and the child's ctrl share: the claimed trial, this attempt's attachments
     (collected here, written with the result), a view of the experiment and the reporter."""
 
-    def __init__(self, claim: Mapping[str, Any], stored: Callable[[], Mapping[str, bytes]], reporter: Any,
+    def __init__(self, claim: Mapping[str, Any], stored: Callable[[], Mapping[str, bytes]], reporter: Reporter,
                  view_queue: Callable[[], JobQueue]):
         self.current_trial = claim
         self._attachments = AttemptAttachments(stored)
@@ -114,7 +114,7 @@ class _AttemptCtrl(ReportingCtrl):
         self._view_queue = view_queue
 
     @property
-    def reporter(self) -> Any:
+    def reporter(self) -> Reporter:
         return self._reporter
 
     @property
