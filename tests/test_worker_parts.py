@@ -70,6 +70,22 @@ def test_signals_first_then_second():
     assert signal.getsignal(signal.SIGTERM) is prev
 
 
+def test_signal_callback_does_not_run_inside_the_interrupted_thread():
+    """A signal arriving while the main thread holds a lock the callback needs (Event.wait holds its
+    condition's lock on the way in and out): the callback waits for the lock instead of deadlocking."""
+    lock, called = threading.Lock(), threading.Event()
+
+    def on_signal(signum, count):
+        if lock.acquire(timeout=5):
+            lock.release()
+            called.set()
+    with StopSignals(on_signal=on_signal):
+        with lock:
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert not called.wait(0.05)  # the handler ran in this thread, the callback waits for the lock
+        assert called.wait(5)
+
+
 def test_signals_main_thread_only():
     errors = []
 
