@@ -389,3 +389,53 @@ def test_refresh_downloads_again_only_what_changed_in_the_overlap_window(db):
     late, cursor = q.changed("e", cursor)
     assert [(d["tid"], d["state"]) for d in late] == [(3, JOB_STATE_CANCEL)]
     assert q.changed("e", cursor)[0] == []
+
+
+class _CountingFinds:
+    """The jobs collection, counting its ``find`` calls."""
+
+    def __init__(self, jobs):
+        self._jobs, self.finds = jobs, 0
+
+    def find(self, *args, **kwargs):
+        self.finds += 1
+        return self._jobs.find(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._jobs, name)
+
+
+def test_an_idle_refresh_reads_the_settled_overlap_window_only_every_few_seconds(db, monkeypatch):
+    """Once the overlap window was read ``refresh_overlap`` seconds after the newest stamp was first
+    seen, a refresh is one query; the window is read again every WINDOW_RECHECK seconds (a late
+    write of a primary whose clock is behind is found then), and as soon as a newer write shows."""
+    from hpo_mongo.trials.mongo import queue as Q
+    clock = [1000.0]
+    monkeypatch.setattr(Q.time, "monotonic", lambda: clock[0])
+    q = MongoJobQueue(db, refresh_overlap=2.0)
+    q.insert([new_trial_doc(t, {"x": [float(t)]}, exp_key="e") for t in range(3)])
+    jobs = q.jobs = _CountingFinds(q.jobs)
+
+    def refresh(cursor):
+        before = jobs.finds
+        docs, cursor = q.changed("e", cursor)
+        return docs, cursor, jobs.finds - before
+    docs, cursor, n = refresh(None)
+    assert len(docs) == 3 and n == 1
+    assert refresh(cursor)[2] == 2  # the window is read while it may still fill
+    clock[0] += 2.5
+    _, cursor, n = refresh(cursor)
+    assert n == 2  # read once more, late enough: settled
+    for _ in range(3):
+        clock[0] += 1.0
+        docs, cursor, n = refresh(cursor)
+        assert (docs, n) == ([], 1)
+    db.jobs.update_one({"tid": 1}, {"$set": {"state": JOB_STATE_CANCEL, "updated_at": cursor.newest - dt.timedelta(
+        seconds=0.5)}, "$inc": {"version": 1}})  # a primary whose clock is behind
+    clock[0] += Q.WINDOW_RECHECK
+    docs, cursor, n = refresh(cursor)
+    assert [(d["tid"], d["state"]) for d in docs] == [(1, JOB_STATE_CANCEL)] and n == 3
+    q.insert([new_trial_doc(3, {"x": [3.0]}, exp_key="e")])
+    docs, cursor, n = refresh(cursor)
+    assert [d["tid"] for d in docs] == [3]
+    assert refresh(cursor)[2] == 2  # a newer stamp: its window is read until it settles

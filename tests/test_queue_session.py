@@ -147,3 +147,30 @@ def test_the_driver_wait_returns_at_a_change_with_change_streams_and_sleeps_with
     q.wait_for_changes("e", 0.3)  # change streams refused: a plain sleep, and never asked again
     q.wait_for_changes("e", 0.3)
     assert q.jobs.opened == 4 and time.monotonic() - t0 >= 0.5
+
+
+def test_the_housekeeping_tick_backs_off_while_nothing_changes(monkeypatch):
+    """Once a second while the view changes or trials wait for a worker; doubling up to
+    DRIVER_TICK_IDLE_MAX while nothing happens (a driver waiting on long trials)."""
+    from hpo_mongo.trials import queued
+    clock = [100.0]
+    monkeypatch.setattr(queued.time, "monotonic", lambda: clock[0])
+    q = MemoryJobQueue()
+    beats: list[float] = []
+    beat_driver = q.beat_driver
+    monkeypatch.setattr(q, "beat_driver", lambda exp_key: beats.append(clock[0]) or beat_driver(exp_key))
+    trials, session = driver(q, 10)
+
+    def run_for(seconds):
+        del beats[:]
+        for _ in range(int(seconds * 4)):
+            clock[0] += 0.25
+            trials.refresh()
+            session.tick()
+        return [round(b - a, 1) for a, b in zip(beats, beats[1:], strict=False)]
+    assert run_for(20) == [1.0, 2.0, 4.0, 5.0, 5.0]  # idle: 1 s, 2 s, 4 s, then every 5 s
+    store_batch(trials, 2)  # queued, and no worker: a tick each second until the driver has said so
+    gaps = run_for(12)
+    assert gaps[:4] == [1.0] * 4 and gaps[-1] > 1.0, gaps
+    assert q.claim("w", exp_key="e", lease_timeout=30.0, max_attempts=3) is not None
+    assert run_for(8)[:2] == [1.0, 2.0]  # the claim is a change: a second, then backing off again

@@ -15,7 +15,7 @@ liveness question (``hpo-mongo status``, fmin's queue length), for every queue b
   than its own ``lease_timeout``; it serves an experiment when it serves every experiment or that
   ``exp_key``.
 - A driver is live while its experiment is ``running`` and the driver heartbeat on the experiment
-  document (renewed about once a second while fmin runs) is younger than
+  document (renewed at least every 5 s while fmin runs) is younger than
   :data:`DRIVER_LIVE_WITHIN` (``hpo-mongo delete`` asks again before deleting under it).
 
 ``hpo-mongo status`` / ``requeue --stale`` may replace every recorded lease by one length of their

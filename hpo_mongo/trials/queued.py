@@ -36,8 +36,11 @@ logger = logging.getLogger("hpo_mongo.trials")
 #: the ``experiments.schema_version`` this code writes (docs/schema.md)
 SCHEMA_VERSION = 1
 DEFAULT_POLL_INTERVAL = 0.5
-#: seconds between the driver's housekeeping rounds (heartbeat, lease rules, store check)
+#: seconds between the driver's housekeeping rounds (heartbeat, lease rules, store check) while
+#: its view changes; the interval doubles while nothing changes, up to :data:`DRIVER_TICK_IDLE_MAX`
 DRIVER_HEARTBEAT_EVERY = 1.0
+#: the longest interval between two housekeeping rounds (well inside ``leases.DRIVER_LIVE_WITHIN``)
+DRIVER_TICK_IDLE_MAX = 5.0
 #: the driver's shortest wait between two refreshes while trials keep changing (seconds); it
 #: doubles while nothing changes, up to the store's ``poll_interval``
 MIN_WAIT = 0.005
@@ -398,7 +401,8 @@ class QueueSession:
     nothing was queued), then publishes the experiment (:meth:`publish`: the queue's indexes, the
     domain payload, the experiment document), retried across outages like the rest of the run.
 
-    Every tick (about once a second) the driver heartbeats, applies the lease rules to the
+    Every tick (once a second while trials change, backing off to every
+    :data:`DRIVER_TICK_IDLE_MAX` seconds while nothing does) the driver heartbeats, applies the lease rules to the
     experiment, counts the live workers serving it and checks that the store still holds what it
     has seen (:meth:`check_store`), so that a store reset under it (a restarted or restored server,
     one that lost its last writes, an experiment or trials deleted while it runs) never leaves it
@@ -430,6 +434,8 @@ class QueueSession:
         if warning:
             logger.warning("experiment %r: %s", trials.exp_key, warning)
         self._last_beat = time.monotonic()
+        self._tick_every = DRIVER_HEARTBEAT_EVERY
+        self._tick_changes = -1  # the view's change count at the last tick
         self.live_workers = 0
         self._idle_since: float | None = None  # queued trials, none running, no live worker: since when
         self._seen_changes = -1
@@ -481,12 +487,17 @@ class QueueSession:
 
     # ---------------------------------------------------------------- the run
     def tick(self) -> None:
-        """At most once a second: the driver heartbeat, the lease rules on this experiment, the count
-        of live workers, and the check that the store still holds what the driver has seen."""
-        if time.monotonic() - self._last_beat < DRIVER_HEARTBEAT_EVERY:
+        """The driver heartbeat, the lease rules on this experiment, the count of live workers, and
+        the check that the store still holds what the driver has seen: once a second while the view
+        changes (or while trials wait for a worker, to say so in time), backing off to every
+        :data:`DRIVER_TICK_IDLE_MAX` seconds while nothing happens (trials running for minutes)."""
+        t, q = self.trials, self.queue
+        quiet = t.changes == self._tick_changes and (self._idle_since is None or self._told_no_worker)
+        if time.monotonic() - self._last_beat < (self._tick_every if quiet else DRIVER_HEARTBEAT_EVERY):
             return
         self._last_beat = time.monotonic()
-        t, q = self.trials, self.queue
+        self._tick_changes = t.changes
+        self._tick_every = min(DRIVER_TICK_IDLE_MAX, 2 * self._tick_every) if quiet else DRIVER_HEARTBEAT_EVERY
 
         def beat() -> bool:
             found = q.beat_driver(t.exp_key)

@@ -14,7 +14,7 @@ import dataclasses
 import datetime as _dt
 import math
 import time
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 from bson import ObjectId
 from pymongo import ASCENDING, ReturnDocument, UpdateOne
@@ -48,6 +48,24 @@ _LIST_PROJECTION = {**{f: 1 for f in LIST_FIELDS}, REPORTS_FIELD: {"$slice": -1}
 #: the driver's refresh leaves the reports out (a growing array it never reads); any projection
 #: also makes the server reply with a copy of the document (see ``jobs.COPY``)
 _CHANGED_PROJECTION = {REPORTS_FIELD: 0}
+
+
+#: seconds between two reads of a settled overlap window (see :class:`RefreshCursor`)
+WINDOW_RECHECK = 5.0
+
+
+class RefreshCursor(NamedTuple):
+    """Where :meth:`MongoJobQueue.changed` resumes: the newest ``updated_at`` seen, ``{_id: (version,
+    updated_at)}`` of the jobs seen in the overlap window before it, when (``time.monotonic()``)
+    ``newest`` was first seen and when the window was last read. Once the window has been read
+    ``refresh_overlap`` seconds after ``newest`` was first seen, every write stamped before
+    ``newest`` is visible and was read: the window is read again only every
+    :data:`WINDOW_RECHECK` seconds (for a primary whose clock is behind, after a failover) until
+    ``newest`` moves."""
+    newest: _dt.datetime | None
+    known: dict[Any, tuple[Any, _dt.datetime]]
+    seen_at: float
+    checked_at: float
 #: the indexes of docs/schema.md, created by :meth:`MongoJobQueue.prepare`:
 #: ``(collection, keys, name, unique)``; collection "jobs" is the queue's jobs collection
 INDEXES = (
@@ -354,30 +372,36 @@ class MongoJobQueue:
         return ids
 
     def changed(self, exp_key: str | None, since: Any = None) -> tuple[list[dict], Any]:
-        """The cursor is ``(newest updated_at seen, {_id: (version, updated_at)} of the jobs written in
-        the overlap window before it)``. A write stamped by the server just before a read can become
-        visible just after it, so each call looks back ``refresh_overlap`` seconds — but asks only
-        for ``_id`` and ``version`` there and downloads again only what changed: the cost of a
-        refresh follows what changed, not the throughput."""
-        newest, known = since if since is not None else (None, {})
+        """The cursor is a :class:`RefreshCursor`. A write stamped by the server just before a read
+        can become visible just after it, so each call also looks back ``refresh_overlap`` seconds
+        before the newest stamp seen — asking only for ``_id`` and ``version`` there and downloading
+        again only what changed, until that window has settled (an idle driver then issues one
+        query per refresh): the cost of a refresh follows what changed, not the throughput."""
+        cur = since if since is not None else RefreshCursor(None, {}, 0.0, 0.0)
+        newest, known, checked_at = cur.newest, cur.known, cur.checked_at
+        asked = time.monotonic()
         with translate_errors("refreshing the trials"):
             if newest is None:
                 docs = list(self.jobs.find({"exp_key": exp_key}, dict(_CHANGED_PROJECTION)).batch_size(FIND_BATCH))
             else:
-                window = newest - _dt.timedelta(seconds=self.refresh_overlap)
                 # dates come back in milliseconds, but a server may compare finer ones: the job
                 # stamped ``newest`` may really be up to 1 ms later, so "after" starts 1 ms on
                 after = newest + _dt.timedelta(milliseconds=1)
                 docs = list(self.jobs.find({"exp_key": exp_key, "updated_at": {"$gte": after}},
                                            dict(_CHANGED_PROJECTION)).batch_size(FIND_BATCH))
-                late = [d["_id"] for d in self.jobs.find(
-                    {"exp_key": exp_key, "updated_at": {"$gte": window, "$lt": after}}, {"version": 1})
-                    if known.get(d["_id"], (None,))[0] != d.get("version")]
-                if late:
-                    docs += list(self.jobs.find({"_id": {"$in": late}}, dict(_CHANGED_PROJECTION)))
+                settled = checked_at - cur.seen_at >= self.refresh_overlap
+                if not settled or asked - checked_at >= WINDOW_RECHECK:
+                    window = newest - _dt.timedelta(seconds=self.refresh_overlap)
+                    late = [d["_id"] for d in self.jobs.find(
+                        {"exp_key": exp_key, "updated_at": {"$gte": window, "$lt": after}}, {"version": 1})
+                        if known.get(d["_id"], (None,))[0] != d.get("version")]
+                    if late:
+                        docs += list(self.jobs.find({"_id": {"$in": late}}, dict(_CHANGED_PROJECTION)))
+                    checked_at = asked
         stamps = [d["updated_at"] for d in docs if d.get("updated_at") is not None]
+        seen_at = cur.seen_at
         if stamps and (newest is None or max(stamps) > newest):
-            newest = max(stamps)
+            newest, seen_at = max(stamps), time.monotonic()
         if newest is None:
             return docs, None
         window = newest - _dt.timedelta(seconds=self.refresh_overlap)
@@ -385,7 +409,7 @@ class MongoJobQueue:
         for d in docs:
             if d.get("updated_at") is not None and d["updated_at"] >= window:
                 recent[d["_id"]] = (d.get("version"), d["updated_at"])
-        return docs, (newest, recent)
+        return docs, RefreshCursor(newest, recent, seen_at, checked_at)
 
     def versions(self, exp_key: str | None) -> dict[Any, int]:
         with translate_errors("listing trial versions"):
