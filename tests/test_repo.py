@@ -6,6 +6,9 @@ import configparser
 import importlib.util
 import pathlib
 import re
+import subprocess
+import sys
+import textwrap
 
 from tests.extras import TEST_EXTRAS
 
@@ -42,3 +45,25 @@ def test_test_extra_installs_every_extra_the_default_run_requires():
     test = _requirements(cfg, "test")
     for extra in TEST_EXTRAS:
         assert _requirements(cfg, extra) <= test, extra
+
+
+def test_processes_that_only_evaluate_trials_do_not_load_scipy_or_pymongo():
+    """ParallelTrials' workers and the CLI worker start without TPE's scipy or MongoTrials' pymongo
+    (a faster start and a smaller process to fork for each trial); the names still resolve."""
+    code = textwrap.dedent("""
+        import sys
+        import hpo_mongo.worker.local, hpo_mongo.cli.worker
+        heavy = sorted(m for m in ("scipy", "pymongo", "hpo_mongo.tpe", "hpo_mongo.mongoexp") if m in sys.modules)
+        assert not heavy, heavy
+        import hpo_mongo
+        from hpo_mongo import MongoTrials, tpe
+        assert hpo_mongo.tpe is tpe and callable(tpe.suggest) and MongoTrials.__name__ == "MongoTrials"
+        assert "tpe" in dir(hpo_mongo)
+        try:
+            hpo_mongo.no_such_name
+        except AttributeError as e:
+            assert "no_such_name" in str(e)
+        else:
+            raise AssertionError("no AttributeError")
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
