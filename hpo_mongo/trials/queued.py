@@ -402,11 +402,11 @@ class QueueSession:
     domain payload, the experiment document), retried across outages like the rest of the run.
 
     Every tick (once a second while trials change, backing off to every
-    :data:`DRIVER_TICK_IDLE_MAX` seconds while nothing does) the driver heartbeats, applies the lease rules to the
-    experiment, counts the live workers serving it and checks that the store still holds what it
-    has seen (:meth:`check_store`), so that a store reset under it (a restarted or restored server,
-    one that lost its last writes, an experiment or trials deleted while it runs) never leaves it
-    waiting for trials that no longer exist, nor reusing a tid:
+    :data:`DRIVER_TICK_IDLE_MAX` seconds while nothing does) the driver heartbeats, applies the
+    lease rules to the experiment, counts the live workers serving it and checks that the store
+    still holds what it has seen (:meth:`check_store`), so that a store reset under it (a
+    restarted or restored server, one that lost its last writes, an experiment or trials deleted
+    while it runs) never leaves it waiting for trials that no longer exist, nor reusing a tid:
 
     - the tid counter is raised above every tid the driver has seen;
     - a missing experiment document, domain payload or index is created again;

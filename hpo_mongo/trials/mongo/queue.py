@@ -48,8 +48,6 @@ _LIST_PROJECTION = {**{f: 1 for f in LIST_FIELDS}, REPORTS_FIELD: {"$slice": -1}
 #: the driver's refresh leaves the reports out (a growing array it never reads); any projection
 #: also makes the server reply with a copy of the document (see ``jobs.COPY``)
 _CHANGED_PROJECTION = {REPORTS_FIELD: 0}
-
-
 #: seconds between two reads of a settled overlap window (see :class:`RefreshCursor`)
 WINDOW_RECHECK = 5.0
 
