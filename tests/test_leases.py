@@ -197,11 +197,11 @@ def test_kill9_worker_mid_trial_is_requeued(url, procs):
     assert res.modified_count == 1
     doc = wait_for(lambda: db.jobs.find_one({"exp_key": "lost", "state": JOB_STATE_DONE}), 20, "DONE")
     assert doc["attempt"] == 2
-    log = procs.log(w2)
-    assert "lost its lease" in log and "stopping its evaluation" in log
-    assert log.count(f"trial {doc['tid']} done") == 1
     w2.send_signal(signal.SIGTERM)
     assert exit_code(w2, 10) == 0
+    log = procs.log(w2)  # complete once the worker has exited (it logs "done" after the result write)
+    assert "lost its lease" in log and "stopping its evaluation" in log
+    assert log.count(f"trial {doc['tid']} done") == 1
     # the workers collection: both registered, w2 exited cleanly
     w = {d["pid"]: d for d in db.workers.find()}
     assert w2.pid in w and w[w2.pid]["status"] == "exited" and w[w2.pid]["current"] is None
