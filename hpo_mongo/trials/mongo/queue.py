@@ -64,6 +64,8 @@ class RefreshCursor(NamedTuple):
     known: dict[Any, tuple[Any, _dt.datetime]]
     seen_at: float
     checked_at: float
+
+
 #: the indexes of docs/schema.md, created by :meth:`MongoJobQueue.prepare`:
 #: ``(collection, keys, name, unique)``; collection "jobs" is the queue's jobs collection
 INDEXES = (
